@@ -1,0 +1,137 @@
+"""Shift-invariant blur: kernel builders and the zero-boundary convolution operator.
+
+Kernels are ``(k, k)`` float tensors of odd size that sum to 1, indexed like images (row 0 at the top),
+so the kernel's centre pixel is ``(k // 2, k // 2)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from wavepatch.physics.buffered import BufferedOperator
+
+Tensor = torch.Tensor
+
+
+def _check_odd(size: int, what: str = "kernel size") -> int:
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"{what} must be a positive odd integer, got {size}")
+    return int(size)
+
+
+def gaussian_kernel(sigma: float, size: int | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Isotropic sampled Gaussian, std ``sigma`` pixels -> ``(size, size)`` summing to 1.
+
+    Default ``size = 2 * ceil(3 sigma) + 1`` (covers +-3 sigma).
+    """
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    size = _check_odd(2 * math.ceil(3 * sigma) + 1 if size is None else size)
+    r = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(r**2) / (2.0 * sigma**2))
+    k = torch.outer(g, g)
+    return (k / k.sum()).to(dtype)
+
+
+def uniform_kernel(size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Box (moving-average) kernel -> ``(size, size)`` with every entry ``1 / size^2``; ``size`` odd."""
+    size = _check_odd(size)
+    return torch.full((size, size), 1.0 / size**2, dtype=torch.float64).to(dtype)
+
+
+def motion_kernel(
+    length: float, angle_deg: float, size: int | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Linear motion blur: a centred segment of ``length`` pixels -> ``(size, size)`` summing to 1.
+
+    ``angle_deg`` is counter-clockwise from the horizontal as the image is displayed (row axis pointing
+    down), so 0 is a horizontal streak and 90 a vertical one. Anti-aliasing: the segment is sampled
+    densely (8 points per pixel) and each point is splatted bilinearly onto its four neighbouring pixels
+    (the ideal segment convolved with a 1-px tent, so a 9-px horizontal streak touches 11 pixels, the two
+    end pixels lightly).
+    Default ``size = 2 * (floor(length / 2) + 1) + 1``, large enough for any angle; with a smaller
+    ``size`` the segment is cropped and the kernel renormalised.
+    """
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    size = _check_odd(2 * (math.floor(length / 2) + 1) + 1 if size is None else size)
+    centre = size // 2
+    n_points = max(2, math.ceil(8 * length) + 1)
+    t = torch.linspace(-length / 2, length / 2, n_points, dtype=torch.float64)
+    theta = math.radians(angle_deg)
+    rows = centre - t * math.sin(theta)
+    cols = centre + t * math.cos(theta)
+    r0, c0 = rows.floor(), cols.floor()
+    fr, fc = rows - r0, cols - c0
+    kernel = torch.zeros(size, size, dtype=torch.float64)
+    corners = ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc))
+    for dr, dc, w in corners:
+        r, c = (r0 + dr).long(), (c0 + dc).long()
+        inside = (r >= 0) & (r < size) & (c >= 0) & (c < size)
+        kernel.index_put_((r[inside], c[inside]), w[inside], accumulate=True)
+    return (kernel / kernel.sum()).to(dtype)
+
+
+def heavy_blur_kernel(dtype: torch.dtype = torch.float32) -> Tensor:
+    """The "heavy deblurring" preset: a 31 x 31 uniform (box) kernel.
+
+    Chosen to match the PaDIS reference code (Hu et al., NeurIPS 2024), whose ``deblur_uniform`` task uses
+    ``--blursize`` default 31. On 256 x 256 images this removes almost all detail finer than ~30 px, and
+    the box's sinc-shaped spectrum has near-zeros, so the problem is severely ill-posed.
+    """
+    return uniform_kernel(31, dtype=dtype)
+
+
+#: Named kernel presets with their default parameters (typical of the diffusion-deblurring literature):
+#: ``gaussian``: sigma 2.0 px, 13 x 13; ``uniform``: 9 x 9 box (DDRM's ``deblur_uniform``);
+#: ``motion``: length 15 px at 30 degrees, 17 x 17; ``heavy``: :func:`heavy_blur_kernel` (31 x 31 box).
+BLUR_KERNELS: dict[str, Callable[[], Tensor]] = {
+    "gaussian": lambda: gaussian_kernel(2.0),
+    "uniform": lambda: uniform_kernel(9),
+    "motion": lambda: motion_kernel(15.0, 30.0),
+    "heavy": heavy_blur_kernel,
+}
+
+
+def make_blur_kernel(name: str) -> Tensor:
+    """The preset kernel ``name`` from :data:`BLUR_KERNELS` (float32, odd size, sums to 1)."""
+    try:
+        return BLUR_KERNELS[name]()
+    except KeyError:
+        raise ValueError(f"unknown blur kernel {name!r}; choose from {sorted(BLUR_KERNELS)}") from None
+
+
+class Blur(BufferedOperator):
+    """'Same'-size 2D convolution with zero boundary, channel by channel: ``(B, C, H, W) -> (B, C, H, W)``.
+
+    ``A x = x * kernel`` (true convolution, i.e. ``scipy.ndimage.convolve(x, kernel, mode='constant')``).
+    Zero padding keeps the operator a plain matrix whose exact adjoint is the transposed convolution
+    (correlation with the kernel), unlike reflective or circular boundaries in a mismatched pair.
+    """
+
+    def __init__(self, kernel: Tensor, image_shape: tuple[int, int, int]) -> None:
+        kernel = torch.as_tensor(kernel)
+        if kernel.dim() != 2:
+            raise ValueError(f"kernel must be 2D (kh, kw), got shape {tuple(kernel.shape)}")
+        _check_odd(kernel.shape[0], "kernel height")
+        _check_odd(kernel.shape[1], "kernel width")
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
+        self.image_shape = tuple(image_shape)
+        self.kernel = kernel.to(torch.float64)
+        # conv2d computes a correlation; flipping makes it a convolution. Shape (C, 1, kh, kw) for groups=C.
+        flipped = torch.flip(self.kernel, dims=(0, 1))
+        self.weight = flipped.expand(image_shape[0], 1, *kernel.shape).contiguous()
+        self.padding = (kernel.shape[0] // 2, kernel.shape[1] // 2)
+
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        w = self._held("weight", x, x.dtype)
+        return F.conv2d(x, w, padding=self.padding, groups=self.image_shape[0])
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        w = self._held("weight", y, y.dtype)
+        return F.conv_transpose2d(y, w, padding=self.padding, groups=self.image_shape[0])

@@ -1,0 +1,44 @@
+"""Figures and result files that people look at: the comparison figure and metrics.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from wavepatch.io.atomic import atomic_path, atomic_write_bytes  # noqa: E402
+
+
+def compare_figure(path: str | Path, truth: np.ndarray, panels: list[tuple[str, np.ndarray]],
+                   error_of: np.ndarray, suptitle: str = "", protect=()) -> Path:
+    """Save ground truth | panels... | |error_of - truth| as one PNG. Images are (H, W) on the unit scale,
+    shown on [0, 1]; the error map uses its own colour scale (0 to the 99.5th percentile)."""
+    cols = 2 + len(panels)
+    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.6), constrained_layout=True)
+    axes[0].imshow(truth, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("ground truth", fontsize=9)
+    for ax, (title, img) in zip(axes[1:], panels):
+        ax.imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+    err = np.abs(error_of - truth)
+    im = axes[-1].imshow(err, cmap="magma", vmin=0, vmax=max(float(np.percentile(err, 99.5)), 1e-6))
+    axes[-1].set_title("|recon - truth|", fontsize=9)
+    fig.colorbar(im, ax=axes[-1], fraction=0.046)
+    for ax in axes:
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    with atomic_path(path, protect) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def save_json(path: str | Path, data: dict, protect=()) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    return atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), protect)

@@ -1,0 +1,42 @@
+"""Shared fixtures: paths to the small real data set bundled in data/ (see data/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The repository's bundled data folder."""
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def ct_dir() -> Path:
+    """Folder with 3 real chest CT DICOM slices (one series, 512x512, HU via RescaleIntercept -1024)."""
+    return DATA_DIR / "ct"
+
+
+@pytest.fixture(scope="session")
+def ct_files(ct_dir: Path) -> list[Path]:
+    """The 3 bundled CT DICOM files, in file-name (= InstanceNumber) order."""
+    return sorted(ct_dir.glob("*.dcm"))
+
+
+@pytest.fixture(scope="session")
+def mri_path() -> Path:
+    """NIfTI with 5 axial slices (197x233x5, uint8 0-255) of the MNI ICBM152 2009a T1 template."""
+    return DATA_DIR / "mri" / "mni_icbm152_t1_axial5.nii.gz"
+
+
+@pytest.fixture(scope="session")
+def ct_small_path() -> Path:
+    """pydicom's own 128x128 CT test file (ships with pydicom, no download)."""
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file("CT_small.dcm"))
