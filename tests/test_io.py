@@ -286,8 +286,16 @@ def test_dicom_round_trip_keeps_hu_and_identity(ct_dir, tmp_path):
     assert np.abs(back.data - result).max() <= 0.5 + 1e-4
     ref_sops = {h.SOPInstanceUID for h in ref.dicom_headers}
     for old, new in zip(ref.dicom_headers, back.dicom_headers, strict=True):
-        for tag in ("PatientName", "PatientID", "PatientSex", "StudyInstanceUID", "StudyDate",
-                    "FrameOfReferenceUID", "ImageOrientationPatient", "ImagePositionPatient"):
+        for tag in (
+            "PatientName",
+            "PatientID",
+            "PatientSex",
+            "StudyInstanceUID",
+            "StudyDate",
+            "FrameOfReferenceUID",
+            "ImageOrientationPatient",
+            "ImagePositionPatient",
+        ):
             assert new.get(tag) == old.get(tag), tag
         assert new.SeriesInstanceUID != old.SeriesInstanceUID and new.SOPInstanceUID not in ref_sops
         assert new.SeriesDescription == "test" and list(new.ImageType)[:2] == ["DERIVED", "SECONDARY"]

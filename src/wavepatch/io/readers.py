@@ -166,13 +166,15 @@ def _dicom_spacing(ds) -> tuple[float, float] | None:
     return float(spacing[0]), float(spacing[1])
 
 
-def _rescale(arr: np.ndarray, ds, path: Path) -> np.ndarray:
+def _rescale(arr: np.ndarray, ds) -> np.ndarray:
     """Stored values -> modality values (HU for CT); ``arr`` is (F, H, W)."""
     from pydicom.pixels import apply_rescale
 
-    if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
+    if "ModalityLUTSequence" in ds or ("RescaleSlope" in ds and "RescaleIntercept" in ds):
         return np.asarray(apply_rescale(arr, ds), dtype=np.float64)
     out = arr.astype(np.float64)
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:  # apply_rescale needs both; the other defaults
+        return out * float(ds.get("RescaleSlope", 1.0)) + float(ds.get("RescaleIntercept", 0.0))
     # Enhanced multi-frame files keep slope/intercept per frame (or shared) in functional groups.
     for frame in range(arr.shape[0]):
         item = _functional_group_item(ds, frame, "PixelValueTransformationSequence")
@@ -199,7 +201,7 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[0] != frames:
         raise _fail(path, f"unexpected DICOM pixel array shape {arr.shape} for {frames} frame(s)")
-    return _rescale(arr, ds, path)
+    return _rescale(arr, ds)
 
 
 def _read_dicom_file(path: Path, slices: SliceSelection, kind: str | None) -> ImageVolume:

@@ -36,11 +36,12 @@ class BufferedOperator(LinearOperator):
     def device(self) -> torch.device:
         return self._device
 
-    def _held(self, tensor_name: str, like: Tensor, dtype: torch.dtype) -> Tensor:
-        """The held tensor ``tensor_name`` on ``like``'s device, cast to ``dtype``.
-
-        Moves all held tensors for good (not just a per-call copy) so later calls copy nothing.
-        """
+    def _follow(self, like: Tensor) -> None:
+        """Move to ``like``'s device if elsewhere, for good (not per call): later calls copy nothing."""
         if like.device != self._device:
             self.to(like.device)
+
+    def _held(self, tensor_name: str, like: Tensor, dtype: torch.dtype) -> Tensor:
+        """The held tensor ``tensor_name`` on ``like``'s device, cast to ``dtype``."""
+        self._follow(like)
         return getattr(self, tensor_name).to(dtype)

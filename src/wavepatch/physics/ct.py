@@ -200,10 +200,12 @@ def _backproject(q: Tensor, det_index: Tensor, weight: Tensor | None, views_per_
         i0 = torch.floor(idx)
         frac = (idx - i0).to(q.dtype)
         i0 = i0.long()
+        # Pixels projecting outside [0, D-1] get 0, as numpy.interp(left=0, right=0) in skimage's iradon.
+        on_detector = (idx >= 0) & (idx <= d - 1)
         vals = 0
         for shift, w in ((0, 1 - frac), (1, frac)):
             ii = i0 + shift
-            ok = (ii >= 0) & (ii < d)
+            ok = (ii >= 0) & (ii < d) & on_detector
             gathered = torch.gather(flat[:, start:stop], 2,
                                     ii.clamp(0, d - 1).unsqueeze(0).expand(b * c, -1, -1))
             vals = vals + gathered * (w * ok).unsqueeze(0)

@@ -151,9 +151,10 @@ def simulate_coil_maps(
 
     Positions are normalised so the longer image side spans [-1, 1] (pixel centres). Coil c is a small
     loop at angle ``2 pi c / n_coils`` on a circle of radius ``coil_distance`` around the image centre.
-    Magnitude: the on-axis Biot-Savart field of a loop of radius ``a = loop_radius``,
-    ``a^2 / (a^2 + d^2)^{3/2}`` with ``d`` the distance from the pixel to the coil. Phase: the coil angle
-    plus a linear ramp of ``phase_slope`` radians per unit length along the direction towards the coil.
+    Magnitude: a Biot-Savart-like falloff, the on-axis field law of a loop of radius ``a = loop_radius``
+    applied to the in-plane distance ``d`` from the pixel to the coil, ``a^2 / (a^2 + d^2)^{3/2}``.
+    Phase: the coil angle plus a linear ramp of ``phase_slope`` radians per unit length along the
+    direction towards the coil.
     Finally each pixel is divided by ``sqrt(sum_c |S_c|^2)``, so the maps are normalised (the coil-combined
     image ``sum_c conj(S_c) S_c x`` equals ``x``).
     """

@@ -50,23 +50,20 @@ class SuperResolution(BufferedOperator):
             self.blur = Blur(kernel, self.image_shape)
 
     @property
-    def device(self) -> torch.device:
-        # The blur moves lazily with the data; report where its kernel lives.
-        return self.blur.device if self.blur is not None else self._device
-
-    @property
     def low_res_shape(self) -> tuple[int, int, int]:
         """Per-item measurement shape ``(C, H / F, W / F)``."""
         c, h, w = self.image_shape
         return (c, h // self.factor, w // self.factor)
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        self._follow(x)  # moves the blur too, and keeps ``device`` truthful on the kernel-free box path
         if self.box:
             return F.avg_pool2d(x, self.factor)
         o, f = self.offset, self.factor
         return self.blur.A(x)[..., o::f, o::f]
 
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        self._follow(y)
         if self.box:
             return self._nearest_upsample(y) / self.factor**2
         o, f = self.offset, self.factor
