@@ -62,8 +62,8 @@ def test_tv_methods_beat_fbp_on_sparse_view_ct():
     x = phantom(n)
     y = op.A(x)
     base = float(psnr(op.fbp(y, "hann").clamp(0, 1), x))
-    for rec in (fista_tv(op, y, lam=1e-3, n_iter=100, x0=op.fbp(y)),
-                admm_tv(op, y, lam=1e-3, n_iter=50, x0=op.fbp(y))):
+    for rec in (fista_tv(op, y, lam=1e-4, n_iter=100, x0=op.fbp(y)),
+                admm_tv(op, y, lam=1e-4, n_iter=50, x0=op.fbp(y))):
         assert float(psnr(rec.clamp(0, 1), x)) > base + 5
 
 
@@ -77,8 +77,8 @@ def test_l1_wavelet_inpainting_improves_on_masked_image():
     task = make_task("inpaint", n, TaskOptions(keep=0.5))
     x = phantom(n)
     y = task.simulate(x, torch.Generator().manual_seed(0))
-    rec = l1_wavelet(task.op, y, lam=0.01, n_iter=100, x0=task.baseline(y))
-    assert float(psnr(rec.clamp(0, 1), x)) > float(psnr(task.baseline(y), x)) + 8
+    rec = l1_wavelet(task.op, y, lam=3e-3, n_iter=100, x0=task.baseline(y))
+    assert float(psnr(rec.clamp(0, 1), x)) > float(psnr(task.baseline(y), x)) + 5
 
 
 @pytest.mark.parametrize("denoiser", [tv_denoiser, wavelet_denoiser])
@@ -88,10 +88,10 @@ def test_pnp_and_red_improve_deblurring(denoiser):
     x = phantom(n)
     y = task.simulate(x, torch.Generator().manual_seed(0))
     base = float(psnr(y.clamp(0, 1), x))
-    a = pnp_admm(task.op, y, denoiser, sigma=0.02, rho=0.5, n_iter=20, x0=y)
-    b = red(task.op, y, denoiser, sigma=0.02, lam=0.3, n_iter=40, x0=y)
-    assert float(psnr(a.clamp(0, 1), x)) > base + 1
-    assert float(psnr(b.clamp(0, 1), x)) > base + 1
+    a = pnp_admm(task.op, y, denoiser, sigma=0.005, rho=0.1, n_iter=20, x0=y)
+    b = red(task.op, y, denoiser, sigma=0.005, lam=0.1, n_iter=40, x0=y)
+    assert float(psnr(a.clamp(0, 1), x)) > base + 1.5
+    assert float(psnr(b.clamp(0, 1), x)) > base + 1.5
 
 
 def test_method_params_overrides_and_errors():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -161,10 +162,13 @@ COMMANDS = {"reconstruct": cmd_reconstruct}
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    if not debug:
+        # pydicom warns about each oddity of a file it then fails on; the one error line says what matters.
+        warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (UsageError, ImageReadError, ValueError, FileNotFoundError, PermissionError) as exc:
+    except (UsageError, ImageReadError, ValueError, OSError) as exc:
         if debug:
             raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -74,16 +74,37 @@ def _gaussian_simulate(op: LinearOperator, std: float) -> Callable[[Tensor, torc
     return lambda x, g: gaussian_noise(op.A(x), std, g)
 
 
+def _check_options(opts: TaskOptions) -> None:
+    """Reject option values no task can use, with the CLI flag in the message."""
+    checks = [
+        (opts.views is None or opts.views >= 1, f"--views must be at least 1, got {opts.views}"),
+        (opts.dose > 0, f"--dose (I0) must be positive, got {opts.dose:g}"),
+        (opts.electronic_noise >= 0, f"--electronic-noise must be >= 0, got {opts.electronic_noise:g}"),
+        (opts.pixel_mm > 0, f"--pixel-mm must be positive, got {opts.pixel_mm:g}"),
+        (opts.accel >= 1, f"--accel must be at least 1, got {opts.accel:g}"),
+        (opts.center_fraction is None or 0 < opts.center_fraction <= 1,
+         f"--center-fraction must be in (0, 1], got {opts.center_fraction}"),
+        (opts.factor >= 1, f"--factor must be at least 1, got {opts.factor}"),
+        (0 < opts.keep <= 1, f"--keep must be in (0, 1], got {opts.keep:g}"),
+        (opts.noise is None or opts.noise >= 0, f"--noise must be >= 0, got {opts.noise}"),
+        (opts.fbp_filter in ("ramp", "hann"), f"--filter must be ramp or hann, got {opts.fbp_filter!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
 def make_task(name: str, image_size: int, opts: TaskOptions | None = None,
               generator: torch.Generator | None = None) -> Task:
     """Build task ``name`` (one of :data:`TASKS`) for N x N single-channel images.
 
     ``generator`` draws the random parts of the operator itself (MRI and inpainting masks)."""
     opts = opts or TaskOptions()
+    _check_options(opts)
     n = int(image_size)
     g = generator or torch.Generator().manual_seed(0)
     if name in ("ct-parallel", "ct-fan"):
-        views = opts.views or 60
+        views = 60 if opts.views is None else opts.views
         op = ParallelBeamCT(n, views) if name == "ct-parallel" else FanBeamCT(n, views)
         std = opts.noise or 0.0
         geometry = "parallel beam over 180 deg" if name == "ct-parallel" else "fan beam over 360 deg"
@@ -91,7 +112,7 @@ def make_task(name: str, image_size: int, opts: TaskOptions | None = None,
                     f"fbp-{opts.fbp_filter}", f"{views}-view {geometry}, noise std {std:g}",
                     {"views": views, "noise": std})
     if name == "ct-lowdose":
-        views = opts.views or 180
+        views = 180 if opts.views is None else opts.views
         op = ParallelBeamCT(n, views)
         mu = attenuation_per_unit(opts.pixel_mm, opts.window)
 
