@@ -98,8 +98,8 @@ class ParallelBeamCT(_RayTransform):
         exact for dense views over 180 degrees.
         """
         q = ramp_filter(y, filter_name)
-        t_det = _parallel_detector_coordinate(self.n, self.angles) + self.n_detectors // 2
-        return _backproject(q, t_det, None) * (math.pi / (2 * self.n_views))
+        matrix = _parallel_fbp_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors)
+        return _backproject(q, matrix) * (math.pi / (2 * self.n_views))
 
 
 @lru_cache(maxsize=8)
@@ -160,16 +160,10 @@ class FanBeamCT(_RayTransform):
         u = (torch.arange(self.n_detectors, dtype=torch.float64) - (self.n_detectors - 1) / 2) * du
         pre = (self.r_src / torch.sqrt(self.r_src**2 + u**2)).to(y)
         q = ramp_filter(y * pre, filter_name) / du
-        beta = self.angles[:, None]
-        dr, dc = _pixel_offsets(self.n)
-        along = dc[None, :] * torch.cos(beta) + dr[None, :] * torch.sin(beta)  # towards the source
-        across = -dc[None, :] * torch.sin(beta) + dr[None, :] * torch.cos(beta)
-        big_u = (self.r_src - along) / self.r_src
-        u_pix = self.r_src * across / (self.r_src - along)
-        det_index = u_pix / du + (self.n_detectors - 1) / 2
+        matrix = _fan_fbp_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors, self.r_src, du)
         # d(beta) = 2 pi / V, and each ray is measured twice over 360 degrees (factor 1/2); the discrete
         # filter carries the same factor 2 as the parallel-beam one.
-        return _backproject(q, det_index, 1.0 / big_u**2) * (math.pi / (2 * self.n_views))
+        return _backproject(q, matrix) * (math.pi / (2 * self.n_views))
 
 
 def _pixel_offsets(n: int) -> tuple[Tensor, Tensor]:
@@ -178,41 +172,61 @@ def _pixel_offsets(n: int) -> tuple[Tensor, Tensor]:
     return dr.reshape(-1), dc.reshape(-1)
 
 
+@lru_cache(maxsize=8)
+def _fan_fbp_matrix(n: int, angles: tuple[float, ...], n_det: int, r_src: float, du: float) -> SparsePair:
+    """Back-projection onto the virtual detector through the centre, with the 1/U^2 weight."""
+    beta = torch.tensor(angles, dtype=torch.float64)[:, None]
+    dr, dc = _pixel_offsets(n)
+    along = dc[None, :] * torch.cos(beta) + dr[None, :] * torch.sin(beta)  # towards the source
+    across = -dc[None, :] * torch.sin(beta) + dr[None, :] * torch.cos(beta)
+    big_u = (r_src - along) / r_src
+    u_pix = r_src * across / (r_src - along)
+    det_index = u_pix / du + (n_det - 1) / 2
+    return _backprojection_matrix(det_index, 1.0 / big_u**2, n_det)
+
+
 def _parallel_detector_coordinate(n: int, angles: Tensor) -> Tensor:
     dr, dc = _pixel_offsets(n)
     return dc[None, :] * torch.cos(angles)[:, None] - dr[None, :] * torch.sin(angles)[:, None]
 
 
-def _backproject(q: Tensor, det_index: Tensor, weight: Tensor | None, views_per_chunk: int = 32) -> Tensor:
-    """Pixel-driven back-projection with linear interpolation along the detector.
-
-    q: (B, C, V, D) filtered sinogram; det_index: (V, N*N) continuous detector index of each pixel centre per
-    view (zero outside the detector); weight: optional (V, N*N). Returns (B, C, N, N), the sum over views.
-    """
+def _backproject(q: Tensor, matrix: SparsePair) -> Tensor:
+    """Apply a pixel-driven back-projection matrix (see :func:`_backprojection_matrix`):
+    q (B, C, V, D) filtered sinogram -> (B, C, N, N), the sum over views. Differentiable."""
     b, c, v, d = q.shape
-    npix = det_index.shape[1]
-    n = int(round(math.sqrt(npix)))
-    out = q.new_zeros(b * c, npix)
-    flat = q.reshape(b * c, v, d)
-    for start in range(0, v, views_per_chunk):
-        stop = min(start + views_per_chunk, v)
-        idx = det_index[start:stop].to(q.device)
-        i0 = torch.floor(idx)
-        frac = (idx - i0).to(q.dtype)
-        i0 = i0.long()
-        # Pixels projecting outside [0, D-1] get 0, as numpy.interp(left=0, right=0) in skimage's iradon.
-        on_detector = (idx >= 0) & (idx <= d - 1)
-        vals = 0
-        for shift, w in ((0, 1 - frac), (1, frac)):
-            ii = i0 + shift
-            ok = (ii >= 0) & (ii < d) & on_detector
-            gathered = torch.gather(flat[:, start:stop], 2,
-                                    ii.clamp(0, d - 1).unsqueeze(0).expand(b * c, -1, -1))
-            vals = vals + gathered * (w * ok).unsqueeze(0)
-        if weight is not None:
-            vals = vals * weight[start:stop].to(q).unsqueeze(0)
-        out += vals.sum(dim=1)
-    return out.reshape(b, c, n, n)
+    n = int(round(math.sqrt(matrix.shape[0])))
+    return apply_sparse(matrix, q.reshape(b * c, v * d)).reshape(b, c, n, n)
+
+
+def _backprojection_matrix(det_index: Tensor, weight: Tensor | None, d: int) -> SparsePair:
+    """Sparse (N*N, V*D) matrix of pixel-driven back-projection with linear interpolation along the detector.
+
+    det_index: (V, N*N) continuous detector index of each pixel centre per view; weight: optional (V, N*N).
+    Pixels projecting outside [0, D-1] get 0, as numpy.interp(left=0, right=0) in skimage's iradon. Each
+    pixel row holds exactly 2 V entries (some zero), so the CSR layout is written directly, without sorting.
+    """
+    v, npix = det_index.shape
+    i0 = torch.floor(det_index)
+    frac = det_index - i0
+    i0 = i0.long()
+    on_detector = (det_index >= 0) & (det_index <= d - 1)
+    w = torch.ones_like(det_index) if weight is None else weight.to(det_index)
+    cols, vals = [], []
+    for shift, lin in ((0, 1 - frac), (1, frac)):
+        ii = i0 + shift
+        ok = (ii >= 0) & (ii < d) & on_detector
+        cols.append((ii.clamp(0, d - 1) + torch.arange(v)[:, None] * d).T)  # (N*N, V)
+        vals.append((lin * w * ok).T)
+    col = torch.stack(cols, dim=2).reshape(-1).to(torch.int32)
+    val = torch.stack(vals, dim=2).reshape(-1).to(torch.float32)
+    crow = torch.arange(0, npix + 1, dtype=torch.int32) * (2 * v)
+    return SparsePair(torch.sparse_csr_tensor(crow, col, val, (npix, v * d)))
+
+
+@lru_cache(maxsize=8)
+def _parallel_fbp_matrix(n: int, angles: tuple[float, ...], n_det: int) -> SparsePair:
+    t_det = _parallel_detector_coordinate(n, torch.tensor(angles, dtype=torch.float64)) + n_det // 2
+    return _backprojection_matrix(t_det, None, n_det)
 
 
 def ramp_filter(y: Tensor, filter_name: str = "ramp") -> Tensor:

@@ -134,16 +134,22 @@ class SparsePair:
     """A sparse matrix M and its transpose, converted on demand to the dtype/device of the input."""
 
     def __init__(self, m: Tensor, mt: Tensor | None = None):
-        self._base = (m, transpose_csr(m) if mt is None else mt)
+        self._m, self._mt = m, mt  # the transpose is built on first use when not given
         self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     @property
+    def _base(self) -> tuple[Tensor, Tensor]:
+        if self._mt is None:
+            self._mt = transpose_csr(self._m)
+        return self._m, self._mt
+
+    @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self._base[0].shape)
+        return tuple(self._m.shape)
 
     @property
     def nnz(self) -> int:
-        return int(self._base[0].values().numel())
+        return int(self._m.values().numel())
 
     def get(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         key = (dtype, str(device))
