@@ -40,7 +40,7 @@ SETTINGS = {
     "ct-fan": [TaskOptions(views=60)],
     "ct-lowdose": [TaskOptions()],
     "mri": [TaskOptions()],
-    "deblur": [TaskOptions(kernel="gaussian"), TaskOptions(kernel="motion")],
+    "deblur": [TaskOptions(kernel="gaussian")],
     "sr": [TaskOptions()],
     "inpaint": [TaskOptions()],
 }
@@ -50,8 +50,8 @@ GRIDS = {
     "fista-tv": {"lam": LAMS},
     "admm-tv": {"lam": LAMS},
     "l1-wavelet": {"lam": LAMS},
-    "pnp-admm": {"sigma": (0.005, 0.01, 0.02, 0.04), "rho": (0.05, 0.2, 1.0)},
-    "red": {"sigma": (0.005, 0.01, 0.02, 0.04), "lam": (0.05, 0.2, 1.0)},
+    "pnp-admm": {"sigma": (0.003, 0.01, 0.03), "rho": (0.003, 0.03, 0.3)},
+    "red": {"sigma": (0.003, 0.01, 0.03), "lam": (0.01, 0.1, 1.0)},
 }
 
 

@@ -1,7 +1,6 @@
 """Classical solvers: exact least squares, agreement of two algorithms on one objective, and gains over
 the baseline on small problems."""
 
-import numpy as np
 import pytest
 import torch
 from skimage.data import shepp_logan_phantom

@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavepatch.io import ImageReadError, denormalize, normalize_volume, read_image, resize_square, save_npy, save_png
+from wavepatch.io import (
+    ImageReadError,
+    denormalize,
+    normalize_volume,
+    read_image,
+    resize_square,
+    save_npy,
+    save_png,
+)
 from wavepatch.io.atomic import check_not_input
 from wavepatch.io.writers import save_dicom_series
 from wavepatch.metrics import image_metrics

@@ -22,7 +22,7 @@ def compare_figure(path: str | Path, truth: np.ndarray, panels: list[tuple[str, 
     fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.6), constrained_layout=True)
     axes[0].imshow(truth, cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("ground truth", fontsize=9)
-    for ax, (title, img) in zip(axes[1:], panels):
+    for ax, (title, img) in zip(axes[1:-1], panels, strict=True):
         ax.imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
     err = np.abs(error_of - truth)

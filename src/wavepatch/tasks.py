@@ -4,7 +4,7 @@ A task turns a clean image x (B, 1, N, N) on the unit scale into a measurement y
 the baseline reconstruction (``baseline``: FBP, zero-filled inverse FFT, ...). Every reconstruction method
 receives the same ``task.op`` and ``y``.
 
-Defaults (documented in docs/tasks.md and the README):
+Defaults (documented in the README):
 - ct-parallel / ct-fan: 60 views, noiseless sinogram unless ``noise`` > 0 (PaDIS' protocol); FBP with
   the Hann filter as the baseline.
 - ct-lowdose: parallel beam, 180 views, Poisson counts with I0 = 1e4 photons per bin (``dose``), no

@@ -15,7 +15,7 @@ both; 3D bands as pywt's ``wavedecn`` keys 'aad', 'ada', 'add', 'daa', 'dad', 'd
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from itertools import product
 
 import pywt
@@ -30,7 +30,7 @@ BAND_KEYS: dict[int, tuple[str, ...]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dec_filters(wavelet: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     w = pywt.Wavelet(wavelet)
     if not w.orthogonal:
@@ -103,7 +103,7 @@ def _dwtn(x: Tensor, wavelet: str, levels: int, ndim: int) -> tuple[Tensor, list
     details: list[Tensor] = []
     for _ in range(levels):
         y = low
-        for axis in range(ndim):
+        for _axis in range(ndim):
             # Rotate so the axis to filter sits at position 1; after ndim rotations the layout is restored,
             # and the band index is sum_i bit_i 2^(ndim-1-i) (first axis = most significant bit).
             y = _analysis_axis(y, weight).movedim(1, -1)
