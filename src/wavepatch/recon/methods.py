@@ -1,7 +1,8 @@
 """Classical reconstruction methods by name, with per-task default parameters.
 
-Defaults were chosen on training data (a slice of the training patient, never the test patient) with
-``benchmarks/tune_classical.py``; any of them can be overridden (CLI: ``--param key=value``).
+Per-task defaults are the best of a small grid on training data (two CT slices of the training patient, two
+planes of the MRI template; never the test slice), by mean PSNR, with ``benchmarks/tune_classical.py``
+(results: ``benchmarks/results/tune_classical.json``). Any of them can be overridden (CLI: ``--param key=value``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,57 @@ BASE_PARAMS: dict[str, dict] = {
     "pnp-admm": {"sigma": 0.03, "rho": 1.0, "n_iter": 30, "denoiser": "wavelet"},
     "red": {"sigma": 0.03, "lam": 0.5, "n_iter": 50, "denoiser": "wavelet"},
 }
-TASK_PARAMS: dict[str, dict[str, dict]] = {}
+TASK_PARAMS: dict[str, dict[str, dict]] = {
+    "ct-parallel": {
+        "fista-tv": {"lam": 3e-05},
+        "admm-tv": {"lam": 0.0001},
+        "l1-wavelet": {"lam": 3e-05},
+        "pnp-admm": {"sigma": 0.01, "rho": 0.003},
+        "red": {"sigma": 0.01, "lam": 0.01},
+    },
+    "ct-fan": {
+        "fista-tv": {"lam": 0.0001},
+        "admm-tv": {"lam": 0.0001},
+        "l1-wavelet": {"lam": 0.0001},
+        "pnp-admm": {"sigma": 0.01, "rho": 0.003},
+        "red": {"sigma": 0.01, "lam": 0.01},
+    },
+    "ct-lowdose": {
+        "fista-tv": {"lam": 0.0003},
+        "admm-tv": {"lam": 0.0001},
+        "l1-wavelet": {"lam": 0.0003},
+        "pnp-admm": {"sigma": 0.003, "rho": 0.03},
+        "red": {"sigma": 0.01, "lam": 0.01},
+    },
+    "mri": {
+        "fista-tv": {"lam": 3e-05},
+        "admm-tv": {"lam": 0.0003},
+        "l1-wavelet": {"lam": 3e-05},
+        "pnp-admm": {"sigma": 0.03, "rho": 0.03},
+        "red": {"sigma": 0.003, "lam": 1.0},
+    },
+    "deblur": {
+        "fista-tv": {"lam": 0.001},
+        "admm-tv": {"lam": 0.0003},
+        "l1-wavelet": {"lam": 0.0003},
+        "pnp-admm": {"sigma": 0.01, "rho": 0.03},
+        "red": {"sigma": 0.003, "lam": 0.1},
+    },
+    "sr": {
+        "fista-tv": {"lam": 0.003},
+        "admm-tv": {"lam": 0.003},
+        "l1-wavelet": {"lam": 0.003},
+        "pnp-admm": {"sigma": 0.01, "rho": 0.3},
+        "red": {"sigma": 0.003, "lam": 1.0},
+    },
+    "inpaint": {
+        "fista-tv": {"lam": 0.003},
+        "admm-tv": {"lam": 0.003},
+        "l1-wavelet": {"lam": 0.003},
+        "pnp-admm": {"sigma": 0.03, "rho": 0.03},
+        "red": {"sigma": 0.01, "lam": 1.0},
+    },
+}
 
 
 def method_params(task_name: str, method: str, overrides: dict | None = None) -> dict:
