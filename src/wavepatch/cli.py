@@ -1,6 +1,8 @@
 """The ``wavepatch`` command. It parses arguments and calls the library; nothing else lives here.
 
     wavepatch reconstruct INPUT --task TASK [task options] --method METHOD [--size N] [--seed S] --out DIR
+    wavepatch train DATA... --prior whole|patch --out RUN        (see wavepatch.cli_prior)
+    wavepatch sample --prior CKPT --n K --sampler S --out DIR
 
 Bad input prints one line ``wavepatch: error: ...`` and exits with status 2 (``--debug`` shows the
 traceback instead).
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wavepatch.cli_prior import add_sample_parser, add_train_parser, cmd_sample, cmd_train
 from wavepatch.io import (
     ImageReadError,
     denormalize,
@@ -84,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method parameter, e.g. lam=0.002 or n_iter=200 (repeatable)")
     r.add_argument("--dicom", action="store_true", help="also write the reconstruction as a DICOM series (HU)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_train_parser(sub)
+    add_sample_parser(sub)
     return parser
 
 
@@ -164,7 +169,7 @@ def _write_dicom(args, out: Path, recon: np.ndarray, norm_info: dict, volume, s:
     return folder
 
 
-COMMANDS = {"reconstruct": cmd_reconstruct}
+COMMANDS = {"reconstruct": cmd_reconstruct, "train": cmd_train, "sample": cmd_sample}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (UsageError, ImageReadError, ValueError, OSError) as exc:
+    except (UsageError, ImageReadError, ValueError, OSError, FloatingPointError) as exc:
         if debug:
             raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

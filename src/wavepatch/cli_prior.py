@@ -1,0 +1,189 @@
+"""``wavepatch train`` and ``wavepatch sample``: argument parsing and calls into ``wavepatch.prior`` / ``sampling``.
+
+    wavepatch train DATA... --prior whole|patch --size N --steps S --out RUN [--resume] [architecture options]
+    wavepatch sample --prior CKPT --n K --size N --sampler heun|euler|langevin|pc --steps T --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wavepatch.io import save_npy, save_png, unit_to_hu
+from wavepatch.io.atomic import check_not_input
+from wavepatch.io.writers import save_dicom_series, save_nifti
+from wavepatch.prior.checkpoint import load_prior
+from wavepatch.prior.model import PATCH_MODES, make_denoiser
+from wavepatch.prior.train import TrainConfig, train
+from wavepatch.report import save_json
+from wavepatch.sampling.unconditional import SAMPLERS, sample
+
+TRAIN_DEFAULTS = TrainConfig()
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_train_parser(sub) -> None:
+    d = TRAIN_DEFAULTS
+    t = sub.add_parser("train", help="train a score prior (denoising score matching) on a folder of images")
+    t.add_argument("data", nargs="+", help="training images: folders (DICOM series, NIfTI, PNG, .npy) or files")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, log, loss curve)")
+    t.add_argument("--prior", choices=("whole", "patch"), default=d.prior, help="whole-image UNet or PaDIS patches")
+    t.add_argument("--size", type=int, default=d.size, help="training images resized to N x N")
+    t.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="HU window mapped to [0, 1] (CT default -1000 1000; others: min-max)")
+    t.add_argument("--axis", type=int, default=d.axis, help="NIfTI slicing axis")
+    t.add_argument("--patch-sizes", type=_ints, default=d.patch_sizes, help="e.g. 16,32,64")
+    t.add_argument("--patch-probs", type=_floats, default=d.patch_probs, help="e.g. 0.2,0.3,0.5")
+    t.add_argument("--patch-size", type=int, default=None, help="default inference patch size stored in the prior")
+    t.add_argument("--pad", type=int, default=None, help="zero border patches may hang over (default max patch)")
+    t.add_argument("--channels", type=int, default=d.base_channels, help="UNet base width")
+    t.add_argument("--channel-mult", type=_ints, default=d.channel_mult, help="width multipliers per level")
+    t.add_argument("--blocks", type=int, default=d.num_blocks, help="residual blocks per level")
+    t.add_argument("--no-attention", action="store_true", help="no self-attention in the bottleneck")
+    t.add_argument("--dropout", type=float, default=d.dropout)
+    t.add_argument("--batch", type=int, default=d.batch, help="images (whole) or largest patches per step")
+    t.add_argument("--steps", type=int, default=d.steps)
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--warmup", type=int, default=d.warmup)
+    t.add_argument("--ema-halflife", type=float, default=d.ema_halflife, help="in steps")
+    t.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    t.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    t.add_argument("--log-every", type=int, default=d.log_every)
+    t.add_argument("--minutes", type=float, default=None, help="stop after this wall time (checkpointed)")
+    t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--no-progress", action="store_true")
+
+
+def cmd_train(args) -> int:
+    window = tuple(args.window) if args.window else None
+    cfg = TrainConfig(
+        data=[str(p) for p in args.data], out=args.out, prior=args.prior, size=args.size,
+        window=window if window is not None else TRAIN_DEFAULTS.window, axis=args.axis,
+        patch_sizes=args.patch_sizes, patch_probs=args.patch_probs, patch_size=args.patch_size, pad=args.pad,
+        base_channels=args.channels, channel_mult=args.channel_mult, num_blocks=args.blocks,
+        attention=not args.no_attention, dropout=args.dropout, batch=args.batch, steps=args.steps, lr=args.lr,
+        warmup=args.warmup, ema_halflife=args.ema_halflife, grad_clip=args.grad_clip, flip=not args.no_flip,
+        seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, minutes=args.minutes,
+        device=args.device,
+    )
+    if window is None and not _looks_like_ct(args.data):
+        cfg.window = None
+    check_not_input(args.out, args.data)
+    t0 = time.time()
+    path = train(cfg, resume=args.resume, progress=not args.no_progress)
+    info = json.loads(path.with_suffix(".json").read_text())["info"]
+    print(f"trained {cfg.prior} prior to step {info['step']} in {time.time() - t0:.0f} s "
+          f"(loss {info['final_loss_mean_last_50_logged']:.4f}) -> {path}")
+    return 0
+
+
+def _looks_like_ct(paths) -> bool:
+    """Default window: HU for DICOM data, min-max for anything else (NIfTI MRI, PNG)."""
+    from wavepatch.io.readers import _suffix
+
+    for p in map(Path, paths):
+        files = [p] if p.is_file() else [f for f in p.iterdir() if f.is_file()]
+        if any(_suffix(f) in (".dcm", "") for f in files):
+            return True
+    return False
+
+
+def add_sample_parser(sub) -> None:
+    s = sub.add_parser("sample", help="generate images from a trained prior")
+    s.add_argument("--prior", required=True, help="prior checkpoint (.safetensors)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--n", type=int, default=4, help="number of images")
+    s.add_argument("--size", type=int, default=None, help="image side (default: the prior's training size)")
+    s.add_argument("--sampler", choices=SAMPLERS, default="heun")
+    s.add_argument("--steps", type=int, default=32, help="noise levels (Heun: 2 NFE per level)")
+    s.add_argument("--sigma-min", type=float, default=0.002)
+    s.add_argument("--sigma-max", type=float, default=80.0)
+    s.add_argument("--patch-mode", choices=PATCH_MODES, default="padis", help="patch priors: how patches combine")
+    s.add_argument("--patch-size", type=int, default=None, help="patch priors: patch side (default: the prior's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch", type=int, default=4, help="images sampled at once")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--dicom", action="store_true", help="also write a DICOM series in HU (CT priors)")
+    s.add_argument("--no-progress", action="store_true")
+
+
+def cmd_sample(args) -> int:
+    if args.n < 1 or args.steps < 1 or args.batch < 1:
+        raise ValueError("--n, --steps and --batch must be at least 1")
+    ckpt = Path(args.prior)
+    out = Path(args.out)
+    check_not_input(out, [ckpt])
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    model, cfg = load_prior(ckpt, device=device)
+    size = args.size or cfg.image_size
+    if size < 8:
+        raise ValueError(f"--size must be at least 8, got {size}")
+    gen = torch.Generator().manual_seed(args.seed)
+    denoise = make_denoiser(model, cfg, mode=args.patch_mode, patch_size=args.patch_size, generator=gen)
+    t0 = time.perf_counter()
+    batches, nfe = [], 0
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, args.n, args.batch), disable=args.no_progress, desc="batches"):
+        b = min(args.batch, args.n - start)
+        x, nfe = sample(denoise, (b, 1, size, size), args.sampler, args.steps, args.sigma_min, args.sigma_max,
+                        generator=gen, device=device, progress=not args.no_progress)
+        batches.append(x.float().cpu())
+    seconds = time.perf_counter() - t0
+    imgs = torch.cat(batches)[:, 0].clamp(0, 1).numpy()
+    out.mkdir(parents=True, exist_ok=True)
+    save_npy(out / "samples.npy", imgs)
+    save_png(out / "grid.png", _grid(imgs))
+    written = ["samples.npy", "grid.png"]
+    if cfg.window is not None:
+        hu = np.asarray(unit_to_hu(imgs, *cfg.window), dtype=np.float32)
+        save_nifti(out / "samples_hu.nii.gz", hu)
+        written.append("samples_hu.nii.gz")
+        if args.dicom:
+            save_dicom_series(out / "samples_dicom", hu, series_description="wavepatch samples", overwrite=True)
+            written.append("samples_dicom/")
+    else:
+        save_nifti(out / "samples.nii.gz", imgs)
+        written.append("samples.nii.gz")
+    save_json(out / "sample_info.json", {
+        "prior": str(ckpt), "kind": cfg.kind, "n": args.n, "size": size, "sampler": args.sampler,
+        "steps": args.steps, "nfe_per_image": nfe, "seconds": seconds, "seconds_per_image": seconds / args.n,
+        "patch_mode": args.patch_mode if cfg.kind == "patch" else None, "seed": args.seed, "device": str(device),
+        "files": written,
+    })
+    print(f"{args.n} samples {size}x{size} ({cfg.kind} prior, {args.sampler}, {nfe} NFE) in {seconds:.1f} s -> {out}")
+    return 0
+
+
+def _grid(imgs: np.ndarray, pad: int = 2) -> np.ndarray:
+    """(K, N, N) in [0, 1] -> one image of ceil(sqrt(K)) columns with white gutters."""
+    k, n, _ = imgs.shape
+    cols = int(np.ceil(np.sqrt(k)))
+    rows = int(np.ceil(k / cols))
+    grid = np.ones((rows * (n + pad) - pad, cols * (n + pad) - pad), dtype=np.float32)
+    for i, img in enumerate(imgs):
+        r, c = divmod(i, cols)
+        grid[r * (n + pad):r * (n + pad) + n, c * (n + pad):c * (n + pad) + n] = img
+    return grid

@@ -1,0 +1,101 @@
+"""Prior checkpoints: safetensors weights with the JSON config in the file's own metadata (no pickle, ever).
+
+``save_prior`` writes ``NAME.safetensors`` (weights + config in the header) and a readable copy of the config
+as ``NAME.json``; both atomically. ``load_prior`` reads only the safetensors file and refuses, in one line,
+anything that is not a wavepatch prior or whose tensors do not match the architecture its config declares.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from wavepatch.io.atomic import PathLike, atomic_path, atomic_write_bytes
+from wavepatch.prior.model import PriorConfig, build_prior
+from wavepatch.prior.precond import EDMDenoiser
+
+FORMAT = "wavepatch-prior"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable wavepatch prior checkpoint."""
+
+
+def save_prior(path: PathLike, model: EDMDenoiser, config: PriorConfig, extra: dict | None = None,
+               half: bool = False) -> Path:
+    """Write ``model``'s weights and ``config`` (plus ``extra`` info: training summary) to ``path``.
+
+    half: store weights as float16 (half the size; ``load_prior`` returns float32 weights either way; rounding
+    changes denoiser outputs by about 1e-4 relative, far below the denoising error)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"prior checkpoints end in .safetensors, got {path.name}")
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": config.to_dict(), "info": extra or {}}
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"wavepatch": json.dumps(meta)})
+    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
+    return path
+
+
+def read_prior_metadata(path: PathLike) -> dict:
+    """The metadata dict of a prior checkpoint (format, version, config, info); CheckpointError if not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"prior checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a safetensors file ({exc})") from None
+    if "wavepatch" not in meta:
+        raise CheckpointError(f"{path} is a safetensors file but not a wavepatch prior (no wavepatch metadata)")
+    try:
+        info = json.loads(meta["wavepatch"])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: wavepatch metadata is not valid JSON") from None
+    if info.get("format") != FORMAT:
+        raise CheckpointError(f"{path} holds a {info.get('format')!r} file, not a wavepatch prior")
+    if info.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has prior format version {info.get('version')}, this wavepatch reads "
+                              f"{FORMAT_VERSION}")
+    return info
+
+
+def load_prior(path: PathLike, device: str | torch.device = "cpu",
+               expect_kind: str | None = None) -> tuple[EDMDenoiser, PriorConfig]:
+    """(model in eval mode on ``device``, config) from a checkpoint written by ``save_prior``."""
+    info = read_prior_metadata(path)
+    try:
+        config = PriorConfig.from_dict(info["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: invalid prior config ({exc})") from None
+    if expect_kind is not None and config.kind != expect_kind:
+        raise CheckpointError(f"{path} is a {config.kind} prior; a {expect_kind} prior is needed here")
+    model = build_prior(config)
+    tensors = load_file(str(path))
+    check_state_matches(model.state_dict(), tensors, str(path))
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return model.to(device).eval(), config
+
+
+def check_state_matches(expected: dict, found: dict, what: str) -> None:
+    """CheckpointError naming the first missing, unexpected or mis-shaped tensor of ``found``."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{what} does not match its architecture: {len(missing)} missing tensors"
+            f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(unexpected)} unexpected"
+            f"{' (e.g. ' + unexpected[0] + ')' if unexpected else ''}"
+        )
+    for key, value in expected.items():
+        if tuple(found[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"{what} does not match its architecture: {key} has shape "
+                                  f"{tuple(found[key].shape)}, expected {tuple(value.shape)}")

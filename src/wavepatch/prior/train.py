@@ -1,0 +1,383 @@
+"""Training a score prior by denoising score matching (EDM loss), resumable, optionally multi-process (DDP).
+
+One run writes into its output folder:
+    prior.safetensors / prior.json   the EMA weights + config: what ``wavepatch sample`` and the samplers load;
+    train_state.safetensors          raw weights, EMA weights and optimizer moments (for ``--resume``);
+    train_config.json                the ``TrainConfig`` of the run;
+    train_log.csv, loss.png          loss per logged step and its curve.
+All writes are atomic, so a run killed at any moment leaves the last complete checkpoint. Random streams are
+re-seeded from (seed, rank, step) at every checkpoint, so a resumed run continues exactly as an uninterrupted one
+would have.
+
+Multi-process: launch with ``torchrun --nproc_per_node N -m wavepatch.cli train ...``; each process draws its own
+batches, gradients are averaged by DistributedDataParallel (NCCL on GPUs, gloo on CPU); rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from wavepatch.io.atomic import atomic_path, atomic_write_bytes
+from wavepatch.io.dataset import SliceDataset
+from wavepatch.prior.checkpoint import CheckpointError, check_state_matches, save_prior
+from wavepatch.prior.model import PriorConfig, build_prior
+from wavepatch.prior.patches import position_channels
+from wavepatch.prior.precond import EDMDenoiser, edm_loss_weight
+from wavepatch.prior.unet import UNetConfig
+
+Tensor = torch.Tensor
+
+# Fields that fix the architecture or the data: a resumed run must keep them.
+_FROZEN = ("prior", "size", "window", "base_channels", "channel_mult", "num_blocks", "attention", "sigma_data",
+           "patch_sizes", "pad", "axis")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved as train_config.json.
+
+    data: files/folders ``SliceDataset`` reads. prior: 'whole' or 'patch'. size: training images are resized
+    to size x size. window: HU window (lo, hi) or None (min-max per volume). axis: NIfTI slicing axis.
+    patch_sizes / patch_probs: patch sides drawn per step (patch priors) and their probabilities; the batch
+    holds ``batch * (max(patch_sizes) / P)^2`` patches so every step sees about the same number of pixels.
+    patch_size: default inference patch side stored in the prior (default: largest training size).
+    pad: zero border around training images from which patches may be cut (default: max patch size).
+    batch: images (whole) or largest-size patches (patch) per step and process. lr: AdamW peak learning rate,
+    reached linearly over warmup steps. ema_halflife: steps. p_mean, p_std: ln(sigma) ~ N(p_mean, p_std^2).
+    checkpoint_every: steps between checkpoints; minutes: stop (after a checkpoint) once this much wall time
+    has passed, resume later with --resume.
+    """
+
+    data: list[str] = field(default_factory=list)
+    out: str = "runs/prior"
+    prior: str = "patch"
+    size: int = 128
+    window: tuple[float, float] | None = (-1000.0, 1000.0)
+    axis: int = 2
+    patch_sizes: tuple[int, ...] = (16, 32, 64)
+    patch_probs: tuple[float, ...] = (0.2, 0.3, 0.5)
+    patch_size: int | None = None
+    pad: int | None = None
+    base_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_blocks: int = 2
+    attention: bool = True
+    dropout: float = 0.0
+    sigma_data: float = 0.5
+    batch: int = 16
+    steps: int = 10_000
+    lr: float = 2e-4
+    warmup: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_halflife: float = 500.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    flip: bool = True  # left-right mirroring (bodies are roughly mirror-symmetric; up-down is not)
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    minutes: float | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.patch_sizes = tuple(int(p) for p in self.patch_sizes)
+        self.patch_probs = tuple(float(p) for p in self.patch_probs)
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        if self.window is not None:
+            self.window = (float(self.window[0]), float(self.window[1]))
+        if self.prior not in ("whole", "patch"):
+            raise ValueError(f"--prior must be whole or patch, got {self.prior!r}")
+        if self.size < 8 or self.batch < 1 or self.steps < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("size >= 8, batch >= 1, steps >= 1, checkpoint_every >= 1, log_every >= 1 needed")
+        if not self.lr > 0 or self.grad_clip < 0 or self.ema_halflife <= 0 or self.p_std <= 0:
+            raise ValueError("lr > 0, grad_clip >= 0, ema_halflife > 0 and p_std > 0 needed")
+        divisor = 2 ** (len(self.channel_mult) - 1)
+        if self.prior == "patch":
+            if len(self.patch_sizes) != len(self.patch_probs) or not self.patch_sizes:
+                raise ValueError("patch_sizes and patch_probs must have the same, non-zero length")
+            if any(p % divisor or p < divisor for p in self.patch_sizes):
+                raise ValueError(f"patch sizes {self.patch_sizes} must be multiples of {divisor}")
+            if any(p <= 0 for p in self.patch_probs):
+                raise ValueError("patch_probs must be positive")
+            if self.patch_size is None:
+                self.patch_size = max(self.patch_sizes)
+            if self.pad is None:
+                self.pad = max(self.patch_sizes)
+            if max(self.patch_sizes) > self.size + 2 * self.pad:
+                frame = self.size + 2 * self.pad
+                raise ValueError(f"largest patch {max(self.patch_sizes)} exceeds the padded image ({frame})")
+        elif self.size % divisor:
+            raise ValueError(f"whole-image size {self.size} must be a multiple of {divisor}")
+
+    def prior_config(self) -> PriorConfig:
+        channels = 1 + (2 if self.prior == "patch" else 0)
+        unet = UNetConfig(in_channels=channels, out_channels=1, base_channels=self.base_channels,
+                          channel_mult=self.channel_mult, num_blocks=self.num_blocks, attention=self.attention,
+                          dropout=self.dropout)
+        return PriorConfig(kind=self.prior, unet=unet, sigma_data=self.sigma_data, image_size=self.size,
+                           patch_size=int(self.patch_size or self.size), window=self.window)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(unknown)}")
+        return cls(**d)
+
+
+def edm_loss(model: EDMDenoiser, x0: Tensor, generator: torch.Generator, p_mean: float, p_std: float,
+             extra: Tensor | None = None) -> Tensor:
+    """EDM denoising score matching loss on a batch x0 (B, C, H, W): mean of lambda(sigma) ||D(x0 + sigma z) - x0||^2.
+
+    ln sigma ~ N(p_mean, p_std^2) per item; the squared error is averaged over pixels.
+    """
+    b = x0.shape[0]
+    sigma = (torch.randn(b, generator=generator, device=generator.device) * p_std + p_mean).exp().to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
+    denoised = model(x0 + sigma.reshape(-1, 1, 1, 1) * noise, sigma, extra)
+    weight = edm_loss_weight(sigma, model.sigma_data if hasattr(model, "sigma_data") else model.module.sigma_data)
+    return (weight * ((denoised - x0) ** 2).mean(dim=(1, 2, 3))).mean()
+
+
+def draw_batch(data: SliceDataset, cfg: TrainConfig, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """One training batch on the CPU: (images or patches (B, 1, S, S), position channels (B, 2, S, S) or None)."""
+    if cfg.prior == "whole":
+        idx = torch.randint(0, len(data), (cfg.batch,), generator=generator)
+        x = data.images[idx]
+        if cfg.flip:
+            lr = torch.rand(cfg.batch, generator=generator) < 0.5
+            x = torch.where(lr[:, None, None, None], x.flip(-1), x)
+        return x, None
+    k = torch.multinomial(torch.tensor(cfg.patch_probs), 1, generator=generator).item()
+    p = cfg.patch_sizes[k]
+    n = max(1, round(cfg.batch * (max(cfg.patch_sizes) / p) ** 2))
+    patches, positions = data.random_patches(n, p, generator=generator, pad=cfg.pad, flip=False)
+    if cfg.flip:  # flip patch and its position channels together, so a flip is a flip of the image
+        lr = torch.rand(n, generator=generator) < 0.5
+    offs = torch.arange(p)
+    rows = positions[:, 0, None] - cfg.pad + offs
+    cols = positions[:, 1, None] - cfg.pad + offs
+    pos = position_channels(rows, cols, cfg.size)
+    if cfg.flip:
+        # the patch as cut from the mirrored image: mirrored content, and column coordinates of the mirrored
+        # image (pixel j shows original column q, which the mirror puts at coordinate -c_q)
+        f_lr = lr[:, None, None, None]
+        patches = torch.where(f_lr, patches.flip(-1), patches)
+        mirrored = pos.flip(-1) * torch.tensor([1.0, -1.0]).reshape(1, 2, 1, 1)
+        pos = torch.where(f_lr, mirrored, pos)
+    return patches, pos
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and ":" not in name and dist.is_initialized():
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def _stream(seed: int, rank: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step) % (2**63))
+
+
+def _save_state(path: Path, model: EDMDenoiser, ema: EDMDenoiser, opt: torch.optim.Optimizer, step: int,
+                cfg: TrainConfig) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        for name, value in opt.state.get(p, {}).items():
+            tensors[f"opt.{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"step": str(step), "config": json.dumps(asdict(cfg))}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _load_state(path: Path, model: EDMDenoiser, ema: EDMDenoiser, opt: torch.optim.Optimizer) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "step" not in meta:
+        raise CheckpointError(f"{path} is not a wavepatch training state")
+    tensors = load_file(str(path))
+    for prefix, module in (("model.", model), ("ema.", ema)):
+        part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        check_state_matches(module.state_dict(), part, str(path))
+        module.load_state_dict(part)
+    params = opt.param_groups[0]["params"]
+    for i, p in enumerate(params):
+        state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        if state:
+            opt.state[p] = {k: (v.to(p.device) if k != "step" else v) for k, v in state.items()}
+    return int(meta["step"])
+
+
+def _write_log_and_plot(out: Path, rows: list[list]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["step", "loss", "lr", "seconds"])
+    writer.writerows(rows)
+    atomic_write_bytes(out / "train_log.csv", buf.getvalue().encode())
+    if len(rows) < 2:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r[0] for r in rows]
+    losses = [r[1] for r in rows]
+    smooth, acc = [], losses[0]
+    for v in losses:
+        acc = 0.95 * acc + 0.05 * v
+        smooth.append(acc)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, losses, lw=0.5, alpha=0.4, label="loss")
+    ax.plot(steps, smooth, lw=1.5, label="smoothed")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("EDM loss")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out / "loss.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _read_log(out: Path, upto: int) -> list[list]:
+    path = out / "train_log.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return [[int(r[0]), float(r[1]), float(r[2]), float(r[3])] for r in rows if int(r[0]) <= upto]
+
+
+def check_resume_config(saved: TrainConfig, new: TrainConfig) -> None:
+    """ValueError if ``new`` changes a field that fixes the architecture or the data of ``saved``."""
+    changed = [f"{k} ({getattr(saved, k)!r} -> {getattr(new, k)!r})" for k in _FROZEN
+               if getattr(saved, k) != getattr(new, k)]
+    if changed:
+        raise ValueError(f"cannot resume: the run in {new.out} was trained with different {', '.join(changed)}")
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train a prior as ``cfg`` says; returns the path of prior.safetensors. See the module docstring."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _resolve_device(cfg.device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    out = Path(cfg.out)
+    state_path = out / "train_state.safetensors"
+    if resume:
+        if not state_path.exists():
+            raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
+        saved = TrainConfig.from_dict(json.loads((out / "train_config.json").read_text()))
+        check_resume_config(saved, cfg)
+    elif state_path.exists():
+        raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
+
+    data = SliceDataset(cfg.data, size=cfg.size, window=cfg.window, axis=cfg.axis)
+    prior_cfg = cfg.prior_config()
+    torch.manual_seed(cfg.seed)
+    model = build_prior(prior_cfg).to(device)
+    ema = build_prior(prior_cfg).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    start = _load_state(state_path, model, ema, opt) if resume else 0
+    rows = _read_log(out, start) if rank == 0 else []
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "train_config.json", (json.dumps(asdict(cfg), indent=2) + "\n").encode())
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                    else None) if world > 1 else model
+    ema_decay = 0.5 ** (1.0 / cfg.ema_halflife)
+    n_params = sum(p.numel() for p in model.parameters())
+    t0 = time.time()
+    elapsed_before = rows[-1][3] if rows else 0.0
+    gen = _stream(cfg.seed, rank, start)
+    torch.manual_seed(cfg.seed + 17 * rank + start)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress or rank != 0,
+               desc=f"train {cfg.prior} prior ({n_params / 1e6:.2f} M params, {len(data)} slices, {device})")
+    step = start
+    for step in bar:
+        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x0, pos = draw_batch(data, cfg, gen)
+        model.train()
+        loss = edm_loss(net, x0.to(device), gen, cfg.p_mean, cfg.p_std,
+                        None if pos is None else pos.to(device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(pm, 1 - ema_decay)
+            for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+                be.copy_(bm)
+        done = step + 1
+        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
+            rows.append([done, float(loss.item()), lr, round(elapsed_before + time.time() - t0, 2)])
+            bar.set_postfix(loss=f"{rows[-1][1]:.4f}")
+        out_of_time = cfg.minutes is not None and (time.time() - t0) > 60 * cfg.minutes
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time:
+            if rank == 0:
+                _checkpoint(out, model, ema, opt, done, cfg, prior_cfg, rows, n_params)
+            if world > 1:
+                dist.barrier()
+            gen = _stream(cfg.seed, rank, done)
+            torch.manual_seed(cfg.seed + 17 * rank + done)
+            if out_of_time:
+                break
+    bar.close()
+    if world > 1:
+        dist.destroy_process_group()
+    return out / "prior.safetensors"
+
+
+def _checkpoint(out: Path, model, ema, opt, step: int, cfg: TrainConfig, prior_cfg: PriorConfig, rows,
+                n_params: int) -> None:
+    _save_state(out / "train_state.safetensors", model, ema, opt, step, cfg)
+    recent = [r[1] for r in rows[-50:]]
+    info = {
+        "step": step,
+        "params": n_params,
+        "train_seconds": rows[-1][3] if rows else None,
+        "final_loss_mean_last_50_logged": (sum(recent) / len(recent)) if recent else None,
+        "data": [str(d) for d in cfg.data],
+        "train_config": asdict(cfg),
+    }
+    save_prior(out / "prior.safetensors", ema, prior_cfg, extra=info, half=True)
+    _write_log_and_plot(out, rows)
+
+
+def training_summary(out: Path) -> dict:
+    """Step, wall time and recent loss of a run folder (for docs and the CLI)."""
+    rows = _read_log(Path(out), 10**12)
+    recent = [r[1] for r in rows[-50:]]
+    return {"step": rows[-1][0] if rows else 0, "seconds": rows[-1][3] if rows else 0.0,
+            "loss": sum(recent) / len(recent) if recent else math.nan}
