@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavepatch.cli_prior import add_sample_parser, add_train_parser, cmd_sample, cmd_train
+from wavepatch.cli_prior import add_eval_parser, add_sample_parser, add_train_parser, cmd_eval, cmd_sample, cmd_train
 from wavepatch.io import (
     ImageReadError,
     denormalize,
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_train_parser(sub)
     add_sample_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 
@@ -169,7 +170,7 @@ def _write_dicom(args, out: Path, recon: np.ndarray, norm_info: dict, volume, s:
     return folder
 
 
-COMMANDS = {"reconstruct": cmd_reconstruct, "train": cmd_train, "sample": cmd_sample}
+COMMANDS = {"reconstruct": cmd_reconstruct, "train": cmd_train, "sample": cmd_sample, "eval-samples": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,126 @@
+"""`wavepatch train`, `sample` and `eval-samples` as a user runs them, with a tiny model; DDP with 2 CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from wavepatch.cli import main
+
+TINY = ["--channels", "8", "--channel-mult", "1,2", "--blocks", "1", "--no-attention", "--batch", "4",
+        "--lr", "1e-3", "--warmup", "1", "--log-every", "1", "--no-progress"]
+
+
+@pytest.fixture()
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, 24), np.linspace(-1, 1, 24), indexing="ij")
+    imgs = [np.clip(0.5 + 0.3 * np.cos(4 * xx + k) * yy + 0.05 * rng.standard_normal(xx.shape), 0, 1) for k in range(5)]
+    path = tmp_path / "images.npy"
+    np.save(path, np.stack(imgs).astype(np.float32))
+    return path
+
+
+def _train(data, out, *extra):
+    return main(["train", str(data), "--window", "0", "1", "--prior", "patch", "--size", "16",
+                 "--patch-sizes", "8,16", "--patch-probs", "0.5,0.5", "--steps", "4", "--checkpoint-every", "2",
+                 "--out", str(out), *TINY, *extra])
+
+
+@pytest.mark.slow
+def test_train_sample_eval_end_to_end(tmp_path, data, capsys):
+    run = tmp_path / "run"
+    assert _train(data, run) == 0
+    for name in ("prior.safetensors", "prior.json", "train_state.safetensors", "train_config.json",
+                 "train_log.csv", "loss.png"):
+        assert (run / name).is_file(), name
+    info = json.loads((run / "prior.json").read_text())
+    assert info["config"]["kind"] == "patch" and info["info"]["step"] == 4
+    # resume to 6 steps
+    assert main(["train", str(data), "--window", "0", "1", "--prior", "patch", "--size", "16", "--patch-sizes",
+                 "8,16", "--patch-probs", "0.5,0.5", "--steps", "6", "--checkpoint-every", "2", "--out", str(run),
+                 "--resume", *TINY]) == 0
+    assert json.loads((run / "prior.json").read_text())["info"]["step"] == 6
+
+    out = tmp_path / "samples"
+    for mode in ("padis", "stitch", "average"):
+        assert main(["sample", "--prior", str(run / "prior.safetensors"), "--n", "3", "--size", "20", "--steps", "3",
+                     "--batch", "2", "--patch-mode", mode, "--out", str(out), "--no-progress"]) == 0
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (3, 20, 20) and np.isfinite(samples).all()
+    meta = json.loads((out / "sample_info.json").read_text())
+    assert meta["nfe_per_image"] == 5 and meta["patch_mode"] == "average"
+    assert (out / "grid.png").stat().st_size > 0 and (out / "samples_hu.nii.gz").is_file()
+
+    capsys.readouterr()
+    report = tmp_path / "eval.json"
+    assert main(["eval-samples", str(out), "--real", str(data), "--window", "0", "1", "--out", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "| generated |" in printed and "| baseline |" in printed
+    rep = json.loads(report.read_text())
+    assert rep["generated"]["count"] == 3 and rep["real_count"] == 5 and len(rep["generated"]["swd_per_level"]) == 1
+
+
+@pytest.mark.slow
+def test_train_refusals(tmp_path, data, capsys):
+    run = tmp_path / "run"
+    assert _train(data, run) == 0
+    capsys.readouterr()
+    assert _train(data, run) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert _train(data, run, "--resume", "--channels", "16") == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "base_channels" in err and len(err.strip().splitlines()) == 1
+    assert _train(data, tmp_path / "other", "--resume") == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert _train(data, data.parent / "x", "--patch-sizes", "7,16") == 2
+    assert "multiples of 2" in capsys.readouterr().err
+
+
+def test_sample_refuses_files_that_are_not_wavepatch_priors(tmp_path, capsys):
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(3)}, str(plain))
+    pickle_file = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(3)}, pickle_file)
+    for path, why in ((plain, "not a wavepatch prior"), (pickle_file, "not a safetensors file"),
+                      (tmp_path / "none.safetensors", "does not exist")):
+        capsys.readouterr()
+        assert main(["sample", "--prior", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert why in err and len(err.splitlines()) == 1 and err.startswith("wavepatch: error:")
+
+
+def test_bundled_priors_load_and_denoise():
+    root = Path(__file__).resolve().parents[1] / "models"
+    from wavepatch.prior.checkpoint import load_prior
+    from wavepatch.prior.model import make_denoiser
+
+    for name in ("ct_whole128", "ct_patch128", "ct_patch256", "ct_whole256", "mri_patch256"):
+        model, cfg = load_prior(root / f"{name}.safetensors")
+        denoise = make_denoiser(model, cfg, generator=torch.Generator().manual_seed(0))
+        x = torch.full((1, 1, 32, 32), 0.5)
+        with torch.no_grad():
+            out = denoise(x + 0.1 * torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(1)), 0.1)
+        assert torch.isfinite(out).all() and (out - x).abs().mean() < 0.1, name
+
+
+@pytest.mark.slow
+def test_ddp_training_with_two_gloo_processes(tmp_path, data):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "wavepatch.cli", "train", str(data), "--window", "0", "1", "--prior", "whole", "--size", "16",
+           "--steps", "4", "--checkpoint-every", "2", "--device", "cpu", "--out", str(run), *TINY]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((run / "prior.json").read_text())
+    assert info["info"]["step"] == 4
+    assert [int(r.split(",")[0]) for r in (run / "train_log.csv").read_text().splitlines()[1:]] == [1, 2, 3, 4]
