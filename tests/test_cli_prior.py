@@ -58,15 +58,19 @@ def test_train_sample_eval_end_to_end(tmp_path, data, capsys):
     assert samples.shape == (3, 20, 20) and np.isfinite(samples).all()
     meta = json.loads((out / "sample_info.json").read_text())
     assert meta["nfe_per_image"] == 5 and meta["patch_mode"] == "average"
-    assert (out / "grid.png").stat().st_size > 0 and (out / "samples_hu.nii.gz").is_file()
+    assert (out / "grid.png").stat().st_size > 0 and (out / "samples.nii.gz").is_file()
+    assert main(["sample", "--prior", str(run / "prior.safetensors"), "--dicom", "--out", str(tmp_path / "d"),
+                 "--no-progress"]) == 2  # not a CT prior: no HU to write
 
     capsys.readouterr()
     report = tmp_path / "eval.json"
-    assert main(["eval-samples", str(out), "--real", str(data), "--window", "0", "1", "--out", str(report)]) == 0
+    assert main(["eval-samples", str(out), "--real", str(data), "--train", str(data), "--window", "0", "1",
+                 "--out", str(report)]) == 0
     printed = capsys.readouterr().out
-    assert "| generated |" in printed and "| baseline |" in printed
+    assert "| generated |" in printed and "| baseline |" in printed and "| training data |" in printed
     rep = json.loads(report.read_text())
     assert rep["generated"]["count"] == 3 and rep["real_count"] == 5 and len(rep["generated"]["swd_per_level"]) == 1
+    assert rep["training data"]["histogram_w1"] < 1e-9  # the training set scored against itself
 
 
 @pytest.mark.slow
@@ -96,6 +100,25 @@ def test_sample_refuses_files_that_are_not_wavepatch_priors(tmp_path, capsys):
         assert main(["sample", "--prior", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert why in err and len(err.splitlines()) == 1 and err.startswith("wavepatch: error:")
+
+
+def test_ct_prior_samples_are_written_in_hu_as_nifti_and_dicom(tmp_path):
+    from wavepatch.io import read_image
+    from wavepatch.prior.checkpoint import save_prior
+    from wavepatch.prior.model import PriorConfig, build_prior
+    from wavepatch.prior.unet import UNetConfig
+
+    cfg = PriorConfig(kind="whole", unet=UNetConfig(base_channels=8, channel_mult=(1, 2), num_blocks=1),
+                      image_size=16, window=(-1000.0, 1000.0), modality="ct")
+    ckpt = save_prior(tmp_path / "ct.safetensors", build_prior(cfg), cfg)
+    out = tmp_path / "s"
+    assert main(["sample", "--prior", str(ckpt), "--n", "2", "--steps", "2", "--dicom", "--out", str(out),
+                 "--no-progress"]) == 0
+    unit = np.load(out / "samples.npy")
+    series = read_image(out / "samples_dicom")
+    assert series.kind == "ct" and series.data.shape == (2, 16, 16)
+    assert np.allclose(np.sort(series.data.ravel()), np.sort((unit * 2000 - 1000).ravel()), atol=1.0)
+    assert read_image(out / "samples_hu.nii.gz").data.shape[0] == 2
 
 
 def test_bundled_priors_load_and_denoise():

@@ -51,6 +51,8 @@ def add_train_parser(sub) -> None:
     t.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="HU window mapped to [0, 1] (CT default -1000 1000; others: min-max)")
     t.add_argument("--axis", type=int, default=d.axis, help="NIfTI slicing axis")
+    t.add_argument("--modality", choices=("ct", "mri", "other"), default=None,
+                   help="stored in the prior (default: ct for DICOM data or an HU window, else other)")
     t.add_argument("--patch-sizes", type=_ints, default=d.patch_sizes, help="e.g. 16,32,64")
     t.add_argument("--patch-probs", type=_floats, default=d.patch_probs, help="e.g. 0.2,0.3,0.5")
     t.add_argument("--patch-size", type=int, default=None, help="default inference patch size stored in the prior")
@@ -90,6 +92,10 @@ def cmd_train(args) -> int:
     )
     if window is None and not _looks_like_ct(args.data):
         cfg.window = None
+    if args.modality is None and cfg.window is not None and _looks_like_ct(args.data):
+        cfg.modality = "ct"
+    elif args.modality is not None:
+        cfg.modality = args.modality
     check_not_input(args.out, args.data)
     t0 = time.time()
     path = train(cfg, resume=args.resume, progress=not args.no_progress)
@@ -138,6 +144,8 @@ def cmd_sample(args) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     model, cfg = load_prior(ckpt, device=device)
+    if args.dicom and not cfg.is_ct:
+        raise ValueError("--dicom writes CT in HU; this prior was not trained on CT")
     size = args.size or cfg.image_size
     if size < 8:
         raise ValueError(f"--size must be at least 8, got {size}")
@@ -158,7 +166,7 @@ def cmd_sample(args) -> int:
     save_npy(out / "samples.npy", imgs)
     save_png(out / "grid.png", _grid(imgs))
     written = ["samples.npy", "grid.png"]
-    if cfg.window is not None:
+    if cfg.is_ct and cfg.window is not None:
         hu = np.asarray(unit_to_hu(imgs, *cfg.window), dtype=np.float32)
         save_nifti(out / "samples_hu.nii.gz", hu)
         written.append("samples_hu.nii.gz")
@@ -196,7 +204,9 @@ def add_eval_parser(sub) -> None:
     e.add_argument("--real", required=True, nargs="+", help="real images (folder/files the data layer reads)")
     e.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="HU window of both sets (CT default -1000 1000; histogram distance then in HU)")
-    e.add_argument("--axis", type=int, default=2, help="NIfTI slicing axis of --real")
+    e.add_argument("--train", nargs="+", default=None,
+                   help="the model's training images: the baseline is fitted on them and they are scored too")
+    e.add_argument("--axis", type=int, default=2, help="NIfTI slicing axis of --real / --train")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None, help="also write the figures to this JSON file")
 
@@ -223,17 +233,24 @@ def cmd_eval(args) -> int:
     window = tuple(args.window) if args.window else (TRAIN_DEFAULTS.window if _looks_like_ct(args.real) else None)
     gen = _load_generated(Path(args.samples))
     real = SliceDataset(args.real, size=gen.shape[-1], window=window, axis=args.axis).images[:, 0].numpy()
-    rep = generation_report(gen, real, window, seed=args.seed)
+    train = None
+    if args.train:
+        train = SliceDataset(args.train, size=gen.shape[-1], window=window, axis=args.axis).images[:, 0].numpy()
+    rep = generation_report(gen, real, window, seed=args.seed, train=train)
     unit = rep["histogram_unit"]
-    print(f"{len(gen)} generated vs {len(real)} real images, {gen.shape[-1]}x{gen.shape[-1]} "
-          f"(baseline: Gaussian noise with the real mean and power spectrum)")
-    print(f"| set | SWD x1e3 (mean) | SWD per level, fine -> coarse | histogram W1 ({unit}) | log10 spectrum error |")
-    print("|---|---|---|---|---|")
-    for name in ("generated", "baseline"):
+    print(f"{len(gen)} generated vs {len(real)} real images, {gen.shape[-1]}x{gen.shape[-1]} (baseline: Gaussian "
+          f"noise with the mean and power spectrum of the {rep['baseline_fitted_on']})")
+    print(f"| set | SWD x1e3 (mean) | SWD per level, fine -> coarse | histogram W1 ({unit}) | histogram TV "
+          "| log10 spectrum error |")
+    print("|---|---|---|---|---|---|")
+    for name in ("generated", "baseline", "training data"):
+        if name not in rep:
+            continue
         r = rep[name]
         levels = " / ".join(f"{v:.0f}" for v in r["swd_per_level"])
-        print(f"| {name} | {r['swd_mean']:.1f} | {levels} | {r['histogram_w1']:.3g} "
+        print(f"| {name} | {r['swd_mean']:.1f} | {levels} | {r['histogram_w1']:.3g} | {r['histogram_tv']:.3f} "
               f"| {r['spectrum_log10_error']:.3f} |")
     if args.out:
-        save_json(args.out, {"samples": str(args.samples), "real": [str(p) for p in args.real], **rep})
+        save_json(args.out, {"samples": str(args.samples), "real": [str(p) for p in args.real],
+                             "train": [str(p) for p in args.train] if args.train else None, **rep})
     return 0

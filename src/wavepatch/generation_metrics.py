@@ -3,7 +3,8 @@
 - ``sliced_wasserstein_pyramid``: multi-scale sliced Wasserstein distance between 7 x 7 neighbourhoods of
   Laplacian-pyramid levels (Karras et al., "Progressive growing of GANs", 2018), x 1e3 as there;
 - ``histogram_distance``: Wasserstein-1 distance between the pixel-value distributions (in HU when a window
-  is given: mean absolute HU shift needed to turn one histogram into the other);
+  is given: mean absolute HU shift needed to turn one histogram into the other), and
+  ``histogram_total_variation``: total-variation distance between 100-bin histograms (their shape);
 - ``spectrum_error``: mean |log10 P_a(f) - log10 P_b(f)| of the radially averaged power spectra;
 - ``spectral_noise_baseline``: the trivial comparison point, Gaussian noise with the real images' mean and
   mean power spectrum (right second-order statistics, no structure).
@@ -96,6 +97,16 @@ def histogram_distance(a, b, window: tuple[float, float] | None = None) -> float
     return float(wasserstein_distance(va, vb) * scale)
 
 
+def histogram_total_variation(a, b, bins: int = 100) -> float:
+    """Total-variation distance (half the L1 distance, in [0, 1]) between histograms of a and b on [0, 1]
+    with ``bins`` bins (20 HU wide for the default CT window): sensitive to the histogram's shape (air, lung,
+    fat, soft tissue, bone peaks), where ``histogram_distance`` measures how far mass must move."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ha, _ = np.histogram(np.clip(np.asarray(a, dtype=np.float64).ravel(), 0, 1), edges)
+    hb, _ = np.histogram(np.clip(np.asarray(b, dtype=np.float64).ravel(), 0, 1), edges)
+    return float(0.5 * np.abs(ha / ha.sum() - hb / hb.sum()).sum())
+
+
 def radial_power_spectrum(images) -> np.ndarray:
     """Mean over images of the radially averaged power spectrum |FFT|^2 / N^2, radii 0 .. N // 2 - 1."""
     x = _as_tensor(images).double()
@@ -126,16 +137,29 @@ def spectral_noise_baseline(real, count: int, seed: int = 0) -> np.ndarray:
     return (mean + noise).clamp(0, 1).float().numpy()
 
 
-def generation_report(generated, real, window: tuple[float, float] | None = None, seed: int = 0) -> dict:
-    """All figures for ``generated`` vs ``real`` and for the spectral-noise baseline vs ``real``."""
+def generation_report(generated, real, window: tuple[float, float] | None = None, seed: int = 0,
+                      train=None) -> dict:
+    """All figures for ``generated`` vs ``real``, and for the spectral-noise baseline vs ``real``.
+
+    train: the images the model was trained on, (K, N, N). When given, the baseline is fitted on them (it then
+    knows what the model knew, not the test set) and the training images themselves are scored as a reference
+    row: the distance a perfect model of the training distribution would get (patient / protocol shift).
+    Without it the baseline is fitted on ``real`` (it then matches the test spectrum by construction).
+    """
     generated, real = np.asarray(generated), np.asarray(real)
-    baseline = spectral_noise_baseline(real, len(generated), seed)
+    baseline = spectral_noise_baseline(real if train is None else np.asarray(train), len(generated), seed)
+    sets = [("generated", generated), ("baseline", baseline)]
+    if train is not None:
+        sets.append(("training data", np.asarray(train)))
     report = {}
-    for name, imgs in (("generated", generated), ("baseline", baseline)):
+    for name, imgs in sets:
         swd = sliced_wasserstein_pyramid(imgs, real, seed=seed)
         report[name] = {"swd_per_level": swd, "swd_mean": float(np.mean(swd)),
                         "histogram_w1": histogram_distance(imgs, real, window),
+                        "histogram_tv": histogram_total_variation(imgs, real),
                         "spectrum_log10_error": spectrum_error(imgs, real), "count": int(len(imgs))}
     report["real_count"] = int(len(real))
-    report["histogram_unit"] = "HU" if window else "unit intensity"
+    report["baseline_fitted_on"] = "real" if train is None else "training data"
+    hu = window is not None and window[0] <= -500
+    report["histogram_unit"] = "HU" if hu else ("window units" if window else "unit intensity")
     return report

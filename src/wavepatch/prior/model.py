@@ -32,7 +32,9 @@ class PriorConfig:
     kind: 'whole' or 'patch'. unet: the architecture (in_channels includes the 2 position channels of a patch
     prior). sigma_data: EDM's data standard deviation (data in [0, 1]). image_size: side of the training
     images (the size a whole-image prior generates by default). patch_size: default inference patch side of a
-    patch prior. window: (lo, hi) HU window the training data were normalised with, or None (min-max).
+    patch prior. window: (lo, hi) window the training data were mapped to [0, 1] with (HU for CT), or None
+    (min-max). modality: 'ct', 'mri' or 'other'; None (older checkpoints) means CT when the window reaches
+    below -500 (an HU window), else 'other'. Only CT priors write samples in HU (NIfTI, DICOM).
     """
 
     kind: str = "patch"
@@ -41,8 +43,11 @@ class PriorConfig:
     image_size: int = 128
     patch_size: int = 32
     window: tuple[float, float] | None = (-1000.0, 1000.0)
+    modality: str | None = None
 
     def __post_init__(self) -> None:
+        if self.modality not in (None, "ct", "mri", "other"):
+            raise ValueError(f"modality must be ct, mri or other, got {self.modality!r}")
         if isinstance(self.unet, dict):
             self.unet = UNetConfig(**self.unet)
         if self.window is not None:
@@ -54,6 +59,12 @@ class PriorConfig:
             raise ValueError(f"a {self.kind} prior needs unet.in_channels = {expected_in}, got {self.unet.in_channels}")
         if self.kind == "patch" and self.patch_size % self.unet.divisor:
             raise ValueError(f"patch_size {self.patch_size} must be a multiple of {self.unet.divisor}")
+
+    @property
+    def is_ct(self) -> bool:
+        if self.modality is not None:
+            return self.modality == "ct"
+        return self.window is not None and self.window[0] <= -500
 
     def to_dict(self) -> dict:
         return asdict(self)

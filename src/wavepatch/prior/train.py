@@ -49,7 +49,8 @@ class TrainConfig:
     """Everything a training run depends on; saved as train_config.json.
 
     data: files/folders ``SliceDataset`` reads. prior: 'whole' or 'patch'. size: training images are resized
-    to size x size. window: HU window (lo, hi) or None (min-max per volume). axis: NIfTI slicing axis.
+    to size x size. window: HU window (lo, hi) or None (min-max per volume). modality: ct / mri / other,
+    stored in the prior (None: CT if the window is an HU window). axis: NIfTI slicing axis.
     patch_sizes / patch_probs: patch sides drawn per step (patch priors) and their probabilities; the batch
     holds ``batch * (max(patch_sizes) / P)^2`` patches so every step sees about the same number of pixels.
     patch_size: default inference patch side stored in the prior (default: largest training size).
@@ -65,6 +66,7 @@ class TrainConfig:
     prior: str = "patch"
     size: int = 128
     window: tuple[float, float] | None = (-1000.0, 1000.0)
+    modality: str | None = None
     axis: int = 2
     patch_sizes: tuple[int, ...] = (16, 32, 64)
     patch_probs: tuple[float, ...] = (0.2, 0.3, 0.5)
@@ -128,7 +130,8 @@ class TrainConfig:
                           channel_mult=self.channel_mult, num_blocks=self.num_blocks, attention=self.attention,
                           dropout=self.dropout)
         return PriorConfig(kind=self.prior, unet=unet, sigma_data=self.sigma_data, image_size=self.size,
-                           patch_size=int(self.patch_size or self.size), window=self.window)
+                           patch_size=int(self.patch_size or self.size), window=self.window,
+                           modality=self.modality)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
