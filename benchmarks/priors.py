@@ -112,7 +112,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nDevice: {name}; torch {torch.__version__}; median of {args.repeats}\n")
     print("Training step (512^2 = 262,144 pixels per step; whole: B images of N^2, patch: 84 patches of 56^2)\n")
-    print("| image | whole: batch | whole ms/step | whole peak MB | patch ms/step | patch peak MB | ratio time | ratio mem |")
+    print("| image | whole: batch | whole ms/step | whole peak MB | patch ms/step | patch peak MB "
+          "| ratio time | ratio mem |")
     print("|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         w = next(r for r in rows if r["what"] == "train" and r["kind"] == "whole" and r["size"] == size)
