@@ -147,3 +147,33 @@ def test_ddp_training_with_two_gloo_processes(tmp_path, data):
     info = json.loads((run / "prior.json").read_text())
     assert info["info"]["step"] == 4
     assert [int(r.split(",")[0]) for r in (run / "train_log.csv").read_text().splitlines()[1:]] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["padis", "dps", "mcg", "langevin", "pc", "ddnm"])
+def test_reconstruct_with_a_learned_prior_from_the_cli(tmp_path, method):
+    ct = Path(__file__).resolve().parents[1] / "data" / "ct" / "A0002_B40f_015.dcm"
+    out = tmp_path / method
+    args = ["reconstruct", str(ct), "--task", "ct-parallel", "--views", "20", "--method", method, "--size", "64",
+            "--steps", "3", "--samples", "2", "--out", str(out), "--no-progress"]
+    if method in ("padis", "langevin"):
+        args += ["--param", "n_inner=1"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == method and metrics["nfe"] > 0 and np.isfinite(metrics["psnr"])
+    assert metrics["method_params"]["prior"].endswith(".safetensors")
+    assert np.load(out / "std.npy").shape == (64, 64) and (out / "uncertainty.png").stat().st_size > 0
+
+
+def test_reconstruct_fast_mode_and_bad_prior(tmp_path, capsys):
+    ct = Path(__file__).resolve().parents[1] / "data" / "ct" / "A0002_B40f_015.dcm"
+    out = tmp_path / "fast"
+    assert main(["reconstruct", str(ct), "--task", "ct-parallel", "--views", "20", "--method", "padis", "--fast",
+                 "--size", "64", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["nfe"] == 2 and metrics["method_params"]["fast"] is True
+    whole = Path(__file__).resolve().parents[1] / "models" / "ct_whole256.safetensors"
+    capsys.readouterr()
+    assert main(["reconstruct", str(ct), "--task", "ct-parallel", "--method", "padis", "--prior", str(whole),
+                 "--size", "64", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "padis needs a patch prior" in capsys.readouterr().err

@@ -96,12 +96,12 @@ def test_gradient_samplers_move_to_the_posterior_and_fit_the_data(name):
     gen = torch.Generator().manual_seed(1)
     lik = P.gaussian_likelihood(op, y)
     if name == "dps":
-        x = P.dps(denoise, lik, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.1, generator=gen)
+        x = P.dps(denoise, lik, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033, generator=gen)
     elif name == "padis":
-        x = P.padis(denoise, lik, start(20.0, gen), geometric_sigmas(30, 0.002, 20.0), n_inner=5, zeta=0.1,
+        x = P.padis(denoise, lik, start(20.0, gen), geometric_sigmas(30, 0.002, 20.0), n_inner=5, zeta=0.033,
                     generator=gen)
     else:
-        x = P.mcg(denoise, lik, op, y, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.1, generator=gen)
+        x = P.mcg(denoise, lik, op, y, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033, generator=gen)
     mean_err, cov_err, resid = errors(x, op, y, mu, mu_p, cov_p)
     assert mean_err < 0.15 and cov_err < 0.6
     assert resid < (1e-6 if name == "mcg" else 0.1)  # MCG projects onto A x = y

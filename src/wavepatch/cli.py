@@ -32,8 +32,9 @@ from wavepatch.io import (
 from wavepatch.io.atomic import check_not_input
 from wavepatch.io.writers import save_dicom_series
 from wavepatch.metrics import image_metrics
+from wavepatch.recon.diffusion import DIFFUSION_METHODS, default_prior, diffusion_params, reconstruct_diffusion
 from wavepatch.recon.methods import METHODS, method_params, reconstruct
-from wavepatch.report import compare_figure, save_json
+from wavepatch.report import compare_figure, save_json, uncertainty_figure
 from wavepatch.tasks import TASKS, TaskOptions, make_task
 
 
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reconstruct", help="simulate a measurement from a clean image and reconstruct it")
     r.add_argument("input", help="clean image: DICOM file or series folder, NIfTI, PNG or .npy")
     r.add_argument("--task", required=True, choices=TASKS)
-    r.add_argument("--method", required=True, choices=METHODS)
+    r.add_argument("--method", required=True, choices=METHODS + DIFFUSION_METHODS)
     r.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
     r.add_argument("--size", type=int, default=256, help="reconstruct at N x N (default 256)")
     r.add_argument("--seed", type=int, default=0, help="seed for masks and measurement noise")
@@ -86,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, e.g. lam=0.002 or n_iter=200 (repeatable)")
     r.add_argument("--dicom", action="store_true", help="also write the reconstruction as a DICOM series (HU)")
+    d = r.add_argument_group("learned-prior methods (padis, dps, mcg, langevin, pc, ddnm)")
+    d.add_argument("--prior", default=None, help="prior checkpoint (default: the bundled prior for the task)")
+    d.add_argument("--steps", type=int, default=None, help="noise levels (method default otherwise)")
+    d.add_argument("--samples", type=int, default=1, help="posterior samples: mean is the reconstruction, "
+                   "per-pixel std the uncertainty map")
+    d.add_argument("--fast", action="store_true", help="warm start from ADMM-TV at sigma 0.1 (fewer NFE)")
+    d.add_argument("--patch-mode", choices=("padis", "stitch", "average"), default="padis",
+                   help="patch priors: random-shift patches (default) or the stitching / averaging baselines")
+    d.add_argument("--device", default="cpu", help="cpu or cuda")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_train_parser(sub)
     add_sample_parser(sub)
@@ -122,11 +132,32 @@ def cmd_reconstruct(args) -> int:
         opts.window = (norm_info["lo"], norm_info["hi"])
     task = make_task(args.task, args.size, opts, torch.Generator().manual_seed(args.seed))
     overrides = dict(args.param)
-    params = method_params(task.name, args.method, overrides) if args.method not in ("fbp", "adjoint") else {}
+    learned = args.method in DIFFUSION_METHODS
+    if learned:
+        if args.steps is not None:
+            overrides["steps"] = args.steps
+        params = diffusion_params(args.method, overrides)
+        if args.samples < 1:
+            raise UsageError(f"--samples must be at least 1, got {args.samples}")
+    else:
+        params = method_params(task.name, args.method, overrides) if args.method not in ("fbp", "adjoint") else {}
     x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
     y = task.simulate(x, torch.Generator().manual_seed(args.seed + 1))
     t0 = time.perf_counter()
-    recon = reconstruct(task, y, args.method, overrides, progress=not args.no_progress)
+    std, nfe = None, None
+    if learned:
+        prior = Path(args.prior) if args.prior else default_prior(task.name, args.method)
+        x_fast = reconstruct(task, y, "admm-tv") if args.fast else None
+        draws, nfe = reconstruct_diffusion(task, y, args.method, prior, params,
+                                           torch.Generator().manual_seed(args.seed + 2), samples=args.samples,
+                                           fast=args.fast, x_fast=x_fast, patch_mode=args.patch_mode,
+                                           device=args.device, progress=not args.no_progress)
+        recon = draws.mean(dim=0, keepdim=True)
+        std = draws.std(dim=0, keepdim=True) if args.samples > 1 else None
+        params = {**params, "prior": str(prior), "samples": args.samples, "fast": args.fast,
+                  "patch_mode": args.patch_mode}
+    else:
+        recon = reconstruct(task, y, args.method, overrides, progress=not args.no_progress)
     seconds = time.perf_counter() - t0
     if not torch.isfinite(recon).all():
         raise UsageError(f"{args.method} produced non-finite values on {args.task}; try other --param values")
@@ -147,10 +178,18 @@ def cmd_reconstruct(args) -> int:
                "baseline_ssim": mb["ssim"], "input": str(args.input), "slice": s, "size": args.size,
                "seed": args.seed, "task_params": task.params, "method_params": params,
                "normalisation": norm_info, "metric_scale": "unit image clamped to [0, 1], data_range 1"}
+    if nfe is not None:
+        metrics["nfe"] = nfe
+    if std is not None:
+        sd = std[0, 0].numpy()
+        save_npy(out / "std.npy", sd, protect=protect)
+        uncertainty_figure(out / "uncertainty.png", r, sd, np.abs(r - img), protect=protect)
+        metrics["mean_std"] = float(sd.mean())
     if args.dicom:
         metrics["dicom"] = str(_write_dicom(args, out, r, norm_info, volume, s))
     save_json(out / "metrics.json", metrics, protect=protect)
-    print(f"{args.task} / {args.method}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, {seconds:.2f} s "
+    print(f"{args.task} / {args.method}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, {seconds:.2f} s"
+          f"{f', {nfe} NFE' if nfe else ''} "
           f"({task.baseline_name}: {mb['psnr']:.2f} dB) -> {out}")
     return 0
 

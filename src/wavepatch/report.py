@@ -39,6 +39,25 @@ def compare_figure(path: str | Path, truth: np.ndarray, panels: list[tuple[str, 
     return Path(path)
 
 
+def uncertainty_figure(path: str | Path, mean: np.ndarray, std: np.ndarray, abs_error: np.ndarray,
+                       protect=()) -> Path:
+    """Posterior mean | per-pixel standard deviation | absolute error, one PNG (std and error share a scale)."""
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.6), constrained_layout=True)
+    axes[0].imshow(np.clip(mean, 0, 1), cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("posterior mean", fontsize=9)
+    top = max(float(np.percentile(np.concatenate([std.ravel(), abs_error.ravel()]), 99.5)), 1e-6)
+    for ax, img, title in ((axes[1], std, "posterior std"), (axes[2], abs_error, "|mean - truth|")):
+        im = ax.imshow(img, cmap="magma", vmin=0, vmax=top)
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=axes[2], fraction=0.046)
+    for ax in axes:
+        ax.axis("off")
+    with atomic_path(path, protect) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
 def save_json(path: str | Path, data: dict, protect=()) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     return atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), protect)

@@ -6,8 +6,9 @@ estimate (B, C, H, W); ``sigmas`` is a decreasing schedule ending in 0 (``karras
 process x_sigma = x0 + sigma z throughout.
 
 Likelihoods (``gaussian_likelihood``, ``poisson_likelihood``) give a per-item residual r(x) >= 0 with
-r^2 = -2 log p(y | x) + const (Gaussian noise of unit std, Poisson deviance), and a ``scale`` ~ ||A|| used to make
-step sizes dimensionless: a data step of size ``zeta`` moves the image by about zeta (image units).
+r^2 = -2 log p(y | x) + const (Gaussian noise of unit std, Poisson deviance), and a ``scale`` = ||A|| / sqrt(n)
+(n = pixels per image) that makes step sizes dimensionless: a data step of size ``zeta`` moves the image by at
+most about zeta per pixel (RMS), whatever the operator's scale and the image size.
 
 Which need the network's gradient: DPS, MCG, PaDIS (backpropagate through the denoiser). Which do not:
 annealed Langevin, predictor-corrector, DDNM (data consistency on the image itself).
@@ -29,8 +30,8 @@ Denoiser = Callable[[Tensor, Tensor | float], Tensor]
 
 @dataclass
 class Likelihood:
-    """residual(x) -> (B,) with residual^2 = -2 log p(y | x) + const (unit noise); scale: ~ ||A|| (normalises
-    data steps); name: 'gaussian' or 'poisson'."""
+    """residual(x) -> (B,) with residual^2 = -2 log p(y | x) + const (unit noise); scale: ||A|| / sqrt(pixels)
+    (normalises data steps, see the module docstring); name: 'gaussian' or 'poisson'."""
 
     residual: Callable[[Tensor], Tensor]
     scale: float
@@ -43,7 +44,7 @@ def gaussian_likelihood(op: LinearOperator, y: Tensor) -> Likelihood:
         d = op.A(x) - y
         return (d.abs() ** 2 if d.is_complex() else d**2).flatten(1).sum(dim=1).sqrt()
 
-    return Likelihood(residual, float(op.norm()), "gaussian")
+    return Likelihood(residual, float(op.norm()) / _sqrt_pixels(op), "gaussian")
 
 
 def poisson_likelihood(op: LinearOperator, y_postlog: Tensor, i0: float, mu: float) -> Likelihood:
@@ -59,7 +60,14 @@ def poisson_likelihood(op: LinearOperator, y_postlog: Tensor, i0: float, mu: flo
         return dev.flatten(1).sum(dim=1).clamp_min(0).sqrt()
 
     # d r / d(Ax) ~ mu sqrt(c) per bin: the operator seen through the counts
-    return Likelihood(residual, float(op.norm()) * mu * float(counts.mean().sqrt()), "poisson")
+    return Likelihood(residual, float(op.norm()) * mu * float(counts.mean().sqrt()) / _sqrt_pixels(op), "poisson")
+
+
+def _sqrt_pixels(op: LinearOperator) -> float:
+    n = 1
+    for d in op.image_shape:
+        n *= int(d)
+    return float(n) ** 0.5
 
 
 def poisson_nll(op: LinearOperator, y_postlog: Tensor, i0: float, mu: float, x: Tensor) -> Tensor:
