@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from wavepatch.cli_prior import add_eval_parser, add_sample_parser, add_train_parser, cmd_eval, cmd_sample, cmd_train
 from wavepatch.io import (
@@ -31,11 +29,11 @@ from wavepatch.io import (
 )
 from wavepatch.io.atomic import check_not_input
 from wavepatch.io.writers import save_dicom_series
-from wavepatch.metrics import image_metrics
-from wavepatch.recon.diffusion import DIFFUSION_METHODS, default_prior, diffusion_params, reconstruct_diffusion
-from wavepatch.recon.methods import METHODS, method_params, reconstruct
+from wavepatch.recon.diffusion import DIFFUSION_METHODS
+from wavepatch.recon.methods import METHODS
+from wavepatch.recon.run import run_reconstruction
 from wavepatch.report import compare_figure, save_json, uncertainty_figure
-from wavepatch.tasks import TASKS, TaskOptions, make_task
+from wavepatch.tasks import TASKS, TaskOptions
 
 
 class UsageError(Exception):
@@ -123,47 +121,20 @@ def cmd_reconstruct(args) -> int:
     if out.resolve() == inp or out.resolve() in inp.parents:
         raise UsageError(f"--out {out} would write into the input {args.input}; choose another folder")
     img, norm_info, (volume, s) = _load_slice(args)
-    torch.manual_seed(args.seed)
     opts = TaskOptions(views=args.views, dose=args.dose, electronic_noise=args.electronic_noise,
                        pixel_mm=args.pixel_mm, accel=args.accel, mask=args.mask,
                        center_fraction=args.center_fraction, kernel=args.kernel, factor=args.factor,
                        keep=args.keep, noise=args.noise, fbp_filter=args.fbp_filter)
     if norm_info["method"] == "window":
         opts.window = (norm_info["lo"], norm_info["hi"])
-    task = make_task(args.task, args.size, opts, torch.Generator().manual_seed(args.seed))
     overrides = dict(args.param)
-    learned = args.method in DIFFUSION_METHODS
-    if learned:
-        if args.steps is not None:
-            overrides["steps"] = args.steps
-        params = diffusion_params(args.method, overrides)
-        if args.samples < 1:
-            raise UsageError(f"--samples must be at least 1, got {args.samples}")
-    else:
-        params = method_params(task.name, args.method, overrides) if args.method not in ("fbp", "adjoint") else {}
-    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
-    y = task.simulate(x, torch.Generator().manual_seed(args.seed + 1))
-    t0 = time.perf_counter()
-    std, nfe = None, None
-    if learned:
-        prior = Path(args.prior) if args.prior else default_prior(task.name, args.method)
-        x_fast = reconstruct(task, y, "admm-tv") if args.fast else None
-        draws, nfe = reconstruct_diffusion(task, y, args.method, prior, params,
-                                           torch.Generator().manual_seed(args.seed + 2), samples=args.samples,
-                                           fast=args.fast, x_fast=x_fast, patch_mode=args.patch_mode,
-                                           device=args.device, progress=not args.no_progress)
-        recon = draws.mean(dim=0, keepdim=True)
-        std = draws.std(dim=0, keepdim=True) if args.samples > 1 else None
-        params = {**params, "prior": str(prior), "samples": args.samples, "fast": args.fast,
-                  "patch_mode": args.patch_mode}
-    else:
-        recon = reconstruct(task, y, args.method, overrides, progress=not args.no_progress)
-    seconds = time.perf_counter() - t0
-    if not torch.isfinite(recon).all():
-        raise UsageError(f"{args.method} produced non-finite values on {args.task}; try other --param values")
-    baseline = task.baseline(y)
-    m = image_metrics(recon, x)
-    mb = image_metrics(baseline, x)
+    if args.method in DIFFUSION_METHODS and args.steps is not None:
+        overrides["steps"] = args.steps
+    res = run_reconstruction(img, args.task, opts, args.method, overrides, seed=args.seed, prior=args.prior,
+                             samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
+                             progress=not args.no_progress)
+    task, recon, baseline, std, nfe, params = res.task, res.recon, res.baseline, res.std, res.nfe, res.params
+    seconds, m, mb = res.seconds, res.metrics, res.baseline_metrics
     r = recon[0, 0].numpy()
     out.mkdir(parents=True, exist_ok=True)
     protect = [args.input]

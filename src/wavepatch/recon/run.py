@@ -1,0 +1,78 @@
+"""One reconstruction experiment: clean image -> simulated measurement -> method -> metrics.
+
+Shared by ``wavepatch reconstruct`` (one image, files for a person) and ``wavepatch bench`` (many images and
+methods, tables). Classical methods come from :mod:`wavepatch.recon.methods`, learned-prior methods from
+:mod:`wavepatch.recon.diffusion`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wavepatch.metrics import image_metrics
+from wavepatch.recon.diffusion import DIFFUSION_METHODS, default_prior, diffusion_params, reconstruct_diffusion
+from wavepatch.recon.methods import method_params, reconstruct
+from wavepatch.tasks import Task, TaskOptions, make_task
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class RunResult:
+    """recon / baseline: (1, 1, N, N); std: (1, 1, N, N) posterior std or None; seconds: method wall time;
+    nfe: denoiser evaluations per sample (learned priors) or None; params: everything the method ran with."""
+
+    task: Task
+    recon: Tensor
+    baseline: Tensor
+    std: Tensor | None
+    seconds: float
+    nfe: int | None
+    params: dict
+    metrics: dict
+    baseline_metrics: dict
+
+
+def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, method: str,
+                       overrides: dict | None = None, seed: int = 0, prior: str | Path | None = None,
+                       samples: int = 1, fast: bool = False, patch_mode: str = "padis", device: str = "cpu",
+                       progress: bool = False) -> RunResult:
+    """Simulate the measurement of ``img`` (N, N) in [0, 1] for ``task_name`` and reconstruct it with ``method``.
+
+    Seeds: the task (masks) uses ``seed``, the measurement noise ``seed + 1``, posterior sampling ``seed + 2``."""
+    n = img.shape[-1]
+    task = make_task(task_name, n, opts, torch.Generator().manual_seed(seed))
+    overrides = dict(overrides or {})
+    learned = method in DIFFUSION_METHODS
+    if learned:
+        if samples < 1:
+            raise ValueError(f"--samples must be at least 1, got {samples}")
+        params = diffusion_params(method, overrides)
+    else:
+        params = method_params(task.name, method, overrides) if method not in ("fbp", "adjoint") else {}
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+    y = task.simulate(x, torch.Generator().manual_seed(seed + 1))
+    std, nfe = None, None
+    t0 = time.perf_counter()
+    if learned:
+        prior = Path(prior) if prior else default_prior(task.name, method)
+        x_fast = reconstruct(task, y, "admm-tv") if fast else None
+        draws, nfe = reconstruct_diffusion(task, y, method, prior, params, torch.Generator().manual_seed(seed + 2),
+                                           samples=samples, fast=fast, x_fast=x_fast, patch_mode=patch_mode,
+                                           device=device, progress=progress)
+        recon = draws.mean(dim=0, keepdim=True)
+        std = draws.std(dim=0, keepdim=True) if samples > 1 else None
+        params = {**params, "prior": str(prior), "samples": samples, "fast": fast, "patch_mode": patch_mode}
+    else:
+        recon = reconstruct(task, y, method, overrides, progress=progress)
+    seconds = time.perf_counter() - t0
+    if not torch.isfinite(recon).all():
+        raise ValueError(f"{method} produced non-finite values on {task_name}; try other --param values")
+    baseline = task.baseline(y)
+    return RunResult(task, recon, baseline, std, seconds, nfe, params, image_metrics(recon, x),
+                     image_metrics(baseline, x))
