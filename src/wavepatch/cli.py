@@ -98,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_sample_parser(sub)
     add_eval_parser(sub)
+    b = sub.add_parser("bench", help="tasks x methods over test slices -> results.md, results.csv, grid.png")
+    b.add_argument("--suite", choices=("ct", "restoration", "mri"), default="ct")
+    b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--data", default=None, help="test slices (default: bundled data/ct or data/mri)")
+    b.add_argument("--size", type=int, default=256)
+    b.add_argument("--limit", type=int, default=None, help="at most this many slices")
+    b.add_argument("--methods", nargs="+", default=None, help="method labels to run (default: all)")
+    b.add_argument("--quick", action="store_true", help="one slice, 64 px, 4 methods, few steps (CI)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -180,7 +190,19 @@ def _write_dicom(args, out: Path, recon: np.ndarray, norm_info: dict, volume, s:
     return folder
 
 
-COMMANDS = {"reconstruct": cmd_reconstruct, "train": cmd_train, "sample": cmd_sample, "eval-samples": cmd_eval}
+def cmd_bench(args) -> int:
+    from wavepatch.bench import run_suite
+
+    out = Path(args.out)
+    rows = run_suite(args.suite, out, data=args.data, size=args.size, limit=args.limit, methods=args.methods,
+                     quick=args.quick, device=args.device, progress=not args.no_progress)
+    print((out / "results.md").read_text())
+    print(f"{len(rows)} reconstructions -> {out}/results.md, results.csv, grid.png")
+    return 0
+
+
+COMMANDS = {"reconstruct": cmd_reconstruct, "train": cmd_train, "sample": cmd_sample, "eval-samples": cmd_eval,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,172 @@
+"""``wavepatch bench``: tasks x methods over a folder of test slices -> results.md, results.csv, grid.png.
+
+Suites (settings x methods) are plain lists below. Every method runs with its documented defaults (classical:
+``TASK_PARAMS``; learned: ``DIFFUSION_PARAMS`` and the bundled priors), nothing is tuned on the reported slices.
+``quick`` is a small subset (one slice, 64 px, few steps) that runs in CI.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from wavepatch.io import normalize_volume, read_image, resize_square
+from wavepatch.io.atomic import atomic_path, atomic_write_bytes
+from wavepatch.recon.run import run_reconstruction
+from wavepatch.tasks import TaskOptions
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Method:
+    """A column of the table: ``method`` with fixed keyword arguments for ``run_reconstruction``."""
+
+    label: str
+    method: str
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Setting:
+    label: str
+    task: str
+    options: dict
+
+
+CLASSICAL = [Method("baseline", "fbp"), Method("admm-tv", "admm-tv"), Method("pnp-admm", "pnp-admm"),
+             Method("red", "red")]
+LEARNED = [
+    Method("dps (whole image)", "dps"), Method("langevin", "langevin"), Method("pc", "pc"), Method("ddnm", "ddnm"),
+    Method("patch averaging", "padis", {"patch_mode": "average"}),
+    Method("patch stitching", "padis", {"patch_mode": "stitch"}),
+    Method("padis", "padis"), Method("padis fast", "padis", {"fast": True}),
+]
+
+SUITES: dict[str, tuple[list[Setting], str]] = {
+    "ct": ([Setting("ct-parallel 8 views", "ct-parallel", {"views": 8}),
+            Setting("ct-parallel 20 views", "ct-parallel", {"views": 20}),
+            Setting("ct-parallel 60 views", "ct-parallel", {"views": 60}),
+            Setting("ct-fan 60 views", "ct-fan", {"views": 60}),
+            Setting("ct-lowdose I0=1e4", "ct-lowdose", {"dose": 1e4})], "data/ct"),
+    "restoration": ([Setting("deblur gaussian", "deblur", {"kernel": "gaussian"}),
+                     Setting("deblur heavy", "deblur", {"kernel": "heavy"}),
+                     Setting("sr x4", "sr", {"factor": 4}),
+                     Setting("inpaint random 30%", "inpaint", {"mask": "random"})], "data/ct"),
+    "mri": ([Setting("mri x4 gaussian", "mri", {"accel": 4.0, "mask": "gaussian"}),
+             Setting("mri x4 uniform", "mri", {"accel": 4.0, "mask": "uniform"})], "data/mri"),
+}
+QUICK = ([Setting("ct-parallel 20 views", "ct-parallel", {"views": 20})],
+         [Method("baseline", "fbp"), Method("admm-tv", "admm-tv"),
+          Method("padis fast", "padis", {"fast": True, "overrides": {"steps": 2}}),
+          Method("dps (whole image)", "dps", {"overrides": {"steps": 2}})])
+
+
+def load_slices(source: str | Path, size: int, limit: int | None = None,
+                window: tuple[float, float] | None = None) -> list[tuple[str, np.ndarray]]:
+    """(name, unit image (size, size)) for every slice of every volume ``source`` (file or folder) holds."""
+    from wavepatch.io.dataset import _volume_specs
+
+    out = []
+    for path, series in _volume_specs(source):
+        vol = read_image(path, series=series)
+        unit, _ = normalize_volume(vol, window)
+        for k in range(unit.shape[0]):
+            out.append((f"{path.name}[{k}]", resize_square(unit[k], size)))
+    return out[:limit] if limit else out
+
+
+def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int = 256, limit: int | None = None,
+              methods: list[str] | None = None, quick: bool = False, device: str = "cpu",
+              progress: bool = True) -> list[dict]:
+    """Run a suite and write results.csv, results.md and grid.png into ``out``; returns the rows."""
+    if quick:
+        settings, meths = QUICK
+        default_data = "data/ct"
+        size, limit = 64, 1
+    else:
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
+        settings, default_data = SUITES[suite]
+        meths = CLASSICAL + LEARNED
+    if methods:
+        unknown = sorted(set(methods) - {m.label for m in meths})
+        if unknown:
+            raise ValueError(f"unknown method labels {unknown}; choose from {[m.label for m in meths]}")
+        meths = [m for m in meths if m.label in methods]
+    slices = load_slices(data or REPO / default_data, size, limit)
+    if not slices:
+        raise ValueError(f"no slices in {data or default_data}")
+    rows, images = [], {}
+    t0 = time.perf_counter()
+    jobs = [(s, m, name, img) for s in settings for m in meths for name, img in slices]
+    for setting, meth, name, img in tqdm(jobs, disable=not progress, desc=f"bench {suite}"):
+        kw = dict(meth.kwargs)
+        overrides = kw.pop("overrides", {})
+        res = run_reconstruction(img, setting.task, TaskOptions(**setting.options), meth.method, overrides,
+                                 device=device, **kw)
+        rows.append({"setting": setting.label, "method": meth.label, "slice": name, "psnr": res.metrics["psnr"],
+                     "ssim": res.metrics["ssim"], "seconds": res.seconds, "nfe": res.nfe or 0})
+        if name == slices[0][0]:
+            images[(setting.label, meth.label)] = res.recon[0, 0].numpy()
+            images[(setting.label, "truth")] = img
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "results.csv", rows)
+    md = results_markdown(rows, settings, meths, suite, len(slices), size, time.perf_counter() - t0)
+    atomic_write_bytes(out / "results.md", md.encode())
+    _grid_figure(out / "grid.png", images, settings, meths)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def results_markdown(rows, settings, meths, suite, n_slices, size, total_seconds) -> str:
+    lines = [f"# wavepatch bench: {suite}", "",
+             f"{n_slices} slices, {size}x{size}; PSNR dB / SSIM as mean ± std over slices on the windowed unit "
+             f"image; s = seconds per image; NFE = denoiser evaluations per image. Total {total_seconds:.0f} s.", ""]
+    for setting in settings:
+        lines += [f"## {setting.label}", "", "| method | PSNR | SSIM | s / image | NFE |", "|---|---|---|---|---|"]
+        for meth in meths:
+            sel = [r for r in rows if r["setting"] == setting.label and r["method"] == meth.label]
+            p, s = np.array([r["psnr"] for r in sel]), np.array([r["ssim"] for r in sel])
+            sec, nfe = np.mean([r["seconds"] for r in sel]), sel[0]["nfe"]
+            lines.append(f"| {meth.label} | {p.mean():.2f} ± {p.std():.2f} | {s.mean():.3f} ± {s.std():.3f} "
+                         f"| {sec:.1f} | {nfe or '–'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _grid_figure(path: Path, images: dict, settings, meths) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ["truth"] + [m.label for m in meths]
+    fig, axes = plt.subplots(len(settings), len(cols), figsize=(1.9 * len(cols), 2.0 * len(settings)), squeeze=False)
+    for i, setting in enumerate(settings):
+        for j, col in enumerate(cols):
+            ax = axes[i, j]
+            ax.imshow(np.clip(images[(setting.label, col)], 0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(col, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(setting.label, fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -1,0 +1,36 @@
+"""`wavepatch bench --quick` end to end, and the markdown table's arithmetic."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from wavepatch.bench import Method, Setting, results_markdown, run_suite
+from wavepatch.cli import main
+
+
+def test_bench_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--out", str(out), "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["method"] for r in rows] == ["baseline", "admm-tv", "padis fast", "dps (whole image)"]
+    assert all(float(r["psnr"]) > 0 for r in rows) and int(rows[2]["nfe"]) == 2
+    md = (out / "results.md").read_text()
+    assert "## ct-parallel 20 views" in md and "| admm-tv |" in md
+    assert (out / "grid.png").stat().st_size > 0
+    assert "results.md" in capsys.readouterr().out
+
+
+def test_results_markdown_mean_and_std():
+    rows = [{"setting": "s", "method": "m", "slice": str(i), "psnr": p, "ssim": 0.5, "seconds": 2.0, "nfe": 10}
+            for i, p in enumerate((30.0, 32.0))]
+    md = results_markdown(rows, [Setting("s", "ct-parallel", {})], [Method("m", "fbp")], "ct", 2, 64, 1.0)
+    assert "| m | 31.00 ± 1.00 | 0.500 ± 0.000 | 2.0 | 10 |" in md
+
+
+def test_bench_rejects_unknown_methods(tmp_path):
+    with pytest.raises(ValueError, match="unknown method labels"):
+        run_suite("ct", tmp_path, methods=["nope"], progress=False)
+    with pytest.raises(ValueError, match="unknown suite"):
+        run_suite("xray", tmp_path, progress=False)
