@@ -177,3 +177,13 @@ def test_reconstruct_fast_mode_and_bad_prior(tmp_path, capsys):
     assert main(["reconstruct", str(ct), "--task", "ct-parallel", "--method", "padis", "--prior", str(whole),
                  "--size", "64", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "padis needs a patch prior" in capsys.readouterr().err
+
+
+def test_pnp_admm_with_the_learned_denoiser(tmp_path):
+    ct = Path(__file__).resolve().parents[1] / "data" / "ct" / "A0002_B40f_015.dcm"
+    out = tmp_path / "pnp"
+    assert main(["reconstruct", str(ct), "--task", "ct-parallel", "--views", "20", "--method", "pnp-admm",
+                 "--param", "denoiser=learned", "--param", "n_iter=2", "--size", "64", "--out", str(out),
+                 "--no-progress"]) == 0
+    params = json.loads((out / "metrics.json").read_text())["method_params"]
+    assert params["sigma"] == 0.03 and params["prior"].endswith("ct_patch256.safetensors")

@@ -40,8 +40,9 @@ class Setting:
     options: dict
 
 
-CLASSICAL = [Method("baseline", "fbp"), Method("admm-tv", "admm-tv"), Method("pnp-admm", "pnp-admm"),
-             Method("red", "red")]
+CLASSICAL = [Method("baseline", "fbp"), Method("admm-tv", "admm-tv"),
+             Method("pnp-admm (learned)", "pnp-admm", {"overrides": {"denoiser": "learned"}}),
+             Method("red (learned)", "red", {"overrides": {"denoiser": "learned"}})]
 LEARNED = [
     Method("dps (whole image)", "dps"), Method("langevin", "langevin"), Method("pc", "pc"), Method("ddnm", "ddnm"),
     Method("patch averaging", "padis", {"patch_mode": "average"}),

@@ -99,10 +99,11 @@ def method_params(task_name: str, method: str, overrides: dict | None = None) ->
 
 
 def reconstruct(task: Task, y: Tensor, method: str, params: dict | None = None,
-                progress: bool = False) -> Tensor:
+                progress: bool = False, denoiser: Callable[[Tensor, float], Tensor] | None = None) -> Tensor:
     """Run classical ``method`` on measurement ``y`` of ``task``; returns (B, 1, N, N).
 
-    Iterative methods start from the task's baseline reconstruction."""
+    Iterative methods start from the task's baseline reconstruction. ``denoiser``: for pnp-admm / red, any
+    ``denoiser(x, sigma)`` (a learned prior's, say) instead of the named classical one."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     x_base = task.baseline(y)
@@ -119,7 +120,7 @@ def reconstruct(task: Task, y: Tensor, method: str, params: dict | None = None,
                        progress=progress)
     if method == "l1-wavelet":
         return l1_wavelet(op, y, lam=p["lam"], n_iter=int(p["n_iter"]), x0=x_base, progress=progress)
-    denoiser = _denoiser(p["denoiser"])
+    denoiser = denoiser or _denoiser(p["denoiser"])
     if method == "pnp-admm":
         return pnp_admm(op, y, denoiser, sigma=p["sigma"], rho=p["rho"], n_iter=int(p["n_iter"]), x0=x_base,
                         progress=progress)
