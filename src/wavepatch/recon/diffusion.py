@@ -112,8 +112,13 @@ def reconstruct_diffusion(task: Task, y: Tensor, method: str, prior: str | Path,
 
 
 def _pinv(task: Task):
-    """A^+ for MCG / DDNM: the task's baseline where it is a pseudo-inverse-like inverse (FBP for CT, as PaDIS'
-    code does; zero-filled for MRI, exact), else the operator's least-squares solver."""
-    if task.name.startswith("ct") or task.name == "mri":
+    """A^+ applied to a residual, for MCG / DDNM. MRI: the zero-filled inverse (exact for real images). CT: 10
+    CGLS iterations on the residual (a stable approximate pseudo-inverse; FBP, which PaDIS' code uses, is not a
+    contraction at 20 views and makes the repeated correction diverge). Others: the operator's least squares."""
+    if task.name == "mri":
         return task.baseline
+    if task.name.startswith("ct"):
+        from wavepatch.recon.least_squares import cgls
+
+        return lambda r: cgls(task.op, r, n_iter=10)
     return task.op.A_dagger
