@@ -20,7 +20,9 @@ from wavepatch.recon.methods import method_params, reconstruct
 from wavepatch.tasks import Task, TaskOptions, make_task
 
 Tensor = torch.Tensor
-LEARNED_SIGMA = 0.03  # PnP-ADMM / RED denoiser strength with a learned prior (unit-image noise std)
+# PnP-ADMM / RED with a learned prior: denoiser strength (unit-image noise std) and iterations (= NFE), chosen on
+# training slices (benchmarks/psnr_vs_nfe.py on A0001_B_025: 34.3 / 38.4 / 38.8 dB at 20 / 40 / 80 NFE)
+LEARNED_DEFAULTS = {"sigma": 0.03, "n_iter": 50}
 
 
 @dataclass
@@ -86,11 +88,12 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
         std = draws.std(dim=0, keepdim=True) if samples > 1 else None
         params = {**params, "prior": str(prior), "samples": samples, "fast": fast, "patch_mode": patch_mode}
     elif method in ("pnp-admm", "red") and params.get("denoiser") == "learned":
-        # the learned denoiser's own default strength (chosen on training slices, 20-view CT: 0.03 best of
-        # {0.01, 0.03, 0.05, 0.1} with 0.05 as good); an explicit --param sigma wins
-        if "sigma" not in overrides:
-            overrides["sigma"] = LEARNED_SIGMA
-            params["sigma"] = LEARNED_SIGMA
+        # the learned denoiser's own defaults (sigma: 0.03 best of {0.01, 0.03, 0.05, 0.1} with 0.05 as good on
+        # training slices, 20-view CT); explicit --param values win
+        for key, value in LEARNED_DEFAULTS.items():
+            if key not in overrides:
+                overrides[key] = value
+                params[key] = value
         prior = Path(prior) if prior else default_prior(task.name, "padis")
         denoise = learned_denoiser(prior, generator=torch.Generator().manual_seed(seed + 2), device=device)
         recon = reconstruct(task, y, method, {**overrides, "denoiser": "wavelet"}, progress=progress,
