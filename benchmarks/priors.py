@@ -115,17 +115,16 @@ def main() -> None:
     print("| image | whole: batch | whole ms/step | whole peak MB | patch ms/step | patch peak MB "
           "| ratio time | ratio mem |")
     print("|---|---|---|---|---|---|---|---|")
+    by_key = {(r["what"], r["kind"], r["size"]): r for r in rows}
     for size in args.sizes:
-        w = next(r for r in rows if r["what"] == "train" and r["kind"] == "whole" and r["size"] == size)
-        p = next(r for r in rows if r["what"] == "train" and r["kind"] == "patch" and r["size"] == size)
+        w, p = by_key["train", "whole", size], by_key["train", "patch", size]
         print(f"| {size}^2 | {w['batch']} | {w['seconds'] * 1e3:.0f} | {w['peak_mb']:.0f} | {p['seconds'] * 1e3:.0f} "
               f"| {p['peak_mb']:.0f} | {w['seconds'] / p['seconds']:.2f}x | {w['peak_mb'] / p['peak_mb']:.2f}x |")
     print("\nSampling: one denoiser evaluation (NFE) on one N x N image, and 63 NFE (Heun, 32 levels)\n")
     print("| image | whole ms/NFE | whole s/image | whole peak MB | patch ms/NFE | patch s/image | patch peak MB |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
-        w = next(r for r in rows if r["what"] == "sample" and r["kind"] == "whole" and r["size"] == size)
-        p = next(r for r in rows if r["what"] == "sample" and r["kind"] == "patch" and r["size"] == size)
+        w, p = by_key["sample", "whole", size], by_key["sample", "patch", size]
         print(f"| {size}^2 | {w['seconds'] * 1e3:.1f} | {63 * w['seconds']:.2f} | {w['peak_mb']:.0f} "
               f"| {p['seconds'] * 1e3:.1f} | {63 * p['seconds']:.2f} | {p['peak_mb']:.0f} |")
 

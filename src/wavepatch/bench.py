@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from wavepatch.io import normalize_volume, read_image, resize_square
+from wavepatch.io import SliceDataset
 from wavepatch.io.atomic import atomic_path, atomic_write_bytes
 from wavepatch.recon.run import run_reconstruction
 from wavepatch.tasks import TaskOptions
@@ -71,15 +71,11 @@ QUICK = ([Setting("ct-parallel 20 views", "ct-parallel", {"views": 20})],
 
 def load_slices(source: str | Path, size: int, limit: int | None = None,
                 window: tuple[float, float] | None = None) -> list[tuple[str, np.ndarray]]:
-    """(name, unit image (size, size)) for every slice of every volume ``source`` (file or folder) holds."""
-    from wavepatch.io.dataset import _volume_specs
-
-    out = []
-    for path, series in _volume_specs(source):
-        vol = read_image(path, series=series)
-        unit, _ = normalize_volume(vol, window)
-        for k in range(unit.shape[0]):
-            out.append((f"{path.name}[{k}]", resize_square(unit[k], size)))
+    """(name, unit image (size, size)) for every slice of every volume ``source`` (file or folder) holds,
+    normalised and resized by the data layer exactly as ``wavepatch reconstruct`` does."""
+    ds = SliceDataset(source, size=size, window=window)
+    names = [f"{Path(v['source']).name}[{k}]" for v in ds.volumes for k in range(v["n_slices"])]
+    out = list(zip(names, ds.images[:, 0].numpy(), strict=True))
     return out[:limit] if limit else out
 
 

@@ -1,8 +1,10 @@
 """The ``wavepatch`` command. It parses arguments and calls the library; nothing else lives here.
 
     wavepatch reconstruct INPUT --task TASK [task options] --method METHOD [--size N] [--seed S] --out DIR
-    wavepatch train DATA... --prior whole|patch --out RUN        (see wavepatch.cli_prior)
+    wavepatch train DATA... --prior whole|patch --out RUN        (train, sample, eval-samples: wavepatch.cli_prior)
     wavepatch sample --prior CKPT --n K --sampler S --out DIR
+    wavepatch eval-samples SAMPLES --real DATA...
+    wavepatch bench --suite ct|restoration|mri --out DIR [--quick]
 
 Bad input prints one line ``wavepatch: error: ...`` and exits with status 2 (``--debug`` shows the
 traceback instead).

@@ -1,4 +1,4 @@
-"""``wavepatch train`` and ``wavepatch sample``: argument parsing and calls into ``wavepatch.prior`` / ``sampling``.
+"""``wavepatch train``, ``sample`` and ``eval-samples``: argument parsing and calls into the library.
 
     wavepatch train DATA... --prior whole|patch --size N --steps S --out RUN [--resume] [architecture options]
     wavepatch sample --prior CKPT --n K --size N --sampler heun|euler|langevin|pc --steps T --out DIR
@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from wavepatch.io import save_npy, save_png, unit_to_hu
 from wavepatch.io.atomic import check_not_input
 from wavepatch.io.writers import save_dicom_series, save_nifti
 from wavepatch.prior.checkpoint import load_prior
 from wavepatch.prior.model import PATCH_MODES, make_denoiser
-from wavepatch.prior.train import TrainConfig, train
+from wavepatch.prior.train import TrainConfig, resolve_device, train
 from wavepatch.report import save_json
 from wavepatch.sampling.unconditional import SAMPLERS, sample
 
@@ -90,15 +92,18 @@ def cmd_train(args) -> int:
         seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, minutes=args.minutes,
         device=args.device,
     )
-    if window is None and not _looks_like_ct(args.data):
+    ct_data = _looks_like_ct(args.data)
+    if window is None and not ct_data:
         cfg.window = None
-    if args.modality is None and cfg.window is not None and _looks_like_ct(args.data):
-        cfg.modality = "ct"
-    elif args.modality is not None:
+    if args.modality is not None:
         cfg.modality = args.modality
+    elif cfg.window is not None and ct_data:
+        cfg.modality = "ct"
     check_not_input(args.out, args.data)
     t0 = time.time()
     path = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     info = json.loads(path.with_suffix(".json").read_text())["info"]
     print(f"trained {cfg.prior} prior to step {info['step']} in {time.time() - t0:.0f} s "
           f"(loss {info['final_loss_mean_last_50_logged']:.4f}) -> {path}")
@@ -141,8 +146,7 @@ def cmd_sample(args) -> int:
     ckpt = Path(args.prior)
     out = Path(args.out)
     check_not_input(out, [ckpt])
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     model, cfg = load_prior(ckpt, device=device)
     if args.dicom and not cfg.is_ct:
         raise ValueError("--dicom writes CT in HU; this prior was not trained on CT")
@@ -153,8 +157,6 @@ def cmd_sample(args) -> int:
     denoise = make_denoiser(model, cfg, mode=args.patch_mode, patch_size=args.patch_size, generator=gen)
     t0 = time.perf_counter()
     batches, nfe = [], 0
-    from tqdm.auto import tqdm
-
     for start in tqdm(range(0, args.n, args.batch), disable=args.no_progress, desc="batches"):
         b = min(args.batch, args.n - start)
         x, nfe = sample(denoise, (b, 1, size, size), args.sampler, args.steps, args.sigma_min, args.sigma_max,

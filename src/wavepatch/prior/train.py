@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -152,7 +151,7 @@ def edm_loss(model: EDMDenoiser, x0: Tensor, generator: torch.Generator, p_mean:
     sigma = (torch.randn(b, generator=generator, device=generator.device) * p_std + p_mean).exp().to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
     denoised = model(x0 + sigma.reshape(-1, 1, 1, 1) * noise, sigma, extra)
-    weight = edm_loss_weight(sigma, model.sigma_data if hasattr(model, "sigma_data") else model.module.sigma_data)
+    weight = edm_loss_weight(sigma, getattr(model, "module", model).sigma_data)  # DDP wraps the model
     return (weight * ((denoised - x0) ** 2).mean(dim=(1, 2, 3))).mean()
 
 
@@ -169,23 +168,22 @@ def draw_batch(data: SliceDataset, cfg: TrainConfig, generator: torch.Generator)
     p = cfg.patch_sizes[k]
     n = max(1, round(cfg.batch * (max(cfg.patch_sizes) / p) ** 2))
     patches, positions = data.random_patches(n, p, generator=generator, pad=cfg.pad, flip=False)
-    if cfg.flip:  # flip patch and its position channels together, so a flip is a flip of the image
-        lr = torch.rand(n, generator=generator) < 0.5
     offs = torch.arange(p)
     rows = positions[:, 0, None] - cfg.pad + offs
     cols = positions[:, 1, None] - cfg.pad + offs
     pos = position_channels(rows, cols, cfg.size)
     if cfg.flip:
-        # the patch as cut from the mirrored image: mirrored content, and column coordinates of the mirrored
-        # image (pixel j shows original column q, which the mirror puts at coordinate -c_q)
-        f_lr = lr[:, None, None, None]
+        # flip patch and position channels together: the patch as cut from the mirrored image, with mirrored
+        # content and the mirrored image's column coordinates (pixel j shows original column q, at -c_q there)
+        f_lr = (torch.rand(n, generator=generator) < 0.5)[:, None, None, None]
         patches = torch.where(f_lr, patches.flip(-1), patches)
         mirrored = pos.flip(-1) * torch.tensor([1.0, -1.0]).reshape(1, 2, 1, 1)
         pos = torch.where(f_lr, mirrored, pos)
     return patches, pos
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> this process's GPU if there is one, else the CPU; a bare 'cuda' under DDP -> this rank's GPU."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and ":" not in name and dist.is_initialized():
@@ -283,7 +281,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _resolve_device(cfg.device, local_rank)
+    device = resolve_device(cfg.device, local_rank)
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -321,13 +319,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     torch.manual_seed(cfg.seed + 17 * rank + start)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress or rank != 0,
                desc=f"train {cfg.prior} prior ({n_params / 1e6:.2f} M params, {len(data)} slices, {device})")
-    step = start
+    model.train()
     for step in bar:
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         for group in opt.param_groups:
             group["lr"] = lr
         x0, pos = draw_batch(data, cfg, gen)
-        model.train()
         loss = edm_loss(net, x0.to(device), gen, cfg.p_mean, cfg.p_std,
                         None if pos is None else pos.to(device))
         if not torch.isfinite(loss):
@@ -346,7 +343,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
             rows.append([done, float(loss.item()), lr, round(elapsed_before + time.time() - t0, 2)])
             bar.set_postfix(loss=f"{rows[-1][1]:.4f}")
-        out_of_time = cfg.minutes is not None and (time.time() - t0) > 60 * cfg.minutes
+        out_of_time = _out_of_time(cfg.minutes, t0, world, device)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time:
             if rank == 0:
                 _checkpoint(out, model, ema, opt, done, cfg, prior_cfg, rows, n_params)
@@ -360,6 +357,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if world > 1:
         dist.destroy_process_group()
     return out / "prior.safetensors"
+
+
+def _out_of_time(minutes: float | None, t0: float, world: int, device: torch.device) -> bool:
+    """Whether the ``--minutes`` budget is spent; with several processes rank 0 decides for all, so every rank
+    stops after the same step (clocks differ; a rank that stopped alone would hang the others)."""
+    if minutes is None:
+        return False
+    flag = torch.tensor([float(time.time() - t0 > 60 * minutes)], device=device)
+    if world > 1:
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _checkpoint(out: Path, model, ema, opt, step: int, cfg: TrainConfig, prior_cfg: PriorConfig, rows,
@@ -376,11 +384,3 @@ def _checkpoint(out: Path, model, ema, opt, step: int, cfg: TrainConfig, prior_c
     }
     save_prior(out / "prior.safetensors", ema, prior_cfg, extra=info, half=True)
     _write_log_and_plot(out, rows)
-
-
-def training_summary(out: Path) -> dict:
-    """Step, wall time and recent loss of a run folder (for docs and the CLI)."""
-    rows = _read_log(Path(out), 10**12)
-    recent = [r[1] for r in rows[-50:]]
-    return {"step": rows[-1][0] if rows else 0, "seconds": rows[-1][3] if rows else 0.0,
-            "loss": sum(recent) / len(recent) if recent else math.nan}

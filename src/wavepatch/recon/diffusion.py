@@ -10,6 +10,7 @@ reverse-SDE step per level, as DPS does, keeping the random-shift patch denoiser
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -27,14 +28,15 @@ MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 
 # Defaults per method; every key can be overridden (CLI --param key=value, --steps). Preliminary: zeta 0.01
 # was the best of {0.003, 0.01, 0.03, 0.1} for fast PaDIS on one training slice (20-view CT); not yet tuned.
+# Noise schedule shared by all methods: levels from sigma_max (cold start) or sigma_start (--fast) to sigma_min.
+_SCHEDULE = {"sigma_max": 10.0, "sigma_min": 0.003, "sigma_start": 0.1}
 DIFFUSION_PARAMS: dict[str, dict] = {
-    "padis": {"steps": 20, "n_inner": 5, "zeta": 0.01, "eps": 0.5, "sigma_max": 10.0, "sigma_min": 0.003,
-              "sigma_start": 0.1},
-    "dps": {"steps": 100, "zeta": 0.01, "sigma_max": 10.0, "sigma_min": 0.003, "sigma_start": 0.1},
-    "mcg": {"steps": 100, "zeta": 0.01, "sigma_max": 10.0, "sigma_min": 0.003, "sigma_start": 0.1},
-    "langevin": {"steps": 50, "n_inner": 3, "eps": 0.5, "sigma_max": 10.0, "sigma_min": 0.003, "sigma_start": 0.1},
-    "pc": {"steps": 100, "snr": 0.16, "sigma_max": 10.0, "sigma_min": 0.003, "sigma_start": 0.1},
-    "ddnm": {"steps": 100, "eta": 0.85, "sigma_max": 10.0, "sigma_min": 0.003, "sigma_start": 0.1},
+    "padis": {"steps": 20, "n_inner": 5, "zeta": 0.01, "eps": 0.5, **_SCHEDULE},
+    "dps": {"steps": 100, "zeta": 0.01, **_SCHEDULE},
+    "mcg": {"steps": 100, "zeta": 0.01, **_SCHEDULE},
+    "langevin": {"steps": 50, "n_inner": 3, "eps": 0.5, **_SCHEDULE},
+    "pc": {"steps": 100, "snr": 0.16, **_SCHEDULE},
+    "ddnm": {"steps": 100, "eta": 0.85, **_SCHEDULE},
 }
 
 
@@ -44,6 +46,18 @@ def default_prior(task_name: str, method: str) -> Path:
     if task_name == "mri":
         return MODELS_DIR / "mri_patch256.safetensors"
     return MODELS_DIR / ("ct_patch256.safetensors" if method == "padis" else "ct_whole256.safetensors")
+
+
+def cached_prior(path: str | Path, device: str = "cpu"):
+    """``load_prior`` once per (file, modification time, device): a bench run reconstructs many slices with the
+    same prior. The model is in eval mode and never modified by the samplers."""
+    p = Path(path)
+    return _load_cached(str(p.resolve()), p.stat().st_mtime_ns if p.exists() else 0, str(device))
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int, device: str):
+    return load_prior(path, device=device)
 
 
 def diffusion_params(method: str, overrides: dict | None = None) -> dict:
@@ -64,7 +78,7 @@ def reconstruct_diffusion(task: Task, y: Tensor, method: str, prior: str | Path,
     fast: warm start from ``x_fast`` (the ADMM-TV reconstruction) at sigma_start with levels from sigma_start."""
     if method not in DIFFUSION_METHODS:
         raise ValueError(f"unknown diffusion method {method!r}; choose from {', '.join(DIFFUSION_METHODS)}")
-    model, cfg = load_prior(prior, device=device)
+    model, cfg = cached_prior(prior, device)
     if method == "padis" and cfg.kind != "patch":
         raise ValueError(f"padis needs a patch prior; {prior} is a {cfg.kind} prior")
     calls = [0]

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 
 from wavepatch.metrics import image_metrics
-from wavepatch.recon.diffusion import DIFFUSION_METHODS, default_prior, diffusion_params, reconstruct_diffusion
+from wavepatch.recon.diffusion import (
+    DIFFUSION_METHODS,
+    cached_prior,
+    default_prior,
+    diffusion_params,
+    reconstruct_diffusion,
+)
 from wavepatch.recon.methods import method_params, reconstruct
 from wavepatch.tasks import Task, TaskOptions, make_task
 
@@ -44,10 +50,9 @@ class RunResult:
 def learned_denoiser(prior: str | Path, generator: torch.Generator, device: str = "cpu"):
     """A prior's ``denoise(x, sigma)`` (PaDIS random-shift patches for a patch prior) without autograd, for
     PnP-ADMM / RED."""
-    from wavepatch.prior.checkpoint import load_prior
     from wavepatch.prior.model import make_denoiser
 
-    model, cfg = load_prior(prior, device=device)
+    model, cfg = cached_prior(prior, device)
     base = make_denoiser(model, cfg, mode="padis", generator=generator)
 
     @torch.no_grad()

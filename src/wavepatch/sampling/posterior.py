@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wavepatch.physics.base import LinearOperator
+from wavepatch.sampling.unconditional import randn_like
 
 Tensor = torch.Tensor
 Denoiser = Callable[[Tensor, Tensor | float], Tensor]
@@ -79,13 +80,7 @@ def poisson_nll(op: LinearOperator, y_postlog: Tensor, i0: float, mu: float, x: 
 
 def warm_start(x_init: Tensor, sigma_start: float, generator: torch.Generator | None = None) -> Tensor:
     """Fast mode: start the reverse process at noise level ``sigma_start`` from a (classical) estimate."""
-    return x_init + sigma_start * _randn(x_init, generator)
-
-
-def _randn(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    if generator is None:
-        return torch.randn_like(x)
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+    return x_init + sigma_start * randn_like(x_init, generator)
 
 
 def _denoise_with_grad(denoise: Denoiser, lik: Likelihood, x: Tensor, sigma: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -115,7 +110,7 @@ def dps(denoise: Denoiser, lik: Likelihood, x: Tensor, sigmas: Tensor, zeta: flo
             x = x0 - zeta / lik.scale * g
             break
         var = s**2 - s_next**2
-        x = x + var * (x0 - x) / s**2 + var**0.5 * _randn(x, generator) - zeta / lik.scale * g
+        x = x + var * (x0 - x) / s**2 + var**0.5 * randn_like(x, generator) - zeta / lik.scale * g
     return x.detach()
 
 
@@ -133,9 +128,9 @@ def mcg(denoise: Denoiser, lik: Likelihood, op: LinearOperator, y: Tensor, x: Te
             x = x + pinv(y - op.A(x))
             break
         var = s**2 - s_next**2
-        x = x + var * (x0 - x) / s**2 + var**0.5 * _randn(x, generator) - zeta / lik.scale * g
+        x = x + var * (x0 - x) / s**2 + var**0.5 * randn_like(x, generator) - zeta / lik.scale * g
         with torch.no_grad():
-            x = x + pinv(y + s_next * op.A(_randn(x, generator)) - op.A(x))
+            x = x + pinv(y + s_next * op.A(randn_like(x, generator)) - op.A(x))
     return x.detach()
 
 
@@ -156,7 +151,7 @@ def padis(denoise: Denoiser, lik: Likelihood, x: Tensor, sigmas: Tensor, n_inner
             last = li == len(levels) - 1 and k == n_inner - 1
             x = x - zeta / lik.scale * g + alpha / 2 * (d - x) / s**2
             if not last:
-                x = x + alpha**0.5 * _randn(x, generator)
+                x = x + alpha**0.5 * randn_like(x, generator)
     return (d - zeta / lik.scale * g).detach()
 
 
@@ -181,7 +176,7 @@ def langevin(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Tensor, sigmas
         weight = noise_std**2 + s**2 * lip
         for _ in range(n_inner):
             score = (denoise(x, s) - x) / s**2 + _likelihood_grad(op, y, x, weight)
-            x = x + a * score + (2 * a) ** 0.5 * _randn(x, generator)
+            x = x + a * score + (2 * a) ** 0.5 * randn_like(x, generator)
     return denoise(x, levels[-1])
 
 
@@ -200,10 +195,10 @@ def predictor_corrector(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Ten
             return denoised
         score = (denoised - x) / s**2 + _likelihood_grad(op, y, x, noise_std**2 + s**2 * lip)
         var = s**2 - s_next**2
-        x = x + var * score + var**0.5 * _randn(x, generator)
+        x = x + var * score + var**0.5 * randn_like(x, generator)
         for _ in range(n_corrector):
             score = (denoise(x, s_next) - x) / s_next**2 + _likelihood_grad(op, y, x, noise_std**2 + s_next**2 * lip)
-            z = _randn(x, generator)
+            z = randn_like(x, generator)
             ratio = z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
             step = float(2 * (snr * ratio) ** 2)
             x = x + step * score + (2 * step) ** 0.5 * z
@@ -224,5 +219,5 @@ def ddnm(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Tensor, sigmas: Te
         x0 = x0 - pinv(op.A(x0) - y)
         if s_next == 0:
             return x0
-        x = x0 + s_next * ((1 - eta**2) ** 0.5 * eps_hat + eta * _randn(x, generator))
+        x = x0 + s_next * ((1 - eta**2) ** 0.5 * eps_hat + eta * randn_like(x, generator))
     return x
