@@ -1,7 +1,8 @@
 """``wavepatch train``, ``sample`` and ``eval-samples``: argument parsing and calls into the library.
 
-    wavepatch train DATA... --prior whole|patch --size N --steps S --out RUN [--resume] [architecture options]
+    wavepatch train DATA... --prior whole|patch|wavelet --size N --steps S --out RUN [--resume] [architecture options]
     wavepatch sample --prior CKPT --n K --size N --sampler heun|euler|langevin|pc --steps T --out DIR
+        (a wavelet prior samples coarse to fine with T steps at every scale)
     wavepatch eval-samples SAMPLES --real DATA... [--window LO HI] [--out FILE.json]
 """
 
@@ -20,11 +21,12 @@ from tqdm.auto import tqdm
 from wavepatch.io import save_npy, save_png, unit_to_hu
 from wavepatch.io.atomic import check_not_input
 from wavepatch.io.writers import save_dicom_series, save_nifti
-from wavepatch.prior.checkpoint import load_prior
+from wavepatch.prior.checkpoint import load_prior, load_wavelet_prior, prior_kind
 from wavepatch.prior.model import PATCH_MODES, make_denoiser
 from wavepatch.prior.train import TrainConfig, resolve_device, train
 from wavepatch.report import save_json
 from wavepatch.sampling.unconditional import SAMPLERS, sample
+from wavepatch.sampling.wsgm import wsgm_sample
 
 TRAIN_DEFAULTS = TrainConfig()
 
@@ -48,13 +50,16 @@ def add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a score prior (denoising score matching) on a folder of images")
     t.add_argument("data", nargs="+", help="training images: folders (DICOM series, NIfTI, PNG, .npy) or files")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log, loss curve)")
-    t.add_argument("--prior", choices=("whole", "patch"), default=d.prior, help="whole-image UNet or PaDIS patches")
+    t.add_argument("--prior", choices=("whole", "patch", "wavelet"), default=d.prior,
+                   help="whole-image UNet, PaDIS patches, or WSGM (one UNet per wavelet scale)")
     t.add_argument("--size", type=int, default=d.size, help="training images resized to N x N")
     t.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="HU window mapped to [0, 1] (CT default -1000 1000; others: min-max)")
     t.add_argument("--axis", type=int, default=d.axis, help="NIfTI slicing axis")
     t.add_argument("--modality", choices=("ct", "mri", "other"), default=None,
                    help="stored in the prior (default: ct for DICOM data or an HU window, else other)")
+    t.add_argument("--levels", type=int, default=d.levels, help="wavelet prior: number of wavelet scales J")
+    t.add_argument("--wavelet", default=d.wavelet, help="wavelet prior: an orthogonal pywt wavelet (haar, db2, ...)")
     t.add_argument("--patch-sizes", type=_ints, default=d.patch_sizes, help="e.g. 16,32,64")
     t.add_argument("--patch-probs", type=_floats, default=d.patch_probs, help="e.g. 0.2,0.3,0.5")
     t.add_argument("--patch-size", type=int, default=None, help="default inference patch size stored in the prior")
@@ -86,6 +91,7 @@ def cmd_train(args) -> int:
         data=[str(p) for p in args.data], out=args.out, prior=args.prior, size=args.size,
         window=window if window is not None else TRAIN_DEFAULTS.window, axis=args.axis,
         patch_sizes=args.patch_sizes, patch_probs=args.patch_probs, patch_size=args.patch_size, pad=args.pad,
+        levels=args.levels, wavelet=args.wavelet,
         base_channels=args.channels, channel_mult=args.channel_mult, num_blocks=args.blocks,
         attention=not args.no_attention, dropout=args.dropout, batch=args.batch, steps=args.steps, lr=args.lr,
         warmup=args.warmup, ema_halflife=args.ema_halflife, grad_clip=args.grad_clip, flip=not args.no_flip,
@@ -128,9 +134,11 @@ def add_sample_parser(sub) -> None:
     s.add_argument("--n", type=int, default=4, help="number of images")
     s.add_argument("--size", type=int, default=None, help="image side (default: the prior's training size)")
     s.add_argument("--sampler", choices=SAMPLERS, default="heun")
-    s.add_argument("--steps", type=int, default=32, help="noise levels (Heun: 2 NFE per level)")
+    s.add_argument("--steps", type=int, default=32,
+                   help="noise levels (Heun: 2 NFE per level); for a wavelet prior, per scale")
     s.add_argument("--sigma-min", type=float, default=0.002)
-    s.add_argument("--sigma-max", type=float, default=80.0)
+    s.add_argument("--sigma-max", type=float, default=80.0,
+                   help="largest noise level (a wavelet prior's are in units of its unit-variance coefficients)")
     s.add_argument("--patch-mode", choices=PATCH_MODES, default="padis", help="patch priors: how patches combine")
     s.add_argument("--patch-size", type=int, default=None, help="patch priors: patch side (default: the prior's)")
     s.add_argument("--seed", type=int, default=0)
@@ -147,23 +155,48 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     check_not_input(out, [ckpt])
     device = resolve_device(args.device)
-    model, cfg = load_prior(ckpt, device=device)
+    wavelet = prior_kind(ckpt) == "wavelet"
+    model, cfg = load_wavelet_prior(ckpt, device=device) if wavelet else load_prior(ckpt, device=device)
     if args.dicom and not cfg.is_ct:
         raise ValueError("--dicom writes CT in HU; this prior was not trained on CT")
     size = args.size or cfg.image_size
     if size < 8:
         raise ValueError(f"--size must be at least 8, got {size}")
     gen = torch.Generator().manual_seed(args.seed)
-    denoise = make_denoiser(model, cfg, mode=args.patch_mode, patch_size=args.patch_size, generator=gen)
+    if not wavelet:
+        denoise = make_denoiser(model, cfg, mode=args.patch_mode, patch_size=args.patch_size, generator=gen)
     t0 = time.perf_counter()
-    batches, nfe = [], 0
+    batches, nfe, wsgm_info = [], 0, None
     for start in tqdm(range(0, args.n, args.batch), disable=args.no_progress, desc="batches"):
         b = min(args.batch, args.n - start)
-        x, nfe = sample(denoise, (b, 1, size, size), args.sampler, args.steps, args.sigma_min, args.sigma_max,
-                        generator=gen, device=device, progress=not args.no_progress)
+        if wavelet:
+            x, wsgm_info = wsgm_sample(model, b, size, args.sampler, args.steps, args.sigma_min, args.sigma_max,
+                                       generator=gen, device=device, progress=not args.no_progress)
+            nfe = wsgm_info["nfe"]
+        else:
+            x, nfe = sample(denoise, (b, 1, size, size), args.sampler, args.steps, args.sigma_min, args.sigma_max,
+                            generator=gen, device=device, progress=not args.no_progress)
         batches.append(x.float().cpu())
     seconds = time.perf_counter() - t0
     imgs = torch.cat(batches)[:, 0].clamp(0, 1).numpy()
+    written = _write_samples(out, imgs, cfg, args.dicom)
+    info = {
+        "prior": str(ckpt), "kind": cfg.kind, "n": args.n, "size": size, "sampler": args.sampler,
+        "steps": args.steps, "nfe_per_image": nfe, "seconds": seconds, "seconds_per_image": seconds / args.n,
+        "patch_mode": args.patch_mode if cfg.kind == "patch" else None, "seed": args.seed, "device": str(device),
+        "files": written,
+    }
+    if wsgm_info is not None:
+        info.update(levels=cfg.levels, steps_per_scale=args.steps, nfe_per_scale=wsgm_info["per_scale"],
+                    nfe_pixel_weighted=wsgm_info["nfe_pixel_weighted"])
+    save_json(out / "sample_info.json", info)
+    print(f"{args.n} samples {size}x{size} ({cfg.kind} prior, {args.sampler}, {nfe} NFE"
+          f"{f' over {cfg.levels + 1} scales' if wavelet else ''}) in {seconds:.1f} s -> {out}")
+    return 0
+
+
+def _write_samples(out: Path, imgs: np.ndarray, cfg, dicom: bool) -> list[str]:
+    """samples.npy, grid.png and NIfTI (in HU for a CT prior, with a DICOM series if asked) -> names written."""
     out.mkdir(parents=True, exist_ok=True)
     save_npy(out / "samples.npy", imgs)
     save_png(out / "grid.png", _grid(imgs))
@@ -172,20 +205,13 @@ def cmd_sample(args) -> int:
         hu = np.asarray(unit_to_hu(imgs, *cfg.window), dtype=np.float32)
         save_nifti(out / "samples_hu.nii.gz", hu)
         written.append("samples_hu.nii.gz")
-        if args.dicom:
+        if dicom:
             save_dicom_series(out / "samples_dicom", hu, series_description="wavepatch samples", overwrite=True)
             written.append("samples_dicom/")
     else:
         save_nifti(out / "samples.nii.gz", imgs)
         written.append("samples.nii.gz")
-    save_json(out / "sample_info.json", {
-        "prior": str(ckpt), "kind": cfg.kind, "n": args.n, "size": size, "sampler": args.sampler,
-        "steps": args.steps, "nfe_per_image": nfe, "seconds": seconds, "seconds_per_image": seconds / args.n,
-        "patch_mode": args.patch_mode if cfg.kind == "patch" else None, "seed": args.seed, "device": str(device),
-        "files": written,
-    })
-    print(f"{args.n} samples {size}x{size} ({cfg.kind} prior, {args.sampler}, {nfe} NFE) in {seconds:.1f} s -> {out}")
-    return 0
+    return written
 
 
 def _grid(imgs: np.ndarray, pad: int = 2) -> np.ndarray:

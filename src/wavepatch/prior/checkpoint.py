@@ -3,6 +3,8 @@
 ``save_prior`` writes ``NAME.safetensors`` (weights + config in the header) and a readable copy of the config
 as ``NAME.json``; both atomically. ``load_prior`` reads only the safetensors file and refuses, in one line,
 anything that is not a wavepatch prior or whose tensors do not match the architecture its config declares.
+Wavelet (WSGM) priors share the format (``config.kind == 'wavelet'``, a ``WaveletPriorConfig``) but are loaded by
+``load_wavelet_prior``; each loader refuses the other's kind in one line (``prior_kind`` tells them apart).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
 
 from wavepatch.io.atomic import PathLike, atomic_path, atomic_write_bytes
 from wavepatch.prior.model import PriorConfig, build_prior
 from wavepatch.prior.precond import EDMDenoiser
+from wavepatch.prior.wavelet import WaveletPrior, WaveletPriorConfig
 
 FORMAT = "wavepatch-prior"
 FORMAT_VERSION = 1
@@ -26,8 +30,8 @@ class CheckpointError(ValueError):
     """A file that is not a usable wavepatch prior checkpoint."""
 
 
-def save_prior(path: PathLike, model: EDMDenoiser, config: PriorConfig, extra: dict | None = None,
-               half: bool = False) -> Path:
+def save_prior(path: PathLike, model: nn.Module, config: PriorConfig | WaveletPriorConfig,
+               extra: dict | None = None, half: bool = False) -> Path:
     """Write ``model``'s weights and ``config`` (plus ``extra`` info: training summary) to ``path``.
 
     half: store weights as float16 (half the size; ``load_prior`` returns float32 weights either way; rounding
@@ -68,21 +72,48 @@ def read_prior_metadata(path: PathLike) -> dict:
     return info
 
 
+def prior_kind(path: PathLike) -> str:
+    """The kind ('whole', 'patch', 'wavelet') a prior checkpoint declares; CheckpointError if it is none."""
+    config = read_prior_metadata(path).get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("kind", "patch"), str):
+        raise CheckpointError(f"{path}: invalid prior config (not a JSON object with a kind)")
+    return config.get("kind", "patch")
+
+
 def load_prior(path: PathLike, device: str | torch.device = "cpu",
                expect_kind: str | None = None) -> tuple[EDMDenoiser, PriorConfig]:
     """(model in eval mode on ``device``, config) from a checkpoint written by ``save_prior``."""
-    info = read_prior_metadata(path)
-    try:
-        config = PriorConfig.from_dict(info["config"])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: invalid prior config ({exc})") from None
+    kind = prior_kind(path)
+    if kind == "wavelet":
+        raise CheckpointError(f"{path} is a wavelet (WSGM) prior, not one denoiser; a {expect_kind or 'whole or patch'}"
+                              " prior is needed here")
+    config = _parse_config(PriorConfig, path)
     if expect_kind is not None and config.kind != expect_kind:
         raise CheckpointError(f"{path} is a {config.kind} prior; a {expect_kind} prior is needed here")
-    model = build_prior(config)
+    return _load_weights(path, build_prior(config), device), config
+
+
+def load_wavelet_prior(path: PathLike, device: str | torch.device = "cpu") -> tuple[WaveletPrior, WaveletPriorConfig]:
+    """(WSGM networks in eval mode on ``device``, config) from a wavelet prior checkpoint."""
+    kind = prior_kind(path)
+    if kind != "wavelet":
+        raise CheckpointError(f"{path} is a {kind} prior; a wavelet (WSGM) prior is needed here")
+    config = _parse_config(WaveletPriorConfig, path)
+    return _load_weights(path, WaveletPrior(config), device), config
+
+
+def _parse_config(cls, path: PathLike):
+    try:
+        return cls.from_dict(read_prior_metadata(path)["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: invalid prior config ({exc})") from None
+
+
+def _load_weights(path: PathLike, model: nn.Module, device: str | torch.device):
     tensors = load_file(str(path))
     check_state_matches(model.state_dict(), tensors, str(path))
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    return model.to(device).eval(), config
+    return model.to(device).eval()
 
 
 def check_state_matches(expected: dict, found: dict, what: str) -> None:

@@ -4,6 +4,8 @@ A prior is an ``EDMDenoiser`` (preconditioned UNet) plus a ``PriorConfig`` sayin
 - ``whole``: the network sees the whole image (size a multiple of the UNet divisor; other sizes are zero-padded);
 - ``patch``: the network sees P x P patches and 2 position channels (PaDIS); any image size works.
 ``make_denoiser`` turns it into ``denoise(x, sigma) -> x_hat`` for x of shape (B, 1, N, N) in [0, 1] data units.
+The third kind, ``wavelet`` (WSGM: one network per wavelet scale), has its own config and module in
+:mod:`wavepatch.prior.wavelet` and is no single denoiser; ``load_prior`` refuses it.
 """
 
 from __future__ import annotations
@@ -62,9 +64,7 @@ class PriorConfig:
 
     @property
     def is_ct(self) -> bool:
-        if self.modality is not None:
-            return self.modality == "ct"
-        return self.window is not None and self.window[0] <= -500
+        return modality_is_ct(self.modality, self.window)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +72,14 @@ class PriorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PriorConfig:
         return cls(**d)
+
+
+def modality_is_ct(modality: str | None, window: tuple[float, float] | None) -> bool:
+    """Whether a prior is a CT prior: its modality says so, or (modality None, older checkpoints) its window
+    reaches below -500 (an HU window)."""
+    if modality is not None:
+        return modality == "ct"
+    return window is not None and window[0] <= -500
 
 
 def build_prior(config: PriorConfig) -> EDMDenoiser:

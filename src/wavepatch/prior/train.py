@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -35,27 +36,33 @@ from wavepatch.prior.model import PriorConfig, build_prior
 from wavepatch.prior.patches import position_channels
 from wavepatch.prior.precond import EDMDenoiser, edm_loss_weight
 from wavepatch.prior.unet import UNetConfig
+from wavepatch.prior.wavelet import WaveletPrior, WaveletPriorConfig, coefficient_stats, wsgm_loss
 
 Tensor = torch.Tensor
 
 # Fields that fix the architecture or the data: a resumed run must keep them.
 _FROZEN = ("prior", "size", "window", "base_channels", "channel_mult", "num_blocks", "attention", "sigma_data",
-           "patch_sizes", "pad", "axis")
+           "patch_sizes", "pad", "axis", "levels", "wavelet")
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on; saved as train_config.json.
 
-    data: files/folders ``SliceDataset`` reads. prior: 'whole' or 'patch'. size: training images are resized
+    data: files/folders ``SliceDataset`` reads. prior: 'whole', 'patch' or 'wavelet' (WSGM, see
+    :mod:`wavepatch.prior.wavelet`: J + 1 networks of this architecture, one per scale, trained together on whole
+    images; its coefficient statistics are measured on the training set, flips included, when the run starts).
+    levels, wavelet: J and the orthogonal wavelet of a wavelet prior. size: training images are resized
     to size x size. window: HU window (lo, hi) or None (min-max per volume). modality: ct / mri / other,
     stored in the prior (None: CT if the window is an HU window). axis: NIfTI slicing axis.
     patch_sizes / patch_probs: patch sides drawn per step (patch priors) and their probabilities; the batch
     holds ``batch * (max(patch_sizes) / P)^2`` patches so every step sees about the same number of pixels.
     patch_size: default inference patch side stored in the prior (default: largest training size).
     pad: zero border around training images from which patches may be cut (default: max patch size).
-    batch: images (whole) or largest-size patches (patch) per step and process. lr: AdamW peak learning rate,
-    reached linearly over warmup steps. ema_halflife: steps. p_mean, p_std: ln(sigma) ~ N(p_mean, p_std^2).
+    batch: images (whole, wavelet) or largest-size patches (patch) per step and process. lr: AdamW peak learning
+    rate, reached linearly over warmup steps. ema_halflife: steps. p_mean, p_std: ln(sigma) ~ N(p_mean, p_std^2).
+    sigma_data: EDM data std; default 0.5 (images in [0, 1]), 1 for a wavelet prior (unit-variance normalised
+    coefficients). p_mean default: -1.2 + ln(sigma_data / 0.5), i.e. EDM's -1.2 placed relative to sigma_data.
     checkpoint_every: steps between checkpoints; minutes: stop (after a checkpoint) once this much wall time
     has passed, resume later with --resume.
     """
@@ -71,12 +78,14 @@ class TrainConfig:
     patch_probs: tuple[float, ...] = (0.2, 0.3, 0.5)
     patch_size: int | None = None
     pad: int | None = None
+    levels: int = 2
+    wavelet: str = "haar"
     base_channels: int = 32
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_blocks: int = 2
     attention: bool = True
     dropout: float = 0.0
-    sigma_data: float = 0.5
+    sigma_data: float | None = None
     batch: int = 16
     steps: int = 10_000
     lr: float = 2e-4
@@ -84,7 +93,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_halflife: float = 500.0
-    p_mean: float = -1.2
+    p_mean: float | None = None
     p_std: float = 1.2
     flip: bool = True  # left-right mirroring (bodies are roughly mirror-symmetric; up-down is not)
     seed: int = 0
@@ -99,8 +108,12 @@ class TrainConfig:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         if self.window is not None:
             self.window = (float(self.window[0]), float(self.window[1]))
-        if self.prior not in ("whole", "patch"):
-            raise ValueError(f"--prior must be whole or patch, got {self.prior!r}")
+        if self.prior not in ("whole", "patch", "wavelet"):
+            raise ValueError(f"--prior must be whole, patch or wavelet, got {self.prior!r}")
+        if self.sigma_data is None:
+            self.sigma_data = 1.0 if self.prior == "wavelet" else 0.5
+        if self.p_mean is None:
+            self.p_mean = -1.2 + math.log(self.sigma_data / 0.5)
         if self.size < 8 or self.batch < 1 or self.steps < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("size >= 8, batch >= 1, steps >= 1, checkpoint_every >= 1, log_every >= 1 needed")
         if not self.lr > 0 or self.grad_clip < 0 or self.ema_halflife <= 0 or self.p_std <= 0:
@@ -120,14 +133,29 @@ class TrainConfig:
             if max(self.patch_sizes) > self.size + 2 * self.pad:
                 frame = self.size + 2 * self.pad
                 raise ValueError(f"largest patch {max(self.patch_sizes)} exceeds the padded image ({frame})")
+        elif self.prior == "wavelet":
+            if self.levels < 1 or self.size % (2**self.levels * divisor):
+                raise ValueError(f"wavelet prior: size {self.size} must be a multiple of 2^levels * {divisor} = "
+                                 f"{2 ** max(self.levels, 0) * divisor} (levels >= 1)")
         elif self.size % divisor:
             raise ValueError(f"whole-image size {self.size} must be a multiple of {divisor}")
 
-    def prior_config(self) -> PriorConfig:
-        channels = 1 + (2 if self.prior == "patch" else 0)
-        unet = UNetConfig(in_channels=channels, out_channels=1, base_channels=self.base_channels,
+    def _unet(self, in_channels: int, out_channels: int) -> UNetConfig:
+        return UNetConfig(in_channels=in_channels, out_channels=out_channels, base_channels=self.base_channels,
                           channel_mult=self.channel_mult, num_blocks=self.num_blocks, attention=self.attention,
                           dropout=self.dropout)
+
+    def prior_config(self, images: Tensor | None = None) -> PriorConfig | WaveletPriorConfig:
+        """The prior's config; a wavelet prior's needs the training ``images`` (S, 1, N, N) for its statistics."""
+        if self.prior == "wavelet":
+            if images is None:
+                raise ValueError("a wavelet prior's config needs the training images (coefficient statistics)")
+            stats = coefficient_stats(torch.cat([images, images.flip(-1)]) if self.flip else images, self.levels,
+                                      self.wavelet)
+            return WaveletPriorConfig(levels=self.levels, wavelet=self.wavelet, coarse_unet=self._unet(1, 1),
+                                      detail_unet=self._unet(4, 3), sigma_data=self.sigma_data,
+                                      image_size=self.size, window=self.window, modality=self.modality, **stats)
+        unet = self._unet(1 + (2 if self.prior == "patch" else 0), 1)
         return PriorConfig(kind=self.prior, unet=unet, sigma_data=self.sigma_data, image_size=self.size,
                            patch_size=int(self.patch_size or self.size), window=self.window,
                            modality=self.modality)
@@ -157,7 +185,7 @@ def edm_loss(model: EDMDenoiser, x0: Tensor, generator: torch.Generator, p_mean:
 
 def draw_batch(data: SliceDataset, cfg: TrainConfig, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
     """One training batch on the CPU: (images or patches (B, 1, S, S), position channels (B, 2, S, S) or None)."""
-    if cfg.prior == "whole":
+    if cfg.prior in ("whole", "wavelet"):
         idx = torch.randint(0, len(data), (cfg.batch,), generator=generator)
         x = data.images[idx]
         if cfg.flip:
@@ -195,7 +223,7 @@ def _stream(seed: int, rank: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step) % (2**63))
 
 
-def _save_state(path: Path, model: EDMDenoiser, ema: EDMDenoiser, opt: torch.optim.Optimizer, step: int,
+def _save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
                 cfg: TrainConfig) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
@@ -207,7 +235,7 @@ def _save_state(path: Path, model: EDMDenoiser, ema: EDMDenoiser, opt: torch.opt
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def _load_state(path: Path, model: EDMDenoiser, ema: EDMDenoiser, opt: torch.optim.Optimizer) -> int:
+def _load_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -297,10 +325,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
 
     data = SliceDataset(cfg.data, size=cfg.size, window=cfg.window, axis=cfg.axis)
-    prior_cfg = cfg.prior_config()
+    prior_cfg = cfg.prior_config(data.images)
+    build, loss_fn = (WaveletPrior, wsgm_loss) if cfg.prior == "wavelet" else (build_prior, edm_loss)
     torch.manual_seed(cfg.seed)
-    model = build_prior(prior_cfg).to(device)
-    ema = build_prior(prior_cfg).to(device)
+    model = build(prior_cfg).to(device)
+    ema = build(prior_cfg).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
@@ -325,8 +354,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         for group in opt.param_groups:
             group["lr"] = lr
         x0, pos = draw_batch(data, cfg, gen)
-        loss = edm_loss(net, x0.to(device), gen, cfg.p_mean, cfg.p_std,
-                        None if pos is None else pos.to(device))
+        loss = loss_fn(net, x0.to(device), gen, cfg.p_mean, cfg.p_std, None if pos is None else pos.to(device))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
@@ -370,8 +398,8 @@ def _out_of_time(minutes: float | None, t0: float, world: int, device: torch.dev
     return bool(flag.item())
 
 
-def _checkpoint(out: Path, model, ema, opt, step: int, cfg: TrainConfig, prior_cfg: PriorConfig, rows,
-                n_params: int) -> None:
+def _checkpoint(out: Path, model, ema, opt, step: int, cfg: TrainConfig,
+                prior_cfg: PriorConfig | WaveletPriorConfig, rows, n_params: int) -> None:
     _save_state(out / "train_state.safetensors", model, ema, opt, step, cfg)
     recent = [r[1] for r in rows[-50:]]
     info = {
