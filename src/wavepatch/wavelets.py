@@ -1,11 +1,23 @@
-"""Orthonormal periodized discrete wavelet transforms (2D and 3D), batched and differentiable, in torch.
+"""Periodized discrete wavelet transforms (2D and 3D), batched and differentiable, in torch.
 
-Equal to PyWavelets' ``wavedec2`` / ``wavedecn`` with ``mode='periodization'`` for any orthogonal wavelet pywt
-knows (haar, dbN, symN, coifN, ...). The signal is treated as periodic, so a side of length n gives exactly n/2
-coefficients per level and the multi-level transform is an orthogonal matrix W: energy is preserved and the
-inverse is the adjoint, which is how :func:`idwt2_periodized` / :func:`idwt3_periodized` are computed
-(transposed strided convolution plus folding of the periodic extension). ptwt has no periodization mode, and an
-orthonormal transform is what wavelet score models (WSGM) and wavelet thresholding want.
+Equal to PyWavelets' ``wavedec2`` / ``wavedecn`` / ``waverec2`` / ``waverecn`` with ``mode='periodization'``.
+The signal is treated as periodic, so a side of length n gives exactly n/2 coefficients per level.
+
+Two families of public functions share one implementation:
+
+* :func:`dwt2_periodized` / :func:`dwt3_periodized` and their inverses accept only **orthogonal** wavelets (haar,
+  dbN, symN, coifN, ...). The multi-level transform is then an orthogonal matrix W: energy is preserved and the
+  inverse is the adjoint. Wavelet thresholding and wavelet score models (WSGM) rely on that, so these functions
+  refuse anything else.
+* :func:`wavedec2_periodized` / :func:`wavedec3_periodized` and :func:`waverec2_periodized` /
+  :func:`waverec3_periodized` accept any discrete pywt wavelet, including the **biorthogonal** families
+  ('bior2.2', 'bior4.4' = CDF 9/7, 'rbioN.M'). Analysis uses pywt's ``dec_lo/dec_hi``; synthesis uses the
+  reconstruction filters ``rec_lo/rec_hi``, which for a biorthogonal wavelet is the inverse but not the adjoint.
+  For an orthogonal wavelet both families give identical results.
+
+Both directions work on polyphase components (even / odd samples along an axis) with shifted views and
+multiply-adds, which is faster on CPU than strided convolutions. ptwt has no periodization mode; see
+docs/wavelets_benchmark.md for a speed comparison.
 
 Conventions. Images are (B, C, H, W) or volumes (B, C, D, H, W); each side must be divisible by 2**levels.
 A detail band is named like pywt by one letter per spatial axis ('a' lowpass, 'd' highpass along that axis):
@@ -15,12 +27,12 @@ both; 3D bands as pywt's ``wavedecn`` keys 'aad', 'ada', 'add', 'daa', 'dad', 'd
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from itertools import product
 
 import pywt
 import torch
-import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -31,52 +43,75 @@ BAND_KEYS: dict[int, tuple[str, ...]] = {
 
 
 @cache
-def _dec_filters(wavelet: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _filters(wavelet: str) -> tuple[tuple[float, ...], ...]:
+    """pywt's (dec_lo, dec_hi, rec_lo, rec_hi), all of one even length L."""
     w = pywt.Wavelet(wavelet)
-    if not w.orthogonal:
-        raise ValueError(f"wavelet {wavelet!r} is not orthogonal; the periodized transform here needs one")
-    return tuple(w.dec_lo), tuple(w.dec_hi)
+    return tuple(w.dec_lo), tuple(w.dec_hi), tuple(w.rec_lo), tuple(w.rec_hi)
 
 
-def _analysis_weight(wavelet: str, like: Tensor) -> Tensor:
-    """(2, 1, L) conv1d weight: reversed dec_lo / dec_hi, because conv1d correlates rather than convolves."""
-    lo, hi = _dec_filters(wavelet)
-    w = torch.tensor([lo[::-1], hi[::-1]], dtype=torch.float64)
-    return w.unsqueeze(1).to(dtype=like.dtype, device=like.device)
+@cache
+def _require_orthogonal(wavelet: str) -> None:
+    if not pywt.Wavelet(wavelet).orthogonal:
+        raise ValueError(f"wavelet {wavelet!r} is not orthogonal; use wavedec2_periodized / waverec2_periodized "
+                         "(or the 3D ones) for biorthogonal wavelets")
 
 
-def _periodic_index(n: int, length: int, device: torch.device) -> Tensor:
-    """Indices of the periodic extension that conv1d(stride 2) reads, for a side of n samples -> (n + L - 2,).
+def _wrap(x: Tensor, dim: int, first: int, stop: int) -> Tensor:
+    """Samples first..stop-1 of the periodic extension of x along dim (indices taken mod the side, so a side
+    shorter than the filter, at coarse levels, wraps as often as needed)."""
+    if first == 0 and stop == x.shape[dim]:
+        return x  # nothing to wrap (Haar)
+    idx = torch.arange(first, stop, device=x.device) % x.shape[dim]
+    return x.index_select(dim, idx)
 
-    pywt's periodization computes a[k] = sum_i h[i] x[(2k + L/2 - i) mod n]; with correlation by the reversed
-    filter that is a left shift of L/2 - 1. Taking indices mod n (rather than F.pad(mode='circular')) also
-    covers coarse levels where n is shorter than the filter and the signal wraps several times.
+
+def _combine(coeffs: Sequence[float], views: list[Tensor]) -> Tensor:
+    """sum_i coeffs[i] * views[i], accumulated in place into one new tensor (autograd-safe: no value is saved).
+    Zero taps (pywt pads odd-length biorthogonal filters with zeros) are skipped."""
+    terms = [(c, v) for c, v in zip(coeffs, views, strict=True) if c != 0]
+    out = terms[0][1] * terms[0][0]
+    for c, v in terms[1:]:
+        out.add_(v, alpha=c)
+    return out
+
+
+def _analysis_axis(x: Tensor, dim: int, dec_lo: tuple[float, ...], dec_hi: tuple[float, ...]) -> tuple[Tensor, Tensor]:
+    """One-level periodized 1D analysis along dim: x (..., n, ...) -> (lo, hi), each (..., n/2, ...).
+
+    pywt's periodization computes a[k] = sum_i h[i] x[(2k + L/2 - i) mod n]. Writing s_i = L/2 - i = 2 q_i + r_i,
+    that is a sum of L shifted views of the even (r=0) or odd (r=1) polyphase component: x_r[(k + q_i) mod n/2].
+    Both bands read the same views, so the cost is 2L multiply-adds on half-size arrays and no convolution.
     """
-    return (torch.arange(n + length - 2, device=device) - (length // 2 - 1)) % n
+    m, L = x.shape[dim] // 2, len(dec_lo)
+    shift = [((L // 2 - i) % 2, (L // 2 - i) // 2) for i in range(L)]  # (r_i, q_i)
+    q_min, q_max = min(q for _, q in shift), max(q for _, q in shift)
+    phases = x.unflatten(dim, (m, 2))
+    ext = [_wrap(phases.select(dim + 1, r), dim, q_min, m + q_max) for r in (0, 1)]
+    views = [ext[r].narrow(dim, q - q_min, m) for r, q in shift]
+    return _combine(dec_lo, views), _combine(dec_hi, views)
 
 
-def _analysis_axis(x: Tensor, weight: Tensor) -> Tensor:
-    """One-level 1D analysis along axis 1 of x (M, n, *rest) -> (2M, n/2, *rest), band (lo, hi) leading."""
-    M, n = x.shape[:2]
-    rest = x.shape[2:]
-    y = x.movedim(1, -1).reshape(-1, 1, n)
-    y = y.index_select(-1, _periodic_index(n, weight.shape[-1], x.device))
-    y = F.conv1d(y, weight, stride=2)  # (M*prod(rest), 2, n/2)
-    y = y.reshape(M, *rest, 2, n // 2).movedim(-2, 1).movedim(-1, 2)  # (M, 2, n/2, *rest)
-    return y.reshape(2 * M, n // 2, *rest)
+def _synthesis_axis(lo: Tensor, hi: Tensor, dim: int, rec_lo: tuple[float, ...], rec_hi: tuple[float, ...]) -> Tensor:
+    """One-level periodized 1D synthesis along dim: (lo, hi), each (..., m, ...) -> x (..., 2m, ...).
 
-
-def _synthesis_axis(y: Tensor, weight: Tensor) -> Tensor:
-    """Adjoint (= inverse) of :func:`_analysis_axis`: (2M, n/2, *rest) -> (M, n, *rest)."""
-    M2, half = y.shape[:2]
-    rest = y.shape[2:]
-    M, n = M2 // 2, 2 * half
-    z = y.reshape(M, 2, half, *rest).movedim(2, -1).movedim(1, -2).reshape(-1, 2, half)
-    z = F.conv_transpose1d(z, weight, stride=2)  # (M*prod(rest), 1, n + L - 2)
-    idx = _periodic_index(n, weight.shape[-1], y.device)
-    # Fold the periodic extension back: each padded sample adds into the sample it copied.
-    z = torch.zeros(z.shape[0], n, dtype=z.dtype, device=z.device).index_add(1, idx, z[:, 0])
-    return z.reshape(M, *rest, n).movedim(-1, 1)
+    pywt's periodized reconstruction is x[(2k + t_i) mod n] += lo[k] g[i] + hi[k] g'[i] with t_i = i - L/2 + 1
+    (g, g' = rec_lo, rec_hi). Writing t_i = 2 q_i + r_i, the polyphase component x_r is a sum of shifted views
+    lo[(p - q_i) mod m]. With the reconstruction filters this inverts :func:`_analysis_axis`; for an orthogonal
+    wavelet it is also its adjoint.
+    """
+    m, L = lo.shape[dim], len(rec_lo)
+    shift = [((i - L // 2 + 1) % 2, (i - L // 2 + 1) // 2) for i in range(L)]  # (r_i, q_i)
+    q_min, q_max = min(q for _, q in shift), max(q for _, q in shift)
+    lo_ext, hi_ext = (_wrap(b, dim, -q_max, m - q_min) for b in (lo, hi))
+    phases = []
+    for parity in (0, 1):
+        coeffs, views = [], []
+        for g, g2, (r, q) in zip(rec_lo, rec_hi, shift, strict=True):
+            if r == parity:
+                coeffs += [g, g2]
+                views += [lo_ext.narrow(dim, q_max - q, m), hi_ext.narrow(dim, q_max - q, m)]
+        phases.append(_combine(coeffs, views))
+    return torch.stack(phases, dim + 1).flatten(dim, dim + 1)
 
 
 def _check_shape(x: Tensor, ndim: int, levels: int) -> None:
@@ -89,74 +124,99 @@ def _check_shape(x: Tensor, ndim: int, levels: int) -> None:
         raise ValueError(f"spatial sides {tuple(sides)} must be divisible by 2**levels = {2**levels}")
 
 
-def _public_order(ndim: int) -> list[int]:
-    """Position of each public band (BAND_KEYS order) in the binary order the separable loop produces."""
-    return [int(k.replace("a", "0").replace("d", "1"), 2) - 1 for k in BAND_KEYS[ndim]]
+def _binary_index(key: str) -> int:
+    """Position of a band in the order the separable loop produces: first axis = most significant bit."""
+    return int(key.replace("a", "0").replace("d", "1"), 2)
 
 
 def _dwtn(x: Tensor, wavelet: str, levels: int, ndim: int) -> tuple[Tensor, list[Tensor]]:
     _check_shape(x, ndim, levels)
-    B, C = x.shape[:2]
-    weight = _analysis_weight(wavelet, x)
-    order = _public_order(ndim)
-    low = x.reshape(B * C, *x.shape[2:])
-    details: list[Tensor] = []
+    dec_lo, dec_hi = _filters(wavelet)[:2]
+    low, details = x, []
     for _ in range(levels):
-        y = low
-        for _axis in range(ndim):
-            # Rotate so the axis to filter sits at position 1; after ndim rotations the layout is restored,
-            # and the band index is sum_i bit_i 2^(ndim-1-i) (first axis = most significant bit).
-            y = _analysis_axis(y, weight).movedim(1, -1)
-        y = y.reshape(B * C, 2**ndim, *y.shape[1:])
-        low = y[:, 0]
-        details.insert(0, y[:, 1:][:, order].reshape(B, C, 2**ndim - 1, *y.shape[2:]))
-    return low.reshape(B, C, *low.shape[1:]), details
+        bands = [low]
+        for axis in range(2, ndim + 2):  # each pass splits every band in (lo, hi): binary order
+            bands = [b for band in bands for b in _analysis_axis(band, axis, dec_lo, dec_hi)]
+        low = bands[0]
+        details.insert(0, torch.stack([bands[_binary_index(k)] for k in BAND_KEYS[ndim]], dim=2))
+    return low, details
 
 
 def _idwtn(lowpass: Tensor, details: list[Tensor], wavelet: str, ndim: int) -> Tensor:
-    B, C = lowpass.shape[:2]
-    weight = _analysis_weight(wavelet, lowpass)
-    inverse_order = torch.argsort(torch.tensor(_public_order(ndim))).tolist()
-    low = lowpass.reshape(B * C, *lowpass.shape[2:])
+    rec_lo, rec_hi = _filters(wavelet)[2:]
+    low = lowpass
     for d in details:
-        if d.shape[3:] != low.shape[1:] or d.shape[2] != 2**ndim - 1:
+        if d.dim() != ndim + 3 or d.shape[3:] != low.shape[2:] or d.shape[2] != 2**ndim - 1:
             raise ValueError(f"detail band shape {tuple(d.shape)} does not fit lowpass {tuple(low.shape)}")
-        bands = d.reshape(B * C, 2**ndim - 1, *d.shape[3:])[:, inverse_order]
-        y = torch.cat([low.unsqueeze(1), bands], dim=1).reshape(B * C * 2**ndim, *d.shape[3:])
-        for _ in range(ndim):
-            y = _synthesis_axis(y.movedim(-1, 1), weight)
-        low = y
-    return low.reshape(B, C, *low.shape[1:])
+        bands = [low] * 2**ndim
+        for b, key in enumerate(BAND_KEYS[ndim]):
+            bands[_binary_index(key)] = d[:, :, b]
+        for axis in range(ndim + 1, 1, -1):  # last axis = least significant bit: merge neighbouring pairs
+            bands = [_synthesis_axis(bands[i], bands[i + 1], axis, rec_lo, rec_hi) for i in range(0, len(bands), 2)]
+        low = bands[0]
+    return low
 
 
 def dwt2_periodized(x: Tensor, wavelet: str = "haar", levels: int = 1) -> tuple[Tensor, list[Tensor]]:
-    """Multi-level orthonormal periodized 2D DWT of x (B, C, H, W).
+    """Multi-level orthonormal periodized 2D DWT of x (B, C, H, W); orthogonal wavelets only.
 
     Returns ``(lowpass, details)``: lowpass (B, C, H/2^J, W/2^J) and details, a list of J tensors from the
     coarsest level to the finest, level j of shape (B, C, 3, H/2^(J-j), W/2^(J-j)) with bands in pywt's
     (cH, cV, cD) order, i.e. exactly ``pywt.wavedec2(x, wavelet, mode='periodization', level=J)``.
-    Raises ValueError when H or W is not divisible by 2**levels.
+    Raises ValueError when H or W is not divisible by 2**levels, or when the wavelet is not orthogonal.
     """
+    _require_orthogonal(wavelet)
     return _dwtn(x, wavelet, levels, ndim=2)
 
 
 def idwt2_periodized(lowpass: Tensor, details: list[Tensor], wavelet: str = "haar") -> Tensor:
     """Inverse (= adjoint) of :func:`dwt2_periodized` -> image (B, C, H, W)."""
+    _require_orthogonal(wavelet)
     return _idwtn(lowpass, details, wavelet, ndim=2)
 
 
 def dwt3_periodized(x: Tensor, wavelet: str = "haar", levels: int = 1) -> tuple[Tensor, list[Tensor]]:
-    """Multi-level orthonormal periodized 3D DWT of x (B, C, D, H, W).
+    """Multi-level orthonormal periodized 3D DWT of x (B, C, D, H, W); orthogonal wavelets only.
 
     Returns ``(lowpass, details)`` like :func:`dwt2_periodized` with 7 bands per level, (B, C, 7, d, h, w),
     ordered as pywt's keys 'aad', 'ada', 'add', 'daa', 'dad', 'dda', 'ddd' over axes (D, H, W); equal to
     ``pywt.wavedecn(x, wavelet, mode='periodization', level=J, axes=(-3, -2, -1))``.
     """
+    _require_orthogonal(wavelet)
     return _dwtn(x, wavelet, levels, ndim=3)
 
 
 def idwt3_periodized(lowpass: Tensor, details: list[Tensor], wavelet: str = "haar") -> Tensor:
     """Inverse (= adjoint) of :func:`dwt3_periodized` -> volume (B, C, D, H, W)."""
+    _require_orthogonal(wavelet)
+    return _idwtn(lowpass, details, wavelet, ndim=3)
+
+
+def wavedec2_periodized(x: Tensor, wavelet: str = "bior4.4", levels: int = 1) -> tuple[Tensor, list[Tensor]]:
+    """Multi-level periodized 2D DWT of x (B, C, H, W) for any discrete pywt wavelet (biorthogonal included).
+
+    Same layout as :func:`dwt2_periodized`; equal to ``pywt.wavedec2(x, wavelet, mode='periodization', level=J)``.
+    For a biorthogonal wavelet the transform is invertible but not orthogonal (energy is not preserved).
+    """
+    return _dwtn(x, wavelet, levels, ndim=2)
+
+
+def waverec2_periodized(lowpass: Tensor, details: list[Tensor], wavelet: str = "bior4.4") -> Tensor:
+    """Inverse of :func:`wavedec2_periodized` (reconstruction filters) -> image (B, C, H, W); = pywt.waverec2."""
+    return _idwtn(lowpass, details, wavelet, ndim=2)
+
+
+def wavedec3_periodized(x: Tensor, wavelet: str = "bior4.4", levels: int = 1) -> tuple[Tensor, list[Tensor]]:
+    """Multi-level periodized 3D DWT of x (B, C, D, H, W) for any discrete pywt wavelet (biorthogonal included).
+
+    Same layout as :func:`dwt3_periodized`; equal to ``pywt.wavedecn(x, wavelet, mode='periodization', level=J,
+    axes=(-3, -2, -1))``.
+    """
+    return _dwtn(x, wavelet, levels, ndim=3)
+
+
+def waverec3_periodized(lowpass: Tensor, details: list[Tensor], wavelet: str = "bior4.4") -> Tensor:
+    """Inverse of :func:`wavedec3_periodized` (reconstruction filters) -> volume (B, C, D, H, W)."""
     return _idwtn(lowpass, details, wavelet, ndim=3)
 
 
