@@ -32,5 +32,7 @@ def test_results_markdown_mean_and_std():
 def test_bench_rejects_unknown_methods(tmp_path):
     with pytest.raises(ValueError, match="unknown method labels"):
         run_suite("ct", tmp_path, methods=["nope"], progress=False)
+    with pytest.raises(ValueError, match="unknown setting labels"):
+        run_suite("ct", tmp_path, settings=["ct-parallel 7 views"], progress=False)
     with pytest.raises(ValueError, match="unknown suite"):
         run_suite("xray", tmp_path, progress=False)

@@ -131,6 +131,7 @@ def test_console_script_runs_as_installed(tmp_path, ct_files):
         (lambda d: _write_npy(d / "img.npy", np.random.rand(32, 32)), ["--param", "bogus=1"], "bogus"),
         (lambda d: _write_npy(d / "img.npy", np.random.rand(32, 32)), ["--size", "8"], "--size"),
         (lambda d: _write_npy(d / "img.npy", np.random.rand(32, 32)), ["--slice", "5"], "--slice"),
+        (lambda d: _write_npy(d / "img.npy", np.random.rand(32, 32)), ["--steps", "5"], "n_iter"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, make_input, argv_tail, message):

@@ -169,9 +169,18 @@ def test_reconstruct_fast_mode_and_bad_prior(tmp_path, capsys):
     ct = Path(__file__).resolve().parents[1] / "data" / "ct" / "A0002_B40f_015.dcm"
     out = tmp_path / "fast"
     assert main(["reconstruct", str(ct), "--task", "ct-parallel", "--views", "20", "--method", "padis", "--fast",
-                 "--size", "64", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
+                 "--size", "64", "--steps", "2", "--compare", "admm-tv", "cgls", "--out", str(out),
+                 "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["nfe"] == 2 and metrics["method_params"]["fast"] is True
+    # the compared methods ran on the same measurement; in fast mode the ADMM-TV warm start is the one compared
+    assert set(metrics["compared"]) == {"admm-tv", "cgls"}
+    admm = main(["reconstruct", str(ct), "--task", "ct-parallel", "--views", "20", "--method", "admm-tv",
+                 "--size", "64", "--out", str(tmp_path / "admm"), "--no-progress"])
+    assert admm == 0
+    alone = json.loads((tmp_path / "admm" / "metrics.json").read_text())
+    assert metrics["compared"]["admm-tv"]["psnr"] == pytest.approx(alone["psnr"], abs=1e-4)
+    assert metrics["psnr"] > metrics["baseline_psnr"]
     whole = Path(__file__).resolve().parents[1] / "models" / "ct_whole256.safetensors"
     capsys.readouterr()
     assert main(["reconstruct", str(ct), "--task", "ct-parallel", "--method", "padis", "--prior", str(whole),

@@ -80,8 +80,8 @@ def load_slices(source: str | Path, size: int, limit: int | None = None,
 
 
 def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int = 256, limit: int | None = None,
-              methods: list[str] | None = None, quick: bool = False, device: str = "cpu",
-              progress: bool = True) -> list[dict]:
+              methods: list[str] | None = None, settings: list[str] | None = None, quick: bool = False,
+              device: str = "cpu", progress: bool = True) -> list[dict]:
     """Run a suite and write results.csv, results.md and grid.png into ``out``; returns the rows."""
     if quick:
         settings, meths = QUICK
@@ -90,8 +90,13 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
     else:
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
-        settings, default_data = SUITES[suite]
+        all_settings, default_data = SUITES[suite]
         meths = CLASSICAL + LEARNED
+        if settings:
+            unknown = sorted(set(settings) - {s.label for s in all_settings})
+            if unknown:
+                raise ValueError(f"unknown setting labels {unknown}; choose from {[s.label for s in all_settings]}")
+        settings = [s for s in all_settings if not settings or s.label in settings]
     if methods:
         unknown = sorted(set(methods) - {m.label for m in meths})
         if unknown:

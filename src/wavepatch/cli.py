@@ -1,7 +1,7 @@
 """The ``wavepatch`` command. It parses arguments and calls the library; nothing else lives here.
 
     wavepatch reconstruct INPUT --task TASK [task options] --method METHOD [--size N] [--seed S] --out DIR
-    wavepatch train DATA... --prior whole|patch --out RUN        (train, sample, eval-samples: wavepatch.cli_prior)
+    wavepatch train DATA... --prior whole|patch|wavelet --out RUN      (train, sample, eval-samples: wavepatch.cli_prior)
     wavepatch sample --prior CKPT --n K --sampler S --out DIR
     wavepatch eval-samples SAMPLES --real DATA...
     wavepatch bench --suite ct|restoration|mri --out DIR [--quick]
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, e.g. lam=0.002 or n_iter=200 (repeatable)")
     r.add_argument("--dicom", action="store_true", help="also write the reconstruction as a DICOM series (HU)")
+    r.add_argument("--compare", nargs="+", default=[], choices=METHODS, metavar="METHOD",
+                   help="classical methods also run on the same measurement, shown in compare.png and metrics.json")
     d = r.add_argument_group("learned-prior methods (padis, dps, mcg, langevin, pc, ddnm)")
     d.add_argument("--prior", default=None, help="prior checkpoint (default: the bundled prior for the task)")
     d.add_argument("--steps", type=int, default=None, help="noise levels (method default otherwise)")
@@ -107,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=int, default=256)
     b.add_argument("--limit", type=int, default=None, help="at most this many slices")
     b.add_argument("--methods", nargs="+", default=None, help="method labels to run (default: all)")
+    b.add_argument("--settings", nargs="+", default=None, help="setting labels to run (default: all of the suite)")
     b.add_argument("--quick", action="store_true", help="one slice, 64 px, 4 methods, few steps (CI)")
     b.add_argument("--device", default="cpu")
     b.add_argument("--no-progress", action="store_true")
@@ -140,11 +143,13 @@ def cmd_reconstruct(args) -> int:
     if norm_info["method"] == "window":
         opts.window = (norm_info["lo"], norm_info["hi"])
     overrides = dict(args.param)
-    if args.method in DIFFUSION_METHODS and args.steps is not None:
+    if args.steps is not None:
+        if args.method not in DIFFUSION_METHODS:
+            raise UsageError(f"--steps is for the learned-prior methods; {args.method} takes --param n_iter=K")
         overrides["steps"] = args.steps
     res = run_reconstruction(img, args.task, opts, args.method, overrides, seed=args.seed, prior=args.prior,
                              samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, compare=tuple(args.compare))
     task, recon, baseline, std, nfe, params = res.task, res.recon, res.baseline, res.std, res.nfe, res.params
     seconds, m, mb = res.seconds, res.metrics, res.baseline_metrics
     r = recon[0, 0].numpy()
@@ -154,7 +159,9 @@ def cmd_reconstruct(args) -> int:
     save_png(out / "recon.png", np.clip(r, 0, 1), protect=protect)
     compare_figure(out / "compare.png", img, [
         (f"{task.baseline_name}: {mb['psnr']:.2f} dB / {mb['ssim']:.3f}", baseline[0, 0].numpy()),
-        (f"{args.method}: {m['psnr']:.2f} dB / {m['ssim']:.3f}", r),
+        *[(f"{name}: {cm['psnr']:.2f} dB / {cm['ssim']:.3f}", rec[0, 0].numpy())
+          for name, (rec, cm, _) in res.compared.items()],
+        (f"{args.method}{' (fast)' if args.fast else ''}: {m['psnr']:.2f} dB / {m['ssim']:.3f}", r),
     ], r, suptitle=f"{args.task}: {task.description}", protect=protect)
     metrics = {"psnr": m["psnr"], "ssim": m["ssim"], "seconds": seconds, "task": args.task,
                "method": args.method, "baseline": task.baseline_name, "baseline_psnr": mb["psnr"],
@@ -163,6 +170,9 @@ def cmd_reconstruct(args) -> int:
                "normalisation": norm_info, "metric_scale": "unit image clamped to [0, 1], data_range 1"}
     if nfe is not None:
         metrics["nfe"] = nfe
+    if res.compared:
+        metrics["compared"] = {name: {"psnr": cm["psnr"], "ssim": cm["ssim"], "seconds": sec}
+                               for name, (_, cm, sec) in res.compared.items()}
     if std is not None:
         sd = std[0, 0].numpy()
         save_npy(out / "std.npy", sd, protect=protect)
@@ -173,7 +183,9 @@ def cmd_reconstruct(args) -> int:
     save_json(out / "metrics.json", metrics, protect=protect)
     print(f"{args.task} / {args.method}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, {seconds:.2f} s"
           f"{f', {nfe} NFE' if nfe else ''} "
-          f"({task.baseline_name}: {mb['psnr']:.2f} dB) -> {out}")
+          f"({task.baseline_name}: {mb['psnr']:.2f} dB"
+          + "".join(f", {name}: {cm['psnr']:.2f} dB" for name, (_, cm, _) in res.compared.items())
+          + f") -> {out}")
     return 0
 
 
@@ -197,7 +209,7 @@ def cmd_bench(args) -> int:
 
     out = Path(args.out)
     rows = run_suite(args.suite, out, data=args.data, size=args.size, limit=args.limit, methods=args.methods,
-                     quick=args.quick, device=args.device, progress=not args.no_progress)
+                     settings=args.settings, quick=args.quick, device=args.device, progress=not args.no_progress)
     print((out / "results.md").read_text())
     print(f"{len(rows)} reconstructions -> {out}/results.md, results.csv, grid.png")
     return 0

@@ -1,6 +1,7 @@
 """``wavepatch train``, ``sample`` and ``eval-samples``: argument parsing and calls into the library.
 
     wavepatch train DATA... --prior whole|patch|wavelet --size N --steps S --out RUN [--resume] [architecture options]
+        [--noisy-data lowdose|gaussian [--noise-level L] [--wavelet-denoiser]]   (training on noisy scans)
     wavepatch sample --prior CKPT --n K --size N --sampler heun|euler|langevin|pc --steps T --out DIR
         (a wavelet prior samples coarse to fine with T steps at every scale)
     wavepatch eval-samples SAMPLES --real DATA... [--window LO HI] [--out FILE.json]
@@ -58,8 +59,10 @@ def add_train_parser(sub) -> None:
     t.add_argument("--axis", type=int, default=d.axis, help="NIfTI slicing axis")
     t.add_argument("--modality", choices=("ct", "mri", "other"), default=None,
                    help="stored in the prior (default: ct for DICOM data or an HU window, else other)")
-    t.add_argument("--levels", type=int, default=d.levels, help="wavelet prior: number of wavelet scales J")
-    t.add_argument("--wavelet", default=d.wavelet, help="wavelet prior: an orthogonal pywt wavelet (haar, db2, ...)")
+    t.add_argument("--levels", type=int, default=d.levels,
+                   help="wavelet prior / wavelet denoiser: number of wavelet scales J")
+    t.add_argument("--wavelet", default=d.wavelet,
+                   help="wavelet prior / wavelet denoiser: an orthogonal pywt wavelet (haar, db2, ...)")
     t.add_argument("--patch-sizes", type=_ints, default=d.patch_sizes, help="e.g. 16,32,64")
     t.add_argument("--patch-probs", type=_floats, default=d.patch_probs, help="e.g. 0.2,0.3,0.5")
     t.add_argument("--patch-size", type=int, default=None, help="default inference patch size stored in the prior")
@@ -80,6 +83,18 @@ def add_train_parser(sub) -> None:
     t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     t.add_argument("--log-every", type=int, default=d.log_every)
     t.add_argument("--minutes", type=float, default=None, help="stop after this wall time (checkpointed)")
+    t.add_argument("--noisy-data", choices=("lowdose", "gaussian"), default=None,
+                   help="train on simulated noisy scans of the slices: low-dose CT FBP images or white noise")
+    t.add_argument("--noise-level", type=float, default=None,
+                   help="lowdose: I0 photons per detector bin (default 1e4); gaussian: std on the unit image "
+                        "(default 0.05)")
+    t.add_argument("--wavelet-denoiser", action="store_true",
+                   help="with --noisy-data and --prior whole: train jointly with a wavelet denoising sub-network "
+                        "(Wu et al.); --levels and --wavelet set its transform")
+    t.add_argument("--feedback", type=float, default=d.feedback,
+                   help="wavelet denoiser: weight of the score model's reconstructions in its loss")
+    t.add_argument("--feedback-after", type=int, default=d.feedback_after,
+                   help="wavelet denoiser: steps over which that weight ramps up from 0")
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-progress", action="store_true")
@@ -96,7 +111,8 @@ def cmd_train(args) -> int:
         attention=not args.no_attention, dropout=args.dropout, batch=args.batch, steps=args.steps, lr=args.lr,
         warmup=args.warmup, ema_halflife=args.ema_halflife, grad_clip=args.grad_clip, flip=not args.no_flip,
         seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, minutes=args.minutes,
-        device=args.device,
+        device=args.device, noisy_data=args.noisy_data, noise_level=args.noise_level,
+        wavelet_denoiser=args.wavelet_denoiser, feedback=args.feedback, feedback_after=args.feedback_after,
     )
     ct_data = _looks_like_ct(args.data)
     if window is None and not ct_data:
@@ -113,6 +129,10 @@ def cmd_train(args) -> int:
     info = json.loads(path.with_suffix(".json").read_text())["info"]
     print(f"trained {cfg.prior} prior to step {info['step']} in {time.time() - t0:.0f} s "
           f"(loss {info['final_loss_mean_last_50_logged']:.4f}) -> {path}")
+    if "noisy_data" in info:
+        nd = info["noisy_data"]
+        print(f"  on {nd['kind']} noisy scans (level {nd['level']:g}): {nd['psnr_vs_clean']:.2f} dB against the "
+              f"clean slices{'; wavelet denoiser thresholds in prior.json' if cfg.wavelet_denoiser else ''}")
     return 0
 
 

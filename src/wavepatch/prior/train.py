@@ -33,6 +33,7 @@ from wavepatch.io.atomic import atomic_path, atomic_write_bytes
 from wavepatch.io.dataset import SliceDataset
 from wavepatch.prior.checkpoint import CheckpointError, check_state_matches, save_prior
 from wavepatch.prior.model import PriorConfig, build_prior
+from wavepatch.prior.noisy_data import default_level, noise_report, noise_sampler, noisy_training_set
 from wavepatch.prior.patches import position_channels
 from wavepatch.prior.precond import EDMDenoiser, edm_loss_weight
 from wavepatch.prior.unet import UNetConfig
@@ -42,7 +43,7 @@ Tensor = torch.Tensor
 
 # Fields that fix the architecture or the data: a resumed run must keep them.
 _FROZEN = ("prior", "size", "window", "base_channels", "channel_mult", "num_blocks", "attention", "sigma_data",
-           "patch_sizes", "pad", "axis", "levels", "wavelet")
+           "patch_sizes", "pad", "axis", "levels", "wavelet", "noisy_data", "noise_level", "wavelet_denoiser")
 
 
 @dataclass
@@ -65,6 +66,14 @@ class TrainConfig:
     coefficients). p_mean default: -1.2 + ln(sigma_data / 0.5), i.e. EDM's -1.2 placed relative to sigma_data.
     checkpoint_every: steps between checkpoints; minutes: stop (after a checkpoint) once this much wall time
     has passed, resume later with --resume.
+    noisy_data: None, or 'lowdose' / 'gaussian': replace every training slice by one simulated noisy scan
+    (:mod:`wavepatch.prior.noisy_data`; fixed by ``seed``) at ``noise_level`` (lowdose: I0 photons per bin,
+    default 1e4; gaussian: std on the unit image, default 0.05). wavelet_denoiser: train a whole-image prior
+    jointly with a wavelet denoising sub-network of ``levels`` levels of ``wavelet`` on the noisy data
+    (:mod:`wavepatch.prior.noisy_training`; needs noisy_data, whose noise model it is told); denoiser_lr: the
+    sub-network's peak learning rate; feedback, feedback_after: weight of the score model's reconstructions in
+    the sub-network's loss and its ramp in steps. The checkpoint is a plain whole-image prior; the sub-network's
+    thresholds are in its info.
     """
 
     data: list[str] = field(default_factory=list)
@@ -101,6 +110,12 @@ class TrainConfig:
     log_every: int = 10
     minutes: float | None = None
     device: str = "auto"
+    noisy_data: str | None = None
+    noise_level: float | None = None
+    wavelet_denoiser: bool = False
+    denoiser_lr: float = 1e-2
+    feedback: float = 1.0
+    feedback_after: int = 500
 
     def __post_init__(self) -> None:
         self.patch_sizes = tuple(int(p) for p in self.patch_sizes)
@@ -139,6 +154,19 @@ class TrainConfig:
                                  f"{2 ** max(self.levels, 0) * divisor} (levels >= 1)")
         elif self.size % divisor:
             raise ValueError(f"whole-image size {self.size} must be a multiple of {divisor}")
+        if self.noisy_data is not None:
+            self.noise_level = float(self.noise_level or default_level(self.noisy_data))
+        elif self.noise_level is not None:
+            raise ValueError("--noise-level needs --noisy-data")
+        if self.wavelet_denoiser:
+            if self.prior != "whole" or self.noisy_data is None:
+                raise ValueError("--wavelet-denoiser trains a whole-image prior on noisy data: it needs --prior whole "
+                                 "and --noisy-data")
+            if self.levels < 1 or self.size % 2**self.levels:
+                raise ValueError(f"wavelet denoiser: size {self.size} must be a multiple of 2^levels = "
+                                 f"{2 ** max(self.levels, 0)} (levels >= 1)")
+            if not self.denoiser_lr > 0 or self.feedback < 0 or self.feedback_after < 0:
+                raise ValueError("denoiser_lr > 0, feedback >= 0 and feedback_after >= 0 needed")
 
     def _unet(self, in_channels: int, out_channels: int) -> UNetConfig:
         return UNetConfig(in_channels=in_channels, out_channels=out_channels, base_channels=self.base_channels,
@@ -227,7 +255,7 @@ def _save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: t
                 cfg: TrainConfig) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    for i, p in enumerate(opt.param_groups[0]["params"]):
+    for i, p in enumerate(_all_params(opt)):
         for name, value in opt.state.get(p, {}).items():
             tensors[f"opt.{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     meta = {"step": str(step), "config": json.dumps(asdict(cfg))}
@@ -247,12 +275,15 @@ def _load_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: t
         part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         check_state_matches(module.state_dict(), part, str(path))
         module.load_state_dict(part)
-    params = opt.param_groups[0]["params"]
-    for i, p in enumerate(params):
+    for i, p in enumerate(_all_params(opt)):
         state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
         if state:
             opt.state[p] = {k: (v.to(p.device) if k != "step" else v) for k, v in state.items()}
     return int(meta["step"])
+
+
+def _all_params(opt: torch.optim.Optimizer) -> list:
+    return [p for group in opt.param_groups for p in group["params"]]
 
 
 def _write_log_and_plot(out: Path, rows: list[list]) -> None:
@@ -325,14 +356,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
 
     data = SliceDataset(cfg.data, size=cfg.size, window=cfg.window, axis=cfg.axis)
+    extra_info = {}
+    if cfg.noisy_data is not None:
+        clean = data.images
+        data.images = noisy_training_set(clean, cfg.noisy_data, cfg.noise_level, cfg.window, cfg.seed)
+        extra_info["noisy_data"] = {"kind": cfg.noisy_data, "level": cfg.noise_level,
+                                    **noise_report(data.images, clean)}
     prior_cfg = cfg.prior_config(data.images)
     build, loss_fn = (WaveletPrior, wsgm_loss) if cfg.prior == "wavelet" else (build_prior, edm_loss)
+    if cfg.wavelet_denoiser:
+        build, loss_fn = _joint_builder(cfg)
     torch.manual_seed(cfg.seed)
     model = build(prior_cfg).to(device)
     ema = build(prior_cfg).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.999),
+                            weight_decay=cfg.weight_decay)
     start = _load_state(state_path, model, ema, opt) if resume else 0
     rows = _read_log(out, start) if rank == 0 else []
     if rank == 0:
@@ -352,7 +392,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     for step in bar:
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         x0, pos = draw_batch(data, cfg, gen)
         loss = loss_fn(net, x0.to(device), gen, cfg.p_mean, cfg.p_std, None if pos is None else pos.to(device))
         if not torch.isfinite(loss):
@@ -374,7 +414,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         out_of_time = _out_of_time(cfg.minutes, t0, world, device)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time:
             if rank == 0:
-                _checkpoint(out, model, ema, opt, done, cfg, prior_cfg, rows, n_params)
+                _checkpoint(out, model, ema, opt, done, cfg, prior_cfg, rows, n_params, extra_info)
             if world > 1:
                 dist.barrier()
             gen = _stream(cfg.seed, rank, done)
@@ -398,8 +438,31 @@ def _out_of_time(minutes: float | None, t0: float, world: int, device: torch.dev
     return bool(flag.item())
 
 
+def _joint_builder(cfg: TrainConfig):
+    """(build, loss) of a whole-image prior trained jointly with a wavelet denoiser (see TrainConfig)."""
+    from wavepatch.prior.noisy_training import JointNoisyPrior, joint_loss
+    from wavepatch.prior.wavelet_denoiser import WaveletDenoiser
+
+    noise = noise_sampler(cfg.noisy_data, cfg.noise_level, cfg.size, cfg.window)
+
+    def build(prior_cfg: PriorConfig) -> JointNoisyPrior:
+        return JointNoisyPrior(build_prior(prior_cfg), WaveletDenoiser(cfg.levels, cfg.wavelet), noise,
+                               feedback=cfg.feedback, feedback_after=cfg.feedback_after)
+
+    return build, joint_loss
+
+
+def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """One AdamW group, or two for a joint prior: its few sub-network parameters learn at ``denoiser_lr``."""
+    cleaner = getattr(model, "cleaner", None)
+    if cleaner is None:
+        return [{"params": list(model.parameters())}]
+    return [{"params": list(model.score.parameters())},
+            {"params": list(cleaner.parameters()), "lr_scale": cfg.denoiser_lr / cfg.lr}]
+
+
 def _checkpoint(out: Path, model, ema, opt, step: int, cfg: TrainConfig,
-                prior_cfg: PriorConfig | WaveletPriorConfig, rows, n_params: int) -> None:
+                prior_cfg: PriorConfig | WaveletPriorConfig, rows, n_params: int, extra_info: dict) -> None:
     _save_state(out / "train_state.safetensors", model, ema, opt, step, cfg)
     recent = [r[1] for r in rows[-50:]]
     info = {
@@ -409,6 +472,11 @@ def _checkpoint(out: Path, model, ema, opt, step: int, cfg: TrainConfig,
         "final_loss_mean_last_50_logged": (sum(recent) / len(recent)) if recent else None,
         "data": [str(d) for d in cfg.data],
         "train_config": asdict(cfg),
+        **extra_info,
     }
+    if hasattr(ema, "cleaner"):  # joint training: the checkpoint is the score model alone, a plain whole prior
+        info["wavelet_denoiser"] = ema.cleaner.info()
+        info["wavelet_denoiser_losses"] = model.last_losses
+        ema = ema.score
     save_prior(out / "prior.safetensors", ema, prior_cfg, extra=info, half=True)
     _write_log_and_plot(out, rows)

@@ -8,7 +8,7 @@ methods, tables). Classical methods come from :mod:`wavepatch.recon.methods`, le
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,9 @@ LEARNED_DEFAULTS = {"sigma": 0.03, "n_iter": 50}
 @dataclass
 class RunResult:
     """recon / baseline: (1, 1, N, N); std: (1, 1, N, N) posterior std or None; seconds: method wall time;
-    nfe: denoiser evaluations per sample (learned priors) or None; params: everything the method ran with."""
+    nfe: denoiser evaluations per sample (learned priors) or None; params: everything the method ran with;
+    compared: {method: (recon (1, 1, N, N), metrics, seconds)} for the ``compare`` methods, run on the same
+    measurement."""
 
     task: Task
     recon: Tensor
@@ -45,6 +47,7 @@ class RunResult:
     params: dict
     metrics: dict
     baseline_metrics: dict
+    compared: dict = field(default_factory=dict)
 
 
 def learned_denoiser(prior: str | Path, generator: torch.Generator, device: str = "cpu"):
@@ -65,8 +68,11 @@ def learned_denoiser(prior: str | Path, generator: torch.Generator, device: str 
 def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, method: str,
                        overrides: dict | None = None, seed: int = 0, prior: str | Path | None = None,
                        samples: int = 1, fast: bool = False, patch_mode: str = "padis", device: str = "cpu",
-                       progress: bool = False) -> RunResult:
+                       progress: bool = False, compare: tuple[str, ...] = ()) -> RunResult:
     """Simulate the measurement of ``img`` (N, N) in [0, 1] for ``task_name`` and reconstruct it with ``method``.
+
+    ``compare``: classical methods (with their tuned defaults) also run on the same measurement; in fast mode
+    the ADMM-TV warm start is reused rather than recomputed (its time is part of the learned method's).
 
     Seeds: the task (masks) uses ``seed``, the measurement noise ``seed + 1``, posterior sampling ``seed + 2``."""
     n = img.shape[-1]
@@ -85,7 +91,9 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
     t0 = time.perf_counter()
     if learned:
         prior = Path(prior) if prior else default_prior(task.name, method)
+        t_fast = time.perf_counter()
         x_fast = reconstruct(task, y, "admm-tv") if fast else None
+        t_fast = time.perf_counter() - t_fast
         draws, nfe = reconstruct_diffusion(task, y, method, prior, params, torch.Generator().manual_seed(seed + 2),
                                            samples=samples, fast=fast, x_fast=x_fast, patch_mode=patch_mode,
                                            device=device, progress=progress)
@@ -110,5 +118,16 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
     if not torch.isfinite(recon).all():
         raise ValueError(f"{method} produced non-finite values on {task_name}; try other --param values")
     baseline = task.baseline(y)
+    compared = {}
+    for other in compare:
+        if other == method:
+            continue
+        t1 = time.perf_counter()
+        if other == "admm-tv" and learned and fast:
+            rec, sec = x_fast, t_fast
+        else:
+            rec = reconstruct(task, y, other)
+            sec = time.perf_counter() - t1
+        compared[other] = (rec, image_metrics(rec, x), sec)
     return RunResult(task, recon, baseline, std, seconds, nfe, params, image_metrics(recon, x),
-                     image_metrics(baseline, x))
+                     image_metrics(baseline, x), compared)
