@@ -42,6 +42,9 @@ DIFFUSION_PARAMS: dict[str, dict] = {
     "ddnm": {"steps": 100, "eta": 0.85, **_SCHEDULE},
 }
 
+# Fast mode (warm start at sigma_start): levels, unless --steps says otherwise.
+FAST_STEPS = {"padis": 20}
+
 
 def default_prior(task_name: str, method: str) -> Path:
     """The bundled prior for a task: MRI -> mri_patch256; CT and CT-image restoration -> ct_patch256 for PaDIS,
@@ -63,8 +66,11 @@ def _load_cached(path: str, mtime_ns: int, device: str):
     return load_prior(path, device=device)
 
 
-def diffusion_params(method: str, overrides: dict | None = None) -> dict:
+def diffusion_params(method: str, overrides: dict | None = None, fast: bool = False) -> dict:
+    """The method's defaults with ``overrides``; in fast mode ``steps`` defaults to ``FAST_STEPS``."""
     params = dict(DIFFUSION_PARAMS[method])
+    if fast and method in FAST_STEPS:
+        params["steps"] = FAST_STEPS[method]
     for key, value in (overrides or {}).items():
         if key not in params:
             raise ValueError(f"method {method!r} has no parameter {key!r} (parameters: {', '.join(sorted(params))})")
@@ -130,8 +136,9 @@ def reconstruct_diffusion(task: Task, y: Tensor, method: str, prior: str | Path,
 
 def _pinv(task: Task, cg: int = 10):
     """A^+ applied to a residual, for MCG / DDNM / fast PaDIS. MRI: the zero-filled inverse (exact for real
-    images). CT: ``cg`` CGLS iterations on the residual (a stable approximate pseudo-inverse; FBP, which PaDIS' code uses, is not a
-    contraction at 20 views and makes the repeated correction diverge). Others: the operator's least squares."""
+    images). CT: ``cg`` CGLS iterations on the residual (a stable approximate pseudo-inverse; FBP, which PaDIS'
+    code uses, is not a contraction at 20 views and makes the repeated correction diverge). Others: the
+    operator's least squares."""
     if task.name == "mri":
         return task.baseline
     if task.name.startswith("ct"):

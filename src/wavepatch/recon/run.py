@@ -82,7 +82,7 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
     if learned:
         if samples < 1:
             raise ValueError(f"--samples must be at least 1, got {samples}")
-        params = diffusion_params(method, overrides)
+        params = diffusion_params(method, overrides, fast)
     else:
         params = method_params(task.name, method, overrides) if method not in ("fbp", "adjoint") else {}
     x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]

@@ -93,6 +93,15 @@ def _denoise_with_grad(denoise: Denoiser, lik: Likelihood, x: Tensor, sigma: flo
     return d.detach(), r.detach(), g
 
 
+def ancestral_step(x: Tensor, x0: Tensor, s: float, s_next: float, generator: torch.Generator | None) -> Tensor:
+    """Sample x_{s'} from the VE forward process' posterior given x_s = x and the clean estimate x0:
+    x0 + (s'^2/s^2)(x - x0) + s' sqrt(1 - s'^2/s^2) z, so the result has noise level exactly s' however large the
+    step (an Euler-Maruyama step to s' << s leaves noise of level ~s). It is the reverse SDE step of DDPM, or
+    DDIM with eta = 1."""
+    r2 = (s_next / s) ** 2
+    return x0 + r2 * (x - x0) + s_next * (1 - r2) ** 0.5 * randn_like(x, generator)
+
+
 def _levels(sigmas: Tensor) -> list[tuple[float, float]]:
     return [(float(sigmas[i]), float(sigmas[i + 1])) for i in range(len(sigmas) - 1)]
 
@@ -101,7 +110,8 @@ def dps(denoise: Denoiser, lik: Likelihood, x: Tensor, sigmas: Tensor, zeta: flo
         generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
     """Diffusion posterior sampling (Chung et al. 2023) on the VE reverse SDE.
 
-    Each level: x0 = D(x, s); Euler-Maruyama step to s' with the prior score (x0 - x)/s^2; then the data step
+    Each level: x0 = D(x, s); ancestral step to s' (:func:`ancestral_step`, DDPM's step as in DPS' code); then the
+    data step
     x <- x - (zeta / scale) grad_x r(x0(x)) (gradient through the network, r = un-squared residual as in the
     official code). The last step returns x0 with the data step. NFE = len(sigmas) - 1 (each with a backward)."""
     for s, s_next in tqdm(_levels(sigmas), disable=not progress, desc="DPS", leave=False):
@@ -109,8 +119,7 @@ def dps(denoise: Denoiser, lik: Likelihood, x: Tensor, sigmas: Tensor, zeta: flo
         if s_next == 0:
             x = x0 - zeta / lik.scale * g
             break
-        var = s**2 - s_next**2
-        x = x + var * (x0 - x) / s**2 + var**0.5 * randn_like(x, generator) - zeta / lik.scale * g
+        x = ancestral_step(x, x0, s, s_next, generator) - zeta / lik.scale * g
     return x.detach()
 
 
@@ -127,8 +136,7 @@ def mcg(denoise: Denoiser, lik: Likelihood, op: LinearOperator, y: Tensor, x: Te
             x = x0 - zeta / lik.scale * g
             x = x + pinv(y - op.A(x))
             break
-        var = s**2 - s_next**2
-        x = x + var * (x0 - x) / s**2 + var**0.5 * randn_like(x, generator) - zeta / lik.scale * g
+        x = ancestral_step(x, x0, s, s_next, generator) - zeta / lik.scale * g
         with torch.no_grad():
             x = x + pinv(y + s_next * op.A(randn_like(x, generator)) - op.A(x))
     return x.detach()
@@ -184,7 +192,7 @@ def langevin(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Tensor, sigmas
 def predictor_corrector(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Tensor, sigmas: Tensor,
                         noise_std: float = 0.0, snr: float = 0.16, n_corrector: int = 1,
                         generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
-    """Predictor-corrector (Song et al. 2021) on the posterior: reverse-SDE Euler-Maruyama predictor with the
+    """Predictor-corrector (Song et al. 2021) on the posterior: reverse-SDE (ancestral) predictor with the
     posterior score (prior score + inflated likelihood gradient as in ``langevin``), then ``n_corrector``
     Langevin correctors with score_sde's step 2 (snr ||z|| / ||score||)^2 (batch-mean norms).
     NFE = (1 + n_corrector)(len(sigmas) - 2) + 1."""
@@ -194,8 +202,7 @@ def predictor_corrector(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Ten
         if s_next == 0:
             return denoised
         score = (denoised - x) / s**2 + _likelihood_grad(op, y, x, noise_std**2 + s**2 * lip)
-        var = s**2 - s_next**2
-        x = x + var * score + var**0.5 * randn_like(x, generator)
+        x = ancestral_step(x, x + s**2 * score, s, s_next, generator)
         for _ in range(n_corrector):
             score = (denoise(x, s_next) - x) / s_next**2 + _likelihood_grad(op, y, x, noise_std**2 + s_next**2 * lip)
             z = randn_like(x, generator)
