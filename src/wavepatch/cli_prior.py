@@ -1,7 +1,7 @@
 """``wavepatch train``, ``sample`` and ``eval-samples``: argument parsing and calls into the library.
 
     wavepatch train DATA... --prior whole|patch|wavelet --size N --steps S --out RUN [--resume] [architecture options]
-        [--noisy-data lowdose|gaussian [--noise-level L] [--wavelet-denoiser]]   (training on noisy scans)
+        [--noisy-data lowdose|lowdose-fbp|gaussian [--noise-level L] [--wavelet-denoiser]]   (noisy scans)
     wavepatch sample --prior CKPT --n K --size N --sampler heun|euler|langevin|pc --steps T --out DIR
         (a wavelet prior samples coarse to fine with T steps at every scale)
     wavepatch eval-samples SAMPLES --real DATA... [--window LO HI] [--out FILE.json]
@@ -24,6 +24,7 @@ from wavepatch.io.atomic import check_not_input
 from wavepatch.io.writers import save_dicom_series, save_nifti
 from wavepatch.prior.checkpoint import load_prior, load_wavelet_prior, prior_kind
 from wavepatch.prior.model import PATCH_MODES, make_denoiser
+from wavepatch.prior.noisy_data import NOISE_KINDS
 from wavepatch.prior.train import TrainConfig, resolve_device, train
 from wavepatch.report import save_json
 from wavepatch.sampling.unconditional import SAMPLERS, sample
@@ -83,10 +84,11 @@ def add_train_parser(sub) -> None:
     t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     t.add_argument("--log-every", type=int, default=d.log_every)
     t.add_argument("--minutes", type=float, default=None, help="stop after this wall time (checkpointed)")
-    t.add_argument("--noisy-data", choices=("lowdose", "gaussian"), default=None,
-                   help="train on simulated noisy scans of the slices: low-dose CT FBP images or white noise")
+    t.add_argument("--noisy-data", choices=NOISE_KINDS, default=None,
+                   help="train on simulated noisy scans of the slices: low-dose CT noise inserted into them, the "
+                        "low-dose FBP image itself (noise + FBP blur), or white noise")
     t.add_argument("--noise-level", type=float, default=None,
-                   help="lowdose: I0 photons per detector bin (default 1e4); gaussian: std on the unit image "
+                   help="lowdose*: I0 photons per detector bin (default 1e4); gaussian: std on the unit image "
                         "(default 0.05)")
     t.add_argument("--wavelet-denoiser", action="store_true",
                    help="with --noisy-data and --prior whole: train jointly with a wavelet denoising sub-network "

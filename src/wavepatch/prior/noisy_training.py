@@ -90,7 +90,7 @@ class JointNoisyPrior(nn.Module):
             l_fb = _mse(cleaned, target)
         if self.training:
             self.step += 1
-        self.last_losses = {"dsm": float(l_dsm), "self": float(l_self), "feedback": float(l_fb)}
+        self.last_losses = {k: float(v.detach()) for k, v in (("dsm", l_dsm), ("self", l_self), ("feedback", l_fb))}
         return l_dsm + l_self + gamma * l_fb
 
 

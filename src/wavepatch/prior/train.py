@@ -66,14 +66,14 @@ class TrainConfig:
     coefficients). p_mean default: -1.2 + ln(sigma_data / 0.5), i.e. EDM's -1.2 placed relative to sigma_data.
     checkpoint_every: steps between checkpoints; minutes: stop (after a checkpoint) once this much wall time
     has passed, resume later with --resume.
-    noisy_data: None, or 'lowdose' / 'gaussian': replace every training slice by one simulated noisy scan
-    (:mod:`wavepatch.prior.noisy_data`; fixed by ``seed``) at ``noise_level`` (lowdose: I0 photons per bin,
-    default 1e4; gaussian: std on the unit image, default 0.05). wavelet_denoiser: train a whole-image prior
-    jointly with a wavelet denoising sub-network of ``levels`` levels of ``wavelet`` on the noisy data
-    (:mod:`wavepatch.prior.noisy_training`; needs noisy_data, whose noise model it is told); denoiser_lr: the
-    sub-network's peak learning rate; feedback, feedback_after: weight of the score model's reconstructions in
-    the sub-network's loss and its ramp in steps. The checkpoint is a plain whole-image prior; the sub-network's
-    thresholds are in its info.
+    noisy_data: None, or 'lowdose' / 'lowdose-fbp' / 'gaussian': replace every training slice by one simulated
+    noisy scan (:mod:`wavepatch.prior.noisy_data`; fixed by ``seed``) at ``noise_level`` (lowdose*: I0 photons
+    per bin, default 1e4; gaussian: std on the unit image, default 0.05). wavelet_denoiser: train a whole-image
+    prior jointly with a wavelet denoising sub-network (``levels`` levels of ``wavelet``, 4 cycle-spinning shifts)
+    on the noisy data (:mod:`wavepatch.prior.noisy_training`; needs noisy_data, whose noise model it is told);
+    denoiser_lr: the sub-network's peak learning rate; feedback, feedback_after: weight of the score model's
+    reconstructions in the sub-network's loss and its ramp in steps. The checkpoint is a plain whole-image
+    prior; the sub-network's thresholds are in its info.
     """
 
     data: list[str] = field(default_factory=list)
@@ -446,7 +446,7 @@ def _joint_builder(cfg: TrainConfig):
     noise = noise_sampler(cfg.noisy_data, cfg.noise_level, cfg.size, cfg.window)
 
     def build(prior_cfg: PriorConfig) -> JointNoisyPrior:
-        return JointNoisyPrior(build_prior(prior_cfg), WaveletDenoiser(cfg.levels, cfg.wavelet), noise,
+        return JointNoisyPrior(build_prior(prior_cfg), WaveletDenoiser(cfg.levels, cfg.wavelet, shifts=4), noise,
                                feedback=cfg.feedback, feedback_after=cfg.feedback_after)
 
     return build, joint_loss

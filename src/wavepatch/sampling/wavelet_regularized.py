@@ -5,15 +5,15 @@ prior step, with a data-consistency step and a wavelet-domain sparsity (wavelet 
 and inner iteration:
 
     x <- x + a s(x, sigma) + sqrt(2 a) z,  a = eps sigma^2 / 2,  s = (D(x, sigma) - x) / sigma^2   (prior)
-    v <- beta v + omega P(y_sigma - A x);  x <- x + v                                           (data, ART-type)
+    v <- beta v + omega P(y - A x);  x <- x + v                                                 (data, ART-type)
     u = W^-1 soft(W x, tau);  x <- (x + lam u) / (1 + lam)                                      (wavelet TV)
 
 P is SART's normalised back-projection C A^T R (R, C = inverse row / column sums of A) for operators with
 non-negative real entries (CT, inpainting, blur, super-resolution): a simultaneous, relaxed form of the ART
 update the paper uses for CT, made faster with heavy-ball momentum beta. For other operators (MRI) P is the
 gradient step A^H / ||A||^2 (for single-coil Cartesian MRI with omega = 1: replace the measured k-space lines).
-y_sigma = y + sigma A z' is the measurement of a sample at noise level sigma (as in MCG's projection), so the
-data step does not strip the noise the annealing relies on. W is an orthonormal periodized wavelet transform
+(Pulling towards y + sigma A z', the measurement of a sample at level sigma, made no difference on CT and is
+left out.) W is an orthonormal periodized wavelet transform
 (:func:`wavepatch.wavelets.dwt2_periodized`), soft thresholding acts on the detail bands only (for Haar this is
 an anisotropic total variation at every scale), and the last line is the proximal step of (lam / 2)||x - u||^2,
 the paper's lambda ||x - u||^2 coupling. The estimate returned is D(x, sigma_min).
@@ -69,17 +69,9 @@ def data_step(op: LinearOperator) -> Callable[[Tensor, Tensor], Tensor]:
     return lambda x, y: inv_col * op.A_adjoint(inv_row * (y - op.A(x)))
 
 
-def _noisy_measurement(op: LinearOperator, y: Tensor, x: Tensor, sigma: float,
-                       generator: torch.Generator | None) -> Tensor:
-    """y + sigma A z: the measurement of a sample carrying noise level sigma."""
-    import os
-    if os.environ.get("NOTGT"): return y
-    return y + sigma * op.A(randn_like(x, generator))
-
-
 @torch.no_grad()
 def wavelet_regularized_langevin(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Tensor, sigmas: Tensor,
-                                 n_inner: int = 3, eps: float = 0.5, omega: float = 0.5, beta: float = 0.5,
+                                 n_inner: int = 3, eps: float = 0.5, omega: float = 1.5, beta: float = 0.8,
                                  lam: float = 0.5, tau: float = 0.005, levels: int = 3, wavelet: str = "haar",
                                  generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
     """Annealed Langevin + ART-type data consistency + wavelet-TV coupling (Wu et al.); module docstring.
@@ -96,7 +88,7 @@ def wavelet_regularized_langevin(denoise: Denoiser, op: LinearOperator, y: Tenso
         a = eps * s**2 / 2
         for _ in range(n_inner):
             x = x + a * (denoise(x, s) - x) / s**2 + (2 * a) ** 0.5 * randn_like(x, generator)
-            v = beta * v + omega * delta(x, _noisy_measurement(op, y, x, s, generator))
+            v = beta * v + omega * delta(x, y)
             x = x + v
             x = (x + lam * wavelet_shrink(x, tau, levels, wavelet)) / (1 + lam)
     return denoise(x, levels_sigma[-1])
