@@ -1,7 +1,7 @@
 """The ``wavepatch`` command. It parses arguments and calls the library; nothing else lives here.
 
     wavepatch reconstruct INPUT --task TASK [task options] --method METHOD [--size N] [--seed S] --out DIR
-    wavepatch train DATA... --prior whole|patch|wavelet --out RUN      (train, sample, eval-samples: wavepatch.cli_prior)
+    wavepatch train DATA... --prior whole|patch|wavelet --out RUN   (train/sample/eval-samples: cli_prior)
     wavepatch sample --prior CKPT --n K --sampler S --out DIR
     wavepatch eval-samples SAMPLES --real DATA...
     wavepatch bench --suite ct|restoration|mri --out DIR [--quick]
