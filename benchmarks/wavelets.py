@@ -1,7 +1,7 @@
 """Multi-level 2D DWT + inverse: wavepatch (periodization) vs PyWavelets vs ptwt, side by side in one run.
 
     OMP_NUM_THREADS=1 python benchmarks/wavelets.py [--batch 8] [--size 256] [--levels 3] [--repeats 7]
-        [--wavelets haar db4 bior4.4] [--threads 1] [--out docs/wavelets_benchmark.md]
+        [--wavelets haar db4 bior4.4] [--threads 1] [--out FILE.md]
 
 ptwt is optional: it is used when importable (e.g. ``pip install --target /tmp/ptwt-site --no-deps ptwt`` and
 ``PYTHONPATH=/tmp/ptwt-site``). For each wavelet: median wall time in ms of one forward + inverse transform of a

@@ -150,13 +150,13 @@ def test_ddp_training_with_two_gloo_processes(tmp_path, data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["padis", "dps", "mcg", "langevin", "pc", "ddnm"])
+@pytest.mark.parametrize("method", ["padis", "dps", "mcg", "langevin", "pc", "ddnm", "wavelet-langevin"])
 def test_reconstruct_with_a_learned_prior_from_the_cli(tmp_path, method):
     ct = Path(__file__).resolve().parents[1] / "data" / "ct" / "A0002_B40f_015.dcm"
     out = tmp_path / method
     args = ["reconstruct", str(ct), "--task", "ct-parallel", "--views", "20", "--method", method, "--size", "64",
             "--steps", "3", "--samples", "2", "--out", str(out), "--no-progress"]
-    if method in ("padis", "langevin"):
+    if method in ("padis", "langevin", "wavelet-langevin"):
         args += ["--param", "n_inner=1"]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dicom", action="store_true", help="also write the reconstruction as a DICOM series (HU)")
     r.add_argument("--compare", nargs="+", default=[], choices=METHODS, metavar="METHOD",
                    help="classical methods also run on the same measurement, shown in compare.png and metrics.json")
-    d = r.add_argument_group("learned-prior methods (padis, dps, mcg, langevin, pc, ddnm)")
+    d = r.add_argument_group("learned-prior methods (padis, dps, mcg, langevin, pc, ddnm, wavelet-langevin)")
     d.add_argument("--prior", default=None, help="prior checkpoint (default: the bundled prior for the task)")
     d.add_argument("--steps", type=int, default=None, help="noise levels (method default otherwise)")
     d.add_argument("--samples", type=int, default=1, help="posterior samples: mean is the reconstruction, "

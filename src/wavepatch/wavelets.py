@@ -17,7 +17,7 @@ Two families of public functions share one implementation:
 
 Both directions work on polyphase components (even / odd samples along an axis) with shifted views and
 multiply-adds, which is faster on CPU than strided convolutions. ptwt has no periodization mode; see
-docs/wavelets_benchmark.md for a speed comparison.
+docs/results.md §7.2 for a speed comparison.
 
 Conventions. Images are (B, C, H, W) or volumes (B, C, D, H, W); each side must be divisible by 2**levels.
 A detail band is named like pywt by one letter per spatial axis ('a' lowpass, 'd' highpass along that axis):

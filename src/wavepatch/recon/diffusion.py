@@ -22,11 +22,12 @@ from wavepatch.prior.checkpoint import load_prior
 from wavepatch.prior.model import make_denoiser
 from wavepatch.sampling import posterior as P
 from wavepatch.sampling.unconditional import geometric_sigmas, karras_sigmas
+from wavepatch.sampling.wavelet_regularized import wavelet_regularized_langevin
 from wavepatch.tasks import Task
 
 Tensor = torch.Tensor
 
-DIFFUSION_METHODS = ("padis", "dps", "mcg", "langevin", "pc", "ddnm")
+DIFFUSION_METHODS = ("padis", "dps", "mcg", "langevin", "pc", "ddnm", "wavelet-langevin")
 MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 
 # Defaults per method; every key can be overridden (CLI --param key=value, --steps). Preliminary: zeta 0.01
@@ -40,6 +41,9 @@ DIFFUSION_PARAMS: dict[str, dict] = {
     "langevin": {"steps": 50, "n_inner": 3, "eps": 0.5, **_SCHEDULE},
     "pc": {"steps": 100, "snr": 0.16, **_SCHEDULE},
     "ddnm": {"steps": 100, "eta": 0.85, **_SCHEDULE},
+    # Wu et al.: Langevin + SART data step with momentum + wavelet-TV coupling (sampling/wavelet_regularized.py)
+    "wavelet-langevin": {"steps": 30, "n_inner": 3, "eps": 0.5, "omega": 1.5, "beta": 0.8, "lam": 0.5,
+                         "tau": 0.005, **_SCHEDULE},
 }
 
 # Fast mode (warm start at sigma_start): levels, unless --steps says otherwise.
@@ -105,7 +109,7 @@ def reconstruct_diffusion(task: Task, y: Tensor, method: str, prior: str | Path,
         lik = P.gaussian_likelihood(op, y_k)
     noise_std = float(task.params.get("noise", 0.0) or 0.0)
     sigma_max = params["sigma_start"] if fast else params["sigma_max"]
-    schedule = geometric_sigmas if method == "langevin" or (method == "padis" and not fast) else karras_sigmas
+    schedule = geometric_sigmas if method in ("langevin", "wavelet-langevin") or (method == "padis" and not fast) else karras_sigmas
     sigmas = schedule(int(params["steps"]), params["sigma_min"], sigma_max)
     n = task.op.image_shape[-1]
     if fast:
@@ -129,6 +133,10 @@ def reconstruct_diffusion(task: Task, y: Tensor, method: str, prior: str | Path,
                          eps=params["eps"], **kw)
     elif method == "pc":
         out = P.predictor_corrector(denoise, op, y_k, x, sigmas, noise_std=noise_std, snr=params["snr"], **kw)
+    elif method == "wavelet-langevin":
+        out = wavelet_regularized_langevin(denoise, op, y_k, x, sigmas, n_inner=int(params["n_inner"]),
+                                           eps=params["eps"], omega=params["omega"], beta=params["beta"],
+                                           lam=params["lam"], tau=params["tau"], **kw)
     else:
         out = P.ddnm(denoise, op, y_k, x, sigmas, eta=params["eta"], pinv=_pinv(task), **kw)
     return out.detach().float().cpu(), calls[0]  # the samples run as one batch: calls = NFE per sample
