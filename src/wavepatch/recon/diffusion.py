@@ -35,7 +35,7 @@ MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 # Noise schedule shared by all methods: levels from sigma_max (cold start) or sigma_start (--fast) to sigma_min.
 _SCHEDULE = {"sigma_max": 10.0, "sigma_min": 0.003, "sigma_start": 0.1}
 DIFFUSION_PARAMS: dict[str, dict] = {
-    "padis": {"steps": 20, "n_inner": 5, "zeta": 0.01, "eps": 0.5, "eta": 0.85, "cg": 10, **_SCHEDULE},
+    "padis": {"steps": 20, "n_inner": 5, "zeta": 0.01, "eps": 0.5, "eta": 1.0, "cg": 10, **_SCHEDULE},
     "dps": {"steps": 100, "zeta": 0.01, **_SCHEDULE},
     "mcg": {"steps": 100, "zeta": 0.01, **_SCHEDULE},
     "langevin": {"steps": 50, "n_inner": 3, "eps": 0.5, **_SCHEDULE},
@@ -47,7 +47,7 @@ DIFFUSION_PARAMS: dict[str, dict] = {
 }
 
 # Fast mode (warm start at sigma_start): levels, unless --steps says otherwise.
-FAST_STEPS = {"padis": 20}
+FAST_STEPS = {"padis": 50}
 
 
 def default_prior(task_name: str, method: str) -> Path:
@@ -109,7 +109,8 @@ def reconstruct_diffusion(task: Task, y: Tensor, method: str, prior: str | Path,
         lik = P.gaussian_likelihood(op, y_k)
     noise_std = float(task.params.get("noise", 0.0) or 0.0)
     sigma_max = params["sigma_start"] if fast else params["sigma_max"]
-    schedule = geometric_sigmas if method in ("langevin", "wavelet-langevin") or (method == "padis" and not fast) else karras_sigmas
+    langevin_type = method in ("langevin", "wavelet-langevin") or (method == "padis" and not fast)
+    schedule = geometric_sigmas if langevin_type else karras_sigmas
     sigmas = schedule(int(params["steps"]), params["sigma_min"], sigma_max)
     n = task.op.image_shape[-1]
     if fast:
@@ -143,14 +144,15 @@ def reconstruct_diffusion(task: Task, y: Tensor, method: str, prior: str | Path,
 
 
 def _pinv(task: Task, cg: int = 10):
-    """A^+ applied to a residual, for MCG / DDNM / fast PaDIS. MRI: the zero-filled inverse (exact for real
-    images). CT: ``cg`` CGLS iterations on the residual (a stable approximate pseudo-inverse; FBP, which PaDIS'
-    code uses, is not a contraction at 20 views and makes the repeated correction diverge). Others: the
-    operator's least squares."""
+    """A^+ applied to a residual, for MCG / DDNM / fast PaDIS. MRI and inpainting: the exact pseudo-inverse
+    (zero filling / the mask). Others (CT, deblurring, super-resolution): ``cg`` CGLS iterations on the residual,
+    a stable approximate pseudo-inverse whose early stopping also keeps measurement noise from being amplified
+    (FBP, which PaDIS' code uses, is not a contraction at 20 views and makes the repeated correction diverge; a
+    converged least-squares inverse of a blur amplifies the noise)."""
     if task.name == "mri":
         return task.baseline
-    if task.name.startswith("ct"):
-        from wavepatch.recon.least_squares import cgls
+    if task.name == "inpaint":
+        return task.op.A_dagger
+    from wavepatch.recon.least_squares import cgls
 
-        return lambda r: cgls(task.op, r, n_iter=cg)
-    return task.op.A_dagger
+    return lambda r: cgls(task.op, r, n_iter=cg)
