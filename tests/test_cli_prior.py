@@ -194,5 +194,7 @@ def test_pnp_admm_with_the_learned_denoiser(tmp_path):
     assert main(["reconstruct", str(ct), "--task", "ct-parallel", "--views", "20", "--method", "pnp-admm",
                  "--param", "denoiser=learned", "--param", "n_iter=2", "--size", "64", "--out", str(out),
                  "--no-progress"]) == 0
-    params = json.loads((out / "metrics.json").read_text())["method_params"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    params = metrics["method_params"]
+    assert metrics["nfe"] == 2  # one learned-denoiser call per iteration
     assert params["sigma"] == 0.03 and params["prior"].endswith("ct_patch256.safetensors")

@@ -108,9 +108,16 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
                 overrides[key] = value
                 params[key] = value
         prior = Path(prior) if prior else default_prior(task.name, "padis")
-        denoise = learned_denoiser(prior, generator=torch.Generator().manual_seed(seed + 2), device=device)
+        base_denoise = learned_denoiser(prior, generator=torch.Generator().manual_seed(seed + 2), device=device)
+        calls = [0]
+
+        def denoise(x: Tensor, sigma: float) -> Tensor:
+            calls[0] += 1
+            return base_denoise(x, sigma)
+
         recon = reconstruct(task, y, method, {**overrides, "denoiser": "wavelet"}, progress=progress,
                             denoiser=denoise)
+        nfe = calls[0]
         params = {**params, "prior": str(prior)}
     else:
         recon = reconstruct(task, y, method, overrides, progress=progress)
