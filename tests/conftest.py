@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +43,16 @@ def ct_small_path() -> Path:
     from pydicom.data import get_testdata_file
 
     return Path(get_testdata_file("CT_small.dcm"))
+
+
+@pytest.fixture(scope="session")
+def torchrun_train():
+    """A function running ``wavepatch train ARGS`` under torchrun with 2 CPU processes (gloo), one thread each."""
+    return _torchrun_train
+
+
+def _torchrun_train(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m",
+           "wavepatch.cli", "train", *args]
+    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)

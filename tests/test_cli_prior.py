@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,13 +133,10 @@ def test_bundled_priors_load_and_denoise():
 
 
 @pytest.mark.slow
-def test_ddp_training_with_two_gloo_processes(tmp_path, data):
+def test_ddp_training_with_two_gloo_processes(tmp_path, data, torchrun_train):
     run = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "wavepatch.cli", "train", str(data), "--window", "0", "1", "--prior", "whole", "--size", "16",
-           "--steps", "4", "--checkpoint-every", "2", "--device", "cpu", "--out", str(run), *TINY]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun_train([str(data), "--window", "0", "1", "--prior", "whole", "--size", "16", "--steps", "4",
+                           "--checkpoint-every", "2", "--device", "cpu", "--out", str(run), *TINY])
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads((run / "prior.json").read_text())
     assert info["info"]["step"] == 4

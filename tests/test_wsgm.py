@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -298,12 +295,9 @@ def test_cli_train_sample_eval_with_a_tiny_wavelet_prior(tmp_path, data, capsys)
 
 
 @pytest.mark.slow
-def test_ddp_training_of_a_wavelet_prior_with_two_gloo_processes(tmp_path, data):
+def test_ddp_training_of_a_wavelet_prior_with_two_gloo_processes(tmp_path, data, torchrun_train):
     run = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "wavepatch.cli", "train", str(data), "--window", "0", "1", "--prior", "wavelet", "--levels", "2",
-           "--size", "16", "--steps", "2", "--checkpoint-every", "2", "--device", "cpu", "--out", str(run), *TINY]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun_train([str(data), "--window", "0", "1", "--prior", "wavelet", "--levels", "2", "--size", "16",
+                           "--steps", "2", "--checkpoint-every", "2", "--device", "cpu", "--out", str(run), *TINY])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run / "prior.json").read_text())["info"]["step"] == 2

@@ -30,8 +30,9 @@ Tensor = torch.Tensor
 DIFFUSION_METHODS = ("padis", "dps", "mcg", "langevin", "pc", "ddnm", "wavelet-langevin")
 MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 
-# Defaults per method; every key can be overridden (CLI --param key=value, --steps). Preliminary: zeta 0.01
-# was the best of {0.003, 0.01, 0.03, 0.1} for fast PaDIS on one training slice (20-view CT); not yet tuned.
+# Defaults per method; every key can be overridden (CLI --param key=value, --steps). zeta 0.01 (per-pixel
+# normalised) corresponds to PaDIS' official 0.3; not tuned (docs/results.md section 6). PaDIS' eta and cg act
+# only in fast mode; they were chosen on training slices A0001_B_025 / _045.
 # Noise schedule shared by all methods: levels from sigma_max (cold start) or sigma_start (--fast) to sigma_min.
 _SCHEDULE = {"sigma_max": 10.0, "sigma_min": 0.003, "sigma_start": 0.1}
 DIFFUSION_PARAMS: dict[str, dict] = {
