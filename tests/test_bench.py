@@ -36,3 +36,25 @@ def test_bench_rejects_unknown_methods(tmp_path):
         run_suite("ct", tmp_path, settings=["ct-parallel 7 views"], progress=False)
     with pytest.raises(ValueError, match="unknown suite"):
         run_suite("xray", tmp_path, progress=False)
+
+
+def test_bench_resume_runs_only_missing_jobs(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    rows = run_suite("ct", out, quick=True, progress=False)
+    lines = (out / "results.csv").read_text().splitlines()
+    (out / "results.csv").write_text("\n".join(lines[:3]) + "\n")  # header + the first two rows: "interrupted"
+    import wavepatch.bench as bench
+
+    calls = []
+    real = bench.run_reconstruction
+
+    def counting(*args, **kwargs):
+        calls.append(args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_reconstruction", counting)
+    resumed = run_suite("ct", out, quick=True, progress=False, resume=True)
+    assert calls == ["padis", "dps"]
+    assert [r["method"] for r in resumed] == [r["method"] for r in rows]
+    assert resumed[0]["psnr"] == pytest.approx(rows[0]["psnr"], abs=1e-6)
+    assert "| dps (whole image) |" in (out / "results.md").read_text()

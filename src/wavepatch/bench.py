@@ -81,8 +81,11 @@ def load_slices(source: str | Path, size: int, limit: int | None = None,
 
 def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int = 256, limit: int | None = None,
               methods: list[str] | None = None, settings: list[str] | None = None, quick: bool = False,
-              device: str = "cpu", progress: bool = True) -> list[dict]:
-    """Run a suite and write results.csv, results.md and grid.png into ``out``; returns the rows."""
+              device: str = "cpu", progress: bool = True, resume: bool = False) -> list[dict]:
+    """Run a suite and write results.csv, results.md and grid.png into ``out``; returns the rows.
+
+    resume: keep the rows already in ``out/results.csv`` (same data and size assumed) and run only the missing
+    (setting, method, slice) jobs. Outputs are rewritten after every reconstruction."""
     if quick:
         settings, meths = QUICK
         default_data = "data/ct"
@@ -105,9 +108,13 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
     slices = load_slices(data or REPO / default_data, size, limit)
     if not slices:
         raise ValueError(f"no slices in {data or default_data}")
-    rows, images = [], {}
+    rows, images = (_load_partial(out) if resume else ([], {}))
+    done = {(r["setting"], r["method"], r["slice"]) for r in rows}
     t0 = time.perf_counter()
-    jobs = [(s, m, name, img) for s in settings for m in meths for name, img in slices]
+    jobs = [(s, m, name, img) for s in settings for m in meths for name, img in slices
+            if (s.label, m.label, name) not in done]
+    if resume and done:
+        print(f"resuming: {len(done)} reconstructions already in {out / 'results.csv'}, {len(jobs)} to run")
     for setting, meth, name, img in tqdm(jobs, disable=not progress, desc=f"bench {suite}"):
         kw = dict(meth.kwargs)
         overrides = kw.pop("overrides", {})
@@ -116,14 +123,42 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
         rows.append({"setting": setting.label, "method": meth.label, "slice": name, "psnr": res.metrics["psnr"],
                      "ssim": res.metrics["ssim"], "seconds": res.seconds, "nfe": res.nfe or 0})
         if name == slices[0][0]:
-            images[(setting.label, meth.label)] = res.recon[0, 0].numpy()
-            images[(setting.label, "truth")] = img
-    out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "results.csv", rows)
-    md = results_markdown(rows, settings, meths, suite, len(slices), size, time.perf_counter() - t0)
-    atomic_write_bytes(out / "results.md", md.encode())
-    _grid_figure(out / "grid.png", images, settings, meths)
+            images[f"{setting.label}|{meth.label}"] = res.recon[0, 0].numpy()
+            images[f"{setting.label}|truth"] = img
+        _write_outputs(out, rows, images, settings, meths, suite, len(slices), size, time.perf_counter() - t0)
+    if not jobs:
+        _write_outputs(out, rows, images, settings, meths, suite, len(slices), size, 0.0)
     return rows
+
+
+def _load_partial(out: Path) -> tuple[list[dict], dict]:
+    """Rows of an earlier (possibly interrupted) run in ``out`` and its first-slice images, for ``resume``."""
+    path = out / "results.csv"
+    if not path.exists():
+        return [], {}
+    with open(path, newline="") as f:
+        rows = [{"setting": r["setting"], "method": r["method"], "slice": r["slice"], "psnr": float(r["psnr"]),
+                 "ssim": float(r["ssim"]), "seconds": float(r["seconds"]), "nfe": int(r["nfe"])}
+                for r in csv.DictReader(f)]
+    images = {}
+    if (out / "first_slice.npz").exists():
+        with np.load(out / "first_slice.npz", allow_pickle=False) as z:
+            images = {k: z[k] for k in z.files}
+    return rows, images
+
+
+def _write_outputs(out: Path, rows, images, settings, meths, suite, n_slices, size, seconds) -> None:
+    """results.csv, results.md, grid.png and first_slice.npz (the images of the grid), rewritten atomically after
+    every reconstruction so an interrupted run keeps what it finished (``--resume`` continues it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if rows:
+        _write_csv(out / "results.csv", rows)
+    md = results_markdown(rows, settings, meths, suite, n_slices, size, seconds)
+    atomic_write_bytes(out / "results.md", md.encode())
+    buf = io.BytesIO()
+    np.savez(buf, **images)
+    atomic_write_bytes(out / "first_slice.npz", buf.getvalue())
+    _grid_figure(out / "grid.png", images, settings, meths)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -142,6 +177,8 @@ def results_markdown(rows, settings, meths, suite, n_slices, size, total_seconds
         lines += [f"## {setting.label}", "", "| method | PSNR | SSIM | s / image | NFE |", "|---|---|---|---|---|"]
         for meth in meths:
             sel = [r for r in rows if r["setting"] == setting.label and r["method"] == meth.label]
+            if not sel:
+                continue
             p, s = np.array([r["psnr"] for r in sel]), np.array([r["ssim"] for r in sel])
             sec, nfe = np.mean([r["seconds"] for r in sel]), sel[0]["nfe"]
             lines.append(f"| {meth.label} | {p.mean():.2f} ± {p.std():.2f} | {s.mean():.3f} ± {s.std():.3f} "
@@ -161,7 +198,9 @@ def _grid_figure(path: Path, images: dict, settings, meths) -> None:
     for i, setting in enumerate(settings):
         for j, col in enumerate(cols):
             ax = axes[i, j]
-            ax.imshow(np.clip(images[(setting.label, col)], 0, 1), cmap="gray", vmin=0, vmax=1)
+            key = f"{setting.label}|{col}"
+            if key in images:
+                ax.imshow(np.clip(images[key], 0, 1), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

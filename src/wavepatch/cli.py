@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", nargs="+", default=None, help="method labels to run (default: all)")
     b.add_argument("--settings", nargs="+", default=None, help="setting labels to run (default: all of the suite)")
     b.add_argument("--quick", action="store_true", help="one slice, 64 px, 4 methods, few steps (CI)")
+    b.add_argument("--resume", action="store_true",
+                   help="keep the rows already in OUT/results.csv and run only the missing ones")
     b.add_argument("--device", default="cpu")
     b.add_argument("--no-progress", action="store_true")
     return parser
@@ -209,7 +211,8 @@ def cmd_bench(args) -> int:
 
     out = Path(args.out)
     rows = run_suite(args.suite, out, data=args.data, size=args.size, limit=args.limit, methods=args.methods,
-                     settings=args.settings, quick=args.quick, device=args.device, progress=not args.no_progress)
+                     settings=args.settings, quick=args.quick, device=args.device, progress=not args.no_progress,
+                     resume=args.resume)
     print((out / "results.md").read_text())
     print(f"{len(rows)} reconstructions -> {out}/results.md, results.csv, grid.png")
     return 0
