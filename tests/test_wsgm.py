@@ -21,7 +21,14 @@ from wavepatch.prior.checkpoint import CheckpointError, load_prior, load_wavelet
 from wavepatch.prior.model import PriorConfig, build_prior
 from wavepatch.prior.train import TrainConfig, train
 from wavepatch.prior.unet import UNetConfig
-from wavepatch.prior.wavelet import WaveletPrior, WaveletPriorConfig, coefficient_stats, split_scales, wsgm_loss
+from wavepatch.prior.wavelet import (
+    WaveletPrior,
+    WaveletPriorConfig,
+    coefficient_stats,
+    periodic_crops,
+    split_scales,
+    wsgm_loss,
+)
 from wavepatch.sampling.wsgm import wsgm_sample, wsgm_super_resolve
 
 TINY_UNET = dict(base_channels=8, channel_mult=(1, 2), num_blocks=1, attention=False)
@@ -219,6 +226,36 @@ def test_super_resolution_from_a_box_average_is_the_haar_chain_and_reproduces_th
         wsgm_super_resolve(prior, F.avg_pool2d(x_true, 8), 8, steps=2)
 
 
+def test_periodic_crops_wrap_around_and_share_one_offset_per_item():
+    t = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    u = torch.stack([t[:, 0] * 10, t[:, 0] * 100, -t[:, 0]], dim=1)  # (2, 3, 8, 8), another channel count
+    a, b = periodic_crops([t, u], 4, torch.Generator().manual_seed(3))
+    assert a.shape == (2, 1, 4, 4) and b.shape == (2, 3, 4, 4)
+    for i in range(2):
+        hits = [(dy, dx) for dy in range(8) for dx in range(8)
+                if torch.equal(t[i].roll((-dy, -dx), dims=(-2, -1))[..., :4, :4], a[i])]
+        assert len(hits) == 1
+        assert torch.equal(b[i], torch.stack([a[i, 0] * 10, a[i, 0] * 100, -a[i, 0]]))
+    whole = periodic_crops([t, u], 8, torch.Generator().manual_seed(3))
+    assert whole[0] is t and whole[1] is u
+
+
+def test_detail_crop_feeds_crops_to_the_detail_networks_and_whole_bands_to_the_coarse_one():
+    imgs = _images(4, 32)
+    prior = _prior(2, imgs).train()
+    seen = {}
+    for name, net in [("coarse", prior.coarse), ("d1", prior.details[0]), ("d2", prior.details[1])]:
+        net.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, tuple(args[0].shape)))
+    loss = wsgm_loss(prior, imgs, torch.Generator().manual_seed(0), -0.5, 1.2, crop=4)
+    assert seen == {"coarse": (4, 1, 8, 8), "d1": (4, 3, 4, 4), "d2": (4, 3, 4, 4)}
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in prior.parameters())
+    # a crop as large as every band changes nothing (and draws no random numbers)
+    full = wsgm_loss(prior, imgs, torch.Generator().manual_seed(5), -0.5, 1.2)
+    same = wsgm_loss(prior, imgs, torch.Generator().manual_seed(5), -0.5, 1.2, crop=16)
+    assert torch.equal(full, same)
+
+
 def test_train_config_for_a_wavelet_prior():
     cfg = TrainConfig(prior="wavelet", size=32, levels=3, channel_mult=(1, 2))
     assert cfg.sigma_data == 1.0 and cfg.p_mean == pytest.approx(-1.2 + math.log(2))
@@ -229,6 +266,11 @@ def test_train_config_for_a_wavelet_prior():
         cfg.prior_config()
     with pytest.raises(ValueError, match="orthogonal"):
         TrainConfig(prior="wavelet", size=32, wavelet="bior2.2").prior_config(_images(2, 32))
+    assert TrainConfig(prior="wavelet", size=32, channel_mult=(1, 2), detail_crop=8).detail_crop == 8
+    with pytest.raises(ValueError, match="multiple of 2"):
+        TrainConfig(prior="wavelet", size=32, channel_mult=(1, 2), detail_crop=5)
+    with pytest.raises(ValueError, match="for wavelet priors"):
+        TrainConfig(prior="whole", detail_crop=8)
 
 
 def test_training_a_wavelet_prior_resumes_exactly(tmp_path):
@@ -247,6 +289,8 @@ def test_training_a_wavelet_prior_resumes_exactly(tmp_path):
                                           ["low_std"], rel=1e-6)
     with pytest.raises(ValueError, match="levels"):
         train(TrainConfig(**{**base, "levels": 1, "steps": 6}, out=str(tmp_path / "b")), resume=True, progress=False)
+    train(TrainConfig(**{**base, "detail_crop": 4}, out=str(tmp_path / "c")), progress=False)
+    assert json.loads((tmp_path / "c" / "train_config.json").read_text())["detail_crop"] == 4
 
 
 @pytest.fixture()

@@ -64,6 +64,9 @@ def add_train_parser(sub) -> None:
                    help="wavelet prior / wavelet denoiser: number of wavelet scales J")
     t.add_argument("--wavelet", default=d.wavelet,
                    help="wavelet prior / wavelet denoiser: an orthogonal pywt wavelet (haar, db2, ...)")
+    t.add_argument("--detail-crop", type=int, default=d.detail_crop,
+                   help="wavelet prior: train the detail networks on random crops of this side of their bands "
+                        "(the same cost per step at every image size; default: whole bands)")
     t.add_argument("--patch-sizes", type=_ints, default=d.patch_sizes, help="e.g. 16,32,64")
     t.add_argument("--patch-probs", type=_floats, default=d.patch_probs, help="e.g. 0.2,0.3,0.5")
     t.add_argument("--patch-size", type=int, default=None, help="default inference patch size stored in the prior")
@@ -108,7 +111,7 @@ def cmd_train(args) -> int:
         data=[str(p) for p in args.data], out=args.out, prior=args.prior, size=args.size,
         window=window if window is not None else TRAIN_DEFAULTS.window, axis=args.axis,
         patch_sizes=args.patch_sizes, patch_probs=args.patch_probs, patch_size=args.patch_size, pad=args.pad,
-        levels=args.levels, wavelet=args.wavelet,
+        levels=args.levels, wavelet=args.wavelet, detail_crop=args.detail_crop,
         base_channels=args.channels, channel_mult=args.channel_mult, num_blocks=args.blocks,
         attention=not args.no_attention, dropout=args.dropout, batch=args.batch, steps=args.steps, lr=args.lr,
         warmup=args.warmup, ema_halflife=args.ema_halflife, grad_clip=args.grad_clip, flip=not args.no_flip,

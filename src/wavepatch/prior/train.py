@@ -16,6 +16,7 @@ batches, gradients are averaged by DistributedDataParallel (NCCL on GPUs, gloo o
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -53,7 +54,9 @@ class TrainConfig:
     data: files/folders ``SliceDataset`` reads. prior: 'whole', 'patch' or 'wavelet' (WSGM, see
     :mod:`wavepatch.prior.wavelet`: J + 1 networks of this architecture, one per scale, trained together on whole
     images; its coefficient statistics are measured on the training set, flips included, when the run starts).
-    levels, wavelet: J and the orthogonal wavelet of a wavelet prior. size: training images are resized
+    levels, wavelet: J and the orthogonal wavelet of a wavelet prior. detail_crop: a wavelet prior's detail
+    networks train on random periodic crops of this side of their bands (``wsgm_loss``; None: whole bands), so a
+    training step costs the same at every image size. size: training images are resized
     to size x size. window: HU window (lo, hi) or None (min-max per volume). modality: ct / mri / other,
     stored in the prior (None: CT if the window is an HU window). axis: NIfTI slicing axis.
     patch_sizes / patch_probs: patch sides drawn per step (patch priors) and their probabilities; the batch
@@ -89,6 +92,7 @@ class TrainConfig:
     pad: int | None = None
     levels: int = 2
     wavelet: str = "haar"
+    detail_crop: int | None = None
     base_channels: int = 32
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_blocks: int = 2
@@ -152,8 +156,12 @@ class TrainConfig:
             if self.levels < 1 or self.size % (2**self.levels * divisor):
                 raise ValueError(f"wavelet prior: size {self.size} must be a multiple of 2^levels * {divisor} = "
                                  f"{2 ** max(self.levels, 0) * divisor} (levels >= 1)")
+            if self.detail_crop is not None and (self.detail_crop < divisor or self.detail_crop % divisor):
+                raise ValueError(f"--detail-crop {self.detail_crop} must be a positive multiple of {divisor}")
         elif self.size % divisor:
             raise ValueError(f"whole-image size {self.size} must be a multiple of {divisor}")
+        if self.detail_crop is not None and self.prior != "wavelet":
+            raise ValueError("--detail-crop is for wavelet priors (--prior wavelet)")
         if self.noisy_data is not None:
             self.noise_level = float(self.noise_level or default_level(self.noisy_data))
         elif self.noise_level is not None:
@@ -363,7 +371,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         extra_info["noisy_data"] = {"kind": cfg.noisy_data, "level": cfg.noise_level,
                                     **noise_report(data.images, clean)}
     prior_cfg = cfg.prior_config(data.images)
-    build, loss_fn = (WaveletPrior, wsgm_loss) if cfg.prior == "wavelet" else (build_prior, edm_loss)
+    build, loss_fn = ((WaveletPrior, functools.partial(wsgm_loss, crop=cfg.detail_crop)) if cfg.prior == "wavelet"
+                      else (build_prior, edm_loss))
     if cfg.wavelet_denoiser:
         build, loss_fn = _joint_builder(cfg)
     torch.manual_seed(cfg.seed)

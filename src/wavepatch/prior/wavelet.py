@@ -215,16 +215,36 @@ class WaveletPrior(nn.Module):
         return lambda x, sigma: self.details[j - 1](x, sigma, extra=cond)
 
 
+def periodic_crops(bands: list[Tensor], side: int, generator: torch.Generator) -> list[Tensor]:
+    """The same random periodic crop (side x side, wrapping around the edges like the periodized transform) of
+    every tensor in ``bands`` (each (B, C_k, h, w), equal h, w), one offset per item; unchanged if side >= h."""
+    b, _, h, w = bands[0].shape
+    if side >= h and side >= w:
+        return bands
+    dy = torch.randint(0, h, (b,), generator=generator, device=generator.device).tolist()
+    dx = torch.randint(0, w, (b,), generator=generator, device=generator.device).tolist()
+    return [torch.stack([t[i].roll((-dy[i], -dx[i]), dims=(-2, -1))[..., :side, :side] for i in range(b)])
+            for t in bands]
+
+
 def wsgm_loss(model: WaveletPrior | nn.Module, x0: Tensor, generator: torch.Generator, p_mean: float,
-              p_std: float, extra: Tensor | None = None) -> Tensor:
+              p_std: float, extra: Tensor | None = None, crop: int | None = None) -> Tensor:
     """EDM loss of all J + 1 WSGM networks on clean images x0 (B, 1, N, N), summed over the networks.
 
     For every network and item, ln sigma ~ N(p_mean, p_std^2) independently; each term is
     mean_b lambda(sigma) ||D(c + sigma z) - c||^2 / (values per item), as :func:`wavepatch.prior.train.edm_loss`,
     on that network's normalised coefficients c. ``model`` may be wrapped by DistributedDataParallel; ``extra``
-    is unused (signature of ``edm_loss``)."""
+    is unused (signature of ``edm_loss``).
+
+    crop: train each detail network on a random periodic crop (crop x crop) of its bands and of the low-pass it
+    is conditioned on (:func:`periodic_crops`), so a step costs the same at every image size; the coarse network
+    always sees its whole band (it carries the global layout). The detail networks are convolutional and are
+    applied to whole bands when sampling: this assumes the conditional detail score is local, WSGM's premise."""
     core = getattr(model, "module", model)
     coarse, details, lows = core.coefficients(x0)
+    if crop is not None:
+        pairs = [periodic_crops([d, low], crop, generator) for d, low in zip(details, lows, strict=True)]
+        details, lows = [p[0] for p in pairs], [p[1] for p in pairs]
     targets = [coarse, *details]
     b = x0.shape[0]
     sigmas, noisy = [], []
