@@ -44,7 +44,8 @@ CLASSICAL = [Method("baseline", "fbp"), Method("admm-tv", "admm-tv"),
              Method("pnp-admm (learned)", "pnp-admm", {"overrides": {"denoiser": "learned"}}),
              Method("red (learned)", "red", {"overrides": {"denoiser": "learned"}})]
 LEARNED = [
-    Method("dps (whole image)", "dps"), Method("langevin", "langevin"), Method("pc", "pc"), Method("ddnm", "ddnm"),
+    Method("dps (whole image)", "dps"), Method("mcg (whole image)", "mcg"), Method("langevin", "langevin"),
+    Method("pc", "pc"), Method("ddnm", "ddnm"),
     Method("patch averaging", "padis", {"patch_mode": "average"}),
     Method("patch stitching", "padis", {"patch_mode": "stitch"}),
     Method("padis", "padis"), Method("padis fast", "padis", {"fast": True}),
