@@ -215,16 +215,54 @@ def predictor_corrector(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Ten
 @torch.no_grad()
 def ddnm(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Tensor, sigmas: Tensor, eta: float = 0.85,
          pinv: Callable[[Tensor], Tensor] | None = None, generator: torch.Generator | None = None,
-         progress: bool = False) -> Tensor:
+         progress: bool = False, data_step: Callable[[Tensor, float], Tensor] | None = None) -> Tensor:
     """DDNM (Wang et al. 2023): replace the range-space part of the Tweedie estimate by the measurement,
     x0 <- x0 - A^+(A x0 - y), then a DDIM-type step x <- x0 + s' (sqrt(1 - eta^2) eps_hat + eta z) with
-    eps_hat = (x - D(x))/s. No network gradient. ``pinv`` defaults to ``op.A_dagger``. NFE = len(sigmas) - 1."""
+    eps_hat = (x - D(x))/s. No network gradient. ``pinv`` defaults to ``op.A_dagger``. NFE = len(sigmas) - 1.
+
+    data_step: instead of the projection, x0 <- data_step(x0, s) (e.g. :func:`proximal_data_step` for noisy
+    measurements, which must not be fitted exactly)."""
     pinv = pinv or op.A_dagger
     for s, s_next in tqdm(_levels(sigmas), disable=not progress, desc="DDNM", leave=False):
         x0 = denoise(x, s)
         eps_hat = (x - x0) / s
-        x0 = x0 - pinv(op.A(x0) - y)
+        x0 = data_step(x0, s) if data_step is not None else x0 - pinv(op.A(x0) - y)
         if s_next == 0:
             return x0
         x = x0 + s_next * ((1 - eta**2) ** 0.5 * eps_hat + eta * randn_like(x, generator))
     return x
+
+
+class _RowWeighted(LinearOperator):
+    """diag(sqrt_w) A, for weighted least squares by CGLS (``sqrt_w`` broadcasts against A's output)."""
+
+    def __init__(self, op: LinearOperator, sqrt_w: Tensor) -> None:
+        self.op, self.sqrt_w, self.image_shape = op, sqrt_w, op.image_shape
+
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        return self.sqrt_w * self.op.A(x)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        return self.op.A_adjoint(self.sqrt_w * y)
+
+    @property
+    def device(self) -> torch.device:
+        return self.op.device
+
+
+def proximal_data_step(op: LinearOperator, y: Tensor, x0: Tensor, rho: float, weights: Tensor | None = None,
+                       n_iter: int = 10) -> Tensor:
+    """argmin_x ||W^(1/2) (A x - y)||^2 + rho ||x - x0||^2, by ``n_iter`` CGLS iterations on the correction
+    d = x - x0 started at 0 (the measurement pulls the estimate only as far as its noise allows).
+
+    With W = I / sigma_y^2 (white measurement noise) and rho = 1 / r^2 for an estimate x0 with error std r per
+    pixel, this is the MAP combination of the two (DiffPIR's data step, Zhu et al. 2023): rho = sigma_y^2 / r^2
+    with W = I. weights: W's diagonal, shaped like y (e.g. post-log CT: the photon counts times mu^2), or None
+    for W = I. x0 (B, ...) image, y (B, ...) measurement; returns (B, ...) like x0."""
+    from wavepatch.recon.least_squares import cgls
+
+    residual = y - op.A(x0)
+    if weights is None:
+        return x0 + cgls(op, residual, n_iter=n_iter, damping=rho)
+    sqrt_w = weights.sqrt()
+    return x0 + cgls(_RowWeighted(op, sqrt_w), sqrt_w * residual, n_iter=n_iter, damping=rho)
