@@ -192,3 +192,23 @@ def test_pnp_admm_with_the_learned_denoiser(tmp_path):
     params = metrics["method_params"]
     assert metrics["nfe"] == 2  # one learned-denoiser call per iteration
     assert params["sigma"] == 0.03 and params["prior"].endswith("ct_patch256.safetensors")
+
+
+@pytest.mark.parametrize("task,extra", [("ct-lowdose", ["--method", "padis", "--fast"]),
+                                        ("deblur", ["--method", "ddnm"]), ("ct-parallel", ["--method", "ddnm"])])
+def test_noisy_tasks_use_the_map_data_step_noiseless_ones_the_projection(tmp_path, monkeypatch, task, extra):
+    from wavepatch.sampling import posterior as P
+
+    calls = []
+    real = P.proximal_data_step
+    monkeypatch.setattr(P, "proximal_data_step", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    ct = Path(__file__).resolve().parents[1] / "data" / "ct" / "A0002_B40f_015.dcm"
+    out = tmp_path / task
+    assert main(["reconstruct", str(ct), "--task", task, *extra, "--size", "64", "--steps", "3", "--out", str(out),
+                 "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["psnr"])
+    if task == "ct-parallel":  # noiseless: exact data consistency, no MAP step
+        assert calls == []
+    else:  # one MAP step per level, trusting the data less as the noise level falls (rho grows)
+        assert len(calls) == 3 and calls[0] < calls[1] < calls[2]

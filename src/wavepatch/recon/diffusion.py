@@ -141,12 +141,13 @@ def reconstruct_diffusion(task: Task, y: Tensor, method: str, prior: str | Path,
                                            eps=params["eps"], omega=params["omega"], beta=params["beta"],
                                            lam=params["lam"], tau=params["tau"], **kw)
     else:
-        out = P.ddnm(denoise, op, y_k, x, sigmas, eta=params["eta"], pinv=_pinv(task), **kw)
+        out = P.ddnm(denoise, op, y_k, x, sigmas, eta=params["eta"], pinv=_pinv(task),
+                     data_step=_noisy_data_step(task, y_k, noise_std, 10), **kw)
     return out.detach().float().cpu(), calls[0]  # the samples run as one batch: calls = NFE per sample
 
 
 def _noisy_data_step(task: Task, y: Tensor, noise_std: float, cg: int):
-    """Fast PaDIS' data step for noisy measurements (None for noiseless ones, which keep the projection
+    """The data step of fast PaDIS and DDNM for noisy measurements (None for noiseless ones, which keep the projection
     x0 - A^+(A x0 - y)): the MAP combination of the denoised estimate, error std ~ sigma per pixel, with the
     measurement (:func:`posterior.proximal_data_step`). Gaussian noise: rho = noise_std^2 / sigma^2. Low-dose
     CT: post-log data y (operator units) has variance 1 / (mu^2 counts) per bin, counts = I0 exp(-mu y), so
