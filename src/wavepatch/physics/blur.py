@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from scipy.fft import next_fast_len
 
 from wavepatch.physics.buffered import BufferedOperator
 
@@ -111,6 +112,10 @@ class Blur(BufferedOperator):
     ``A x = x * kernel`` (true convolution, i.e. ``scipy.ndimage.convolve(x, kernel, mode='constant')``).
     Zero padding keeps the operator a plain matrix whose exact adjoint is the transposed convolution
     (correlation with the kernel), unlike reflective or circular boundaries in a mismatched pair.
+
+    Computed by FFT on a grid of at least (H + kh - 1, W + kw - 1), large enough that the circular convolution
+    equals the linear one (no wrap-around), then cropped: the same matrix as the direct convolution to rounding,
+    at a cost independent of the kernel size (``benchmarks/blur.py``: 10-700x faster than ``conv2d`` on a CPU).
     """
 
     def __init__(self, kernel: Tensor, image_shape: tuple[int, int, int]) -> None:
@@ -123,15 +128,26 @@ class Blur(BufferedOperator):
             raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
         self.image_shape = tuple(image_shape)
         self.kernel = kernel.to(torch.float64)
-        # conv2d computes a correlation; flipping makes it a convolution. Shape (C, 1, kh, kw) for groups=C.
-        flipped = torch.flip(self.kernel, dims=(0, 1))
-        self.weight = flipped.expand(image_shape[0], 1, *kernel.shape).contiguous()
-        self.padding = (kernel.shape[0] // 2, kernel.shape[1] // 2)
+        kh, kw = kernel.shape
+        self.offset = (kh // 2, kw // 2)
+        # any grid of at least (H + kh - 1, W + kw - 1) avoids wrap-around; take the next fast FFT length
+        self.fft_shape = (next_fast_len(image_shape[1] + kh - 1, real=True),
+                          next_fast_len(image_shape[2] + kw - 1, real=True))
+        self.kernel_fft = torch.fft.rfft2(self.kernel, s=self.fft_shape)  # complex128, cast per call
+
+    def _kernel_fft(self, like: Tensor) -> Tensor:
+        dtype = torch.complex128 if like.dtype == torch.float64 else torch.complex64
+        return self._held("kernel_fft", like, dtype)
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
-        w = self._held("weight", x, x.dtype)
-        return F.conv2d(x, w, padding=self.padding, groups=self.image_shape[0])
+        h, w = self.image_shape[1:]
+        full = torch.fft.irfft2(torch.fft.rfft2(x, s=self.fft_shape) * self._kernel_fft(x), s=self.fft_shape)
+        return full[..., self.offset[0]:self.offset[0] + h, self.offset[1]:self.offset[1] + w]
 
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
-        w = self._held("weight", y, y.dtype)
-        return F.conv_transpose2d(y, w, padding=self.padding, groups=self.image_shape[0])
+        # embed y at the crop's offset in the FFT grid, correlate with the kernel (conjugate spectrum), keep H x W
+        h, w = self.image_shape[1:]
+        z = F.pad(y, (self.offset[1], self.fft_shape[1] - w - self.offset[1],
+                      self.offset[0], self.fft_shape[0] - h - self.offset[0]))
+        full = torch.fft.irfft2(torch.fft.rfft2(z) * self._kernel_fft(y).conj(), s=self.fft_shape)
+        return full[..., :h, :w]
