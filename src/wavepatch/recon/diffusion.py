@@ -33,9 +33,8 @@ MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 # Defaults per method; every key can be overridden (CLI --param key=value, --steps). zeta is per-pixel
 # normalised (0.01 corresponds to PaDIS' official 0.3); 0.1 was chosen for DPS (100 NFE: 25.67 dB vs 16.65 at
 # 0.3) and PaDIS (20 x 5 NFE: 23.13 dB) on 20-view CT of training slice A0001_B_025 (0.01 gave ~17 dB on the
-# test slices), and MCG
-# takes DPS' value (docs/results.md section 6). PaDIS' eta and cg act only in fast mode; they were chosen on
-# training slices A0001_B_025 / _045.
+# test slices), and MCG takes DPS' value (docs/results.md section 6). PaDIS' eta and cg act only in fast mode;
+# they were chosen on training slices A0001_B_025 / _045.
 # Noise schedule shared by all methods: levels from sigma_max (cold start) or sigma_start (--fast) to sigma_min.
 _SCHEDULE = {"sigma_max": 10.0, "sigma_min": 0.003, "sigma_start": 0.1}
 DIFFUSION_PARAMS: dict[str, dict] = {
