@@ -13,25 +13,14 @@ difference between the three results (float64), which must be rounding only.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from timing import median_seconds
 
 from wavepatch.physics.blur import BLUR_KERNELS, Blur, make_blur_kernel
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
 
 
 def _time_ops(op: Blur, x: torch.Tensor, kernel: torch.Tensor, repeats: int) -> dict[str, tuple[float, ...]]:
@@ -41,10 +30,10 @@ def _time_ops(op: Blur, x: torch.Tensor, kernel: torch.Tensor, repeats: int) -> 
     pad = (kh // 2, kw // 2)
     xn, kn = x.double().numpy(), kernel.double().numpy()
     return {
-        "A": tuple(_median_ms(f, repeats) for f in (
+        "A": tuple(1e3 * median_seconds(f, repeats) for f in (
             lambda: op.A(x), lambda: F.conv2d(x, weight, padding=pad),
             lambda: [scipy.ndimage.convolve(im[0], kn, mode="constant") for im in xn])),
-        "A_adjoint": tuple(_median_ms(f, repeats) for f in (
+        "A_adjoint": tuple(1e3 * median_seconds(f, repeats) for f in (
             lambda: op.A_adjoint(x), lambda: F.conv_transpose2d(x, weight, padding=pad),
             lambda: [scipy.ndimage.correlate(im[0], kn, mode="constant") for im in xn])),
     }

@@ -15,29 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from skimage.transform import iradon, radon
+from timing import median_seconds
 
 from wavepatch.io import normalize_volume, read_image, resize_square
 from wavepatch.physics.base import adjoint_mismatch
 from wavepatch.physics.ct import ParallelBeamCT, _parallel_fbp_matrix, _parallel_matrix
 
 SLICE = Path(__file__).resolve().parents[1] / "data" / "ct" / "A0002_B40f_015.dcm"
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (dtype conversion of the matrix, allocator)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def build_cost(size: int, views: int) -> dict:
@@ -71,15 +61,15 @@ def time_both(op: ParallelBeamCT, x_real: np.ndarray, sino: np.ndarray, theta: n
     y = op.A(x)
     xs = [x_real.astype(np.float64)] * batch
     t = {
-        "A": median_time(lambda: op.A(x), repeats),
-        "A_adjoint": median_time(lambda: op.A_adjoint(y), repeats),
-        "FBP (ramp)": median_time(lambda: op.fbp(y, "ramp"), repeats),
+        "A": median_seconds(lambda: op.A(x), repeats),
+        "A_adjoint": median_seconds(lambda: op.A_adjoint(y), repeats),
+        "FBP (ramp)": median_seconds(lambda: op.fbp(y, "ramp"), repeats),
     }
     s = {
-        "A": median_time(lambda: [radon(im, theta=theta, circle=False) for im in xs], repeats),
-        "A_adjoint": median_time(lambda: [iradon(sino, theta=theta, filter_name=None, circle=False,
+        "A": median_seconds(lambda: [radon(im, theta=theta, circle=False) for im in xs], repeats),
+        "A_adjoint": median_seconds(lambda: [iradon(sino, theta=theta, filter_name=None, circle=False,
                                                  output_size=n) for _ in xs], repeats),
-        "FBP (ramp)": median_time(lambda: [iradon(sino, theta=theta, filter_name="ramp", circle=False,
+        "FBP (ramp)": median_seconds(lambda: [iradon(sino, theta=theta, filter_name="ramp", circle=False,
                                                   output_size=n) for _ in xs], repeats),
     }
     for d in (t, s):

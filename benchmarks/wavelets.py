@@ -13,8 +13,6 @@ compared with pywt's 'periodic' mode, and its coefficient arrays are larger).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pywt
 import torch
+from timing import median_seconds
 
 from wavepatch.wavelets import wavedec2_periodized, waverec2_periodized
 
@@ -32,13 +31,7 @@ except ImportError:  # optional comparison
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_seconds(fn, repeats)
 
 
 def _max_diff(coeffs: list, ref: list) -> float:

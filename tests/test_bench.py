@@ -58,3 +58,12 @@ def test_bench_resume_runs_only_missing_jobs(tmp_path, monkeypatch):
     assert [r["method"] for r in resumed] == [r["method"] for r in rows]
     assert resumed[0]["psnr"] == pytest.approx(rows[0]["psnr"], abs=1e-6)
     assert "| dps (whole image) |" in (out / "results.md").read_text()
+
+
+def test_bench_resume_refuses_a_file_that_is_not_a_bench_csv(tmp_path, capsys):
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "results.csv").write_text("name,value\na,1\n")
+    assert main(["bench", "--quick", "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "not a wavepatch bench results.csv" in capsys.readouterr().err
+    assert (out / "results.csv").read_text() == "name,value\na,1\n"  # left as it was

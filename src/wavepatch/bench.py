@@ -86,7 +86,8 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
     """Run a suite and write results.csv, results.md and grid.png into ``out``; returns the rows.
 
     resume: keep the rows already in ``out/results.csv`` (same data and size assumed) and run only the missing
-    (setting, method, slice) jobs. Outputs are rewritten after every reconstruction."""
+    (setting, method, slice) jobs. results.csv and the grid's images are rewritten after every reconstruction;
+    results.md and grid.png at the end."""
     if quick:
         settings, meths = QUICK
         default_data = "data/ct"
@@ -123,12 +124,15 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
                                  device=device, **kw)
         rows.append({"setting": setting.label, "method": meth.label, "slice": name, "psnr": res.metrics["psnr"],
                      "ssim": res.metrics["ssim"], "seconds": res.seconds, "nfe": res.nfe or 0})
-        if name == slices[0][0]:
+        first = name == slices[0][0]
+        if first:
             images[f"{setting.label}|{meth.label}"] = res.recon[0, 0].numpy()
             images[f"{setting.label}|truth"] = img
-        _write_outputs(out, rows, images, settings, meths, suite, len(slices), size, time.perf_counter() - t0)
-    if not jobs:
-        _write_outputs(out, rows, images, settings, meths, suite, len(slices), size, 0.0)
+        _write_partial(out, rows, images if first else None)
+    out.mkdir(parents=True, exist_ok=True)
+    md = results_markdown(rows, settings, meths, suite, len(slices), size, time.perf_counter() - t0)
+    atomic_write_bytes(out / "results.md", md.encode())
+    _grid_figure(out / "grid.png", images, settings, meths)
     return rows
 
 
@@ -137,10 +141,13 @@ def _load_partial(out: Path) -> tuple[list[dict], dict]:
     path = out / "results.csv"
     if not path.exists():
         return [], {}
-    with open(path, newline="") as f:
-        rows = [{"setting": r["setting"], "method": r["method"], "slice": r["slice"], "psnr": float(r["psnr"]),
-                 "ssim": float(r["ssim"]), "seconds": float(r["seconds"]), "nfe": int(r["nfe"])}
-                for r in csv.DictReader(f)]
+    try:
+        with open(path, newline="") as f:
+            rows = [{"setting": r["setting"], "method": r["method"], "slice": r["slice"], "psnr": float(r["psnr"]),
+                     "ssim": float(r["ssim"]), "seconds": float(r["seconds"]), "nfe": int(r["nfe"])}
+                    for r in csv.DictReader(f)]
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot resume: {path} is not a wavepatch bench results.csv ({exc!r})") from None
     images = {}
     if (out / "first_slice.npz").exists():
         with np.load(out / "first_slice.npz", allow_pickle=False) as z:
@@ -148,18 +155,15 @@ def _load_partial(out: Path) -> tuple[list[dict], dict]:
     return rows, images
 
 
-def _write_outputs(out: Path, rows, images, settings, meths, suite, n_slices, size, seconds) -> None:
-    """results.csv, results.md, grid.png and first_slice.npz (the images of the grid), rewritten atomically after
+def _write_partial(out: Path, rows: list[dict], images: dict | None) -> None:
+    """results.csv (and first_slice.npz, the grid's images, when ``images`` changed), rewritten atomically after
     every reconstruction so an interrupted run keeps what it finished (``--resume`` continues it)."""
     out.mkdir(parents=True, exist_ok=True)
-    if rows:
-        _write_csv(out / "results.csv", rows)
-    md = results_markdown(rows, settings, meths, suite, n_slices, size, seconds)
-    atomic_write_bytes(out / "results.md", md.encode())
-    buf = io.BytesIO()
-    np.savez(buf, **images)
-    atomic_write_bytes(out / "first_slice.npz", buf.getvalue())
-    _grid_figure(out / "grid.png", images, settings, meths)
+    _write_csv(out / "results.csv", rows)
+    if images is not None:
+        buf = io.BytesIO()
+        np.savez(buf, **images)
+        atomic_write_bytes(out / "first_slice.npz", buf.getvalue())
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -124,8 +124,8 @@ def reconstruct_diffusion(task: Task, y: Tensor, method: str, prior: str | Path,
         x = sigma_max * torch.randn((samples, 1, n, n), generator=generator).to(device)
     kw = {"generator": generator, "progress": progress}
     if method == "padis" and fast:  # random-shift patch denoiser; data consistency by CG on its estimate (DDS)
-        out = P.ddnm(denoise, op, y_k, x, sigmas, eta=params["eta"], pinv=_pinv(task, int(params["cg"])),
-                     data_step=_noisy_data_step(task, y_k, noise_std, int(params["cg"])), **kw)
+        out = P.ddnm(denoise, op, y_k, x, sigmas, eta=params["eta"],
+                     data_step=_data_step(task, y_k, noise_std, int(params["cg"])), **kw)
     elif method == "padis":
         out = P.padis(denoise, lik, x, sigmas, n_inner=int(params["n_inner"]), zeta=params["zeta"], eps=params["eps"],
                       **kw)
@@ -143,25 +143,26 @@ def reconstruct_diffusion(task: Task, y: Tensor, method: str, prior: str | Path,
                                            eps=params["eps"], omega=params["omega"], beta=params["beta"],
                                            lam=params["lam"], tau=params["tau"], **kw)
     else:
-        out = P.ddnm(denoise, op, y_k, x, sigmas, eta=params["eta"], pinv=_pinv(task),
-                     data_step=_noisy_data_step(task, y_k, noise_std, 10), **kw)
+        out = P.ddnm(denoise, op, y_k, x, sigmas, eta=params["eta"], data_step=_data_step(task, y_k, noise_std),
+                     **kw)
     return out.detach().float().cpu(), calls[0]  # the samples run as one batch: calls = NFE per sample
 
 
-def _noisy_data_step(task: Task, y: Tensor, noise_std: float, cg: int):
-    """The data step of fast PaDIS and DDNM for noisy measurements (None for noiseless ones, which keep the projection
-    x0 - A^+(A x0 - y)): the MAP combination of the denoised estimate, error std ~ sigma per pixel, with the
-    measurement (:func:`posterior.proximal_data_step`). Gaussian noise: rho = noise_std^2 / sigma^2. Low-dose
-    CT: post-log data y (operator units) has variance 1 / (mu^2 counts) per bin, counts = I0 exp(-mu y), so
-    W = mu^2 counts and rho = 1 / sigma^2. Fitting noisy data exactly at every level (the projection) leaves
-    the final image as noisy as a least-squares reconstruction."""
+def _data_step(task: Task, y: Tensor, noise_std: float, cg: int = 10):
+    """The data step ``(x0, sigma) -> x0`` of fast PaDIS and DDNM. Noiseless measurements: the projection
+    x0 - A^+(A x0 - y) (:func:`_pinv`). Noisy ones: the MAP combination of the denoised estimate, error std
+    ~ sigma per pixel, with the measurement (:func:`posterior.proximal_data_step`), since fitting noisy data
+    exactly at every level leaves the final image as noisy as a least-squares reconstruction. Gaussian noise:
+    rho = noise_std^2 / sigma^2. Low-dose CT: post-log data y (operator units) has variance 1 / (mu^2 counts) per
+    bin, so W = mu^2 counts and rho = 1 / sigma^2."""
     if task.name == "ct-lowdose":
-        mu, i0 = task.params["mu_per_unit"], task.params["dose"]
-        weights = mu**2 * i0 * torch.exp(-mu * y)
+        mu = task.params["mu_per_unit"]
+        weights = mu**2 * P.postlog_counts(y, task.params["dose"], mu)
         return lambda x0, s: P.proximal_data_step(task.op, y, x0, 1.0 / s**2, weights, n_iter=cg)
     if noise_std > 0:
         return lambda x0, s: P.proximal_data_step(task.op, y, x0, noise_std**2 / s**2, n_iter=cg)
-    return None
+    pinv = _pinv(task, cg)
+    return lambda x0, s: x0 - pinv(task.op.A(x0) - y)
 
 
 def _pinv(task: Task, cg: int = 10):

@@ -48,11 +48,16 @@ def gaussian_likelihood(op: LinearOperator, y: Tensor) -> Likelihood:
     return Likelihood(residual, float(op.norm()) / _sqrt_pixels(op), "gaussian")
 
 
+def postlog_counts(y_postlog: Tensor, i0: float, mu: float) -> Tensor:
+    """Photon counts c = I0 exp(-mu y) behind post-log CT data y (operator units, i.e. line integrals / mu)."""
+    return i0 * torch.exp(-mu * y_postlog)
+
+
 def poisson_likelihood(op: LinearOperator, y_postlog: Tensor, i0: float, mu: float) -> Likelihood:
     """Low-dose CT: photon counts c = I0 exp(-mu y) recovered from post-log data y (operator units); expected
     counts lambda(x) = I0 exp(-mu A x). r(x) = sqrt(deviance) with deviance = 2 sum(lambda - c + c log(c / lambda)),
     the exact Poisson negative log-likelihood up to a constant (0 at lambda = c)."""
-    counts = i0 * torch.exp(-mu * y_postlog)
+    counts = postlog_counts(y_postlog, i0, mu)
 
     def residual(x: Tensor) -> Tensor:
         log_lam = torch.log(torch.as_tensor(i0, dtype=x.dtype)) - mu * op.A(x)
@@ -73,7 +78,7 @@ def _sqrt_pixels(op: LinearOperator) -> float:
 
 def poisson_nll(op: LinearOperator, y_postlog: Tensor, i0: float, mu: float, x: Tensor) -> Tensor:
     """-log p(counts | x) up to a constant: sum(lambda(x) - c log lambda(x)); (B,)."""
-    counts = i0 * torch.exp(-mu * y_postlog)
+    counts = postlog_counts(y_postlog, i0, mu)
     log_lam = torch.log(torch.as_tensor(i0, dtype=x.dtype)) - mu * op.A(x)
     return (log_lam.exp() - counts * log_lam).flatten(1).sum(dim=1)
 
