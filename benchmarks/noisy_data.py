@@ -100,9 +100,10 @@ def train_priors(modality: str, data: Path, args, device: str) -> dict[str, dict
     return out
 
 
-def reconstruct(prior: str, task, y: torch.Tensor, args, device: str) -> torch.Tensor:
+def reconstruct(prior: str, task, y: torch.Tensor, args, device: str, params: dict | None = None) -> torch.Tensor:
     """One posterior sample (1, 1, N, N) with the chosen sampler; seeds as ``wavepatch reconstruct``. The
-    sampler and the operators run on the CPU, the network on ``device``."""
+    sampler and the operators run on the CPU, the network on ``device``. ``params``: keyword overrides of
+    :func:`wavelet_regularized_langevin` (eps, omega, beta, lam, tau)."""
     model, cfg = load_prior(prior, device=device)
     net = make_denoiser(model, cfg)
 
@@ -118,7 +119,8 @@ def reconstruct(prior: str, task, y: torch.Tensor, args, device: str) -> torch.T
             noise = float(task.params.get("noise", 0.0) or 0.0)
             out = langevin(denoise, task.op, y, x, sigmas, noise_std=noise, n_inner=args.n_inner, generator=g)
         else:
-            out = wavelet_regularized_langevin(denoise, task.op, y, x, sigmas, n_inner=args.n_inner, generator=g)
+            out = wavelet_regularized_langevin(denoise, task.op, y, x, sigmas, n_inner=args.n_inner, generator=g,
+                                               **(params or {}))
     return out.float().cpu()
 
 
@@ -236,6 +238,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default=str(REPO / "runs" / "noisy_data"), help="training runs")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "noisy_data"))
     p.add_argument("--reuse", action="store_true", help="reuse trained priors found in --work")
+    p.add_argument("--train-only", action="store_true", help="train (or reuse) the priors, reconstruct nothing")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -259,6 +262,9 @@ def main(argv=None) -> None:
             src, Path(args.work) / f"mri_train{args.size}.npy", args.size)
         tests["mri"] = _pick(SliceDataset(args.mri_test, size=args.size), args.slices)
     priors = {m: train_priors(m, train_data[m], args, device) for m in modalities}
+    if args.train_only:
+        print(f"priors in {args.work}")
+        return
     rows, images = run_tasks(priors, tests, args, device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

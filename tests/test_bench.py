@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -67,3 +68,16 @@ def test_bench_resume_refuses_a_file_that_is_not_a_bench_csv(tmp_path, capsys):
     assert main(["bench", "--quick", "--out", str(out), "--resume", "--no-progress"]) == 2
     assert "not a wavepatch bench results.csv" in capsys.readouterr().err
     assert (out / "results.csv").read_text() == "name,value\na,1\n"  # left as it was
+
+
+def test_bench_resume_refuses_a_run_on_other_data_or_size(tmp_path, capsys):
+    out = tmp_path / "bench"
+    run_suite("ct", out, quick=True, progress=False)
+    info = json.loads((out / "bench_run.json").read_text())
+    assert info["size"] == 64 and info["slices"]
+    (out / "bench_run.json").write_text(json.dumps({**info, "size": 128}))  # as if the first run was at 128²
+    before = (out / "results.csv").read_text()
+    assert main(["bench", "--quick", "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "other size" in err
+    assert (out / "results.csv").read_text() == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,8 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
               device: str = "cpu", progress: bool = True, resume: bool = False) -> list[dict]:
     """Run a suite and write results.csv, results.md and grid.png into ``out``; returns the rows.
 
-    resume: keep the rows already in ``out/results.csv`` (same data and size assumed) and run only the missing
+    resume: keep the rows already in ``out/results.csv`` (same data, size and slices, checked against
+    ``out/bench_run.json``) and run only the missing
     (setting, method, slice) jobs. results.csv and the grid's images are rewritten after every reconstruction;
     results.md and grid.png at the end."""
     if quick:
@@ -107,10 +109,16 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
         if unknown:
             raise ValueError(f"unknown method labels {unknown}; choose from {[m.label for m in meths]}")
         meths = [m for m in meths if m.label in methods]
-    slices = load_slices(data or REPO / default_data, size, limit)
+    source = Path(data or REPO / default_data)
+    slices = load_slices(source, size, limit)
     if not slices:
         raise ValueError(f"no slices in {data or default_data}")
+    run_info = {"data": str(source.resolve()), "size": size, "slices": [name for name, _ in slices]}
+    if resume:
+        _check_same_run(out, run_info)
     rows, images = (_load_partial(out) if resume else ([], {}))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "bench_run.json", (json.dumps(run_info, indent=1) + "\n").encode())
     done = {(r["setting"], r["method"], r["slice"]) for r in rows}
     t0 = time.perf_counter()
     jobs = [(s, m, name, img) for s in settings for m in meths for name, img in slices
@@ -134,6 +142,21 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
     atomic_write_bytes(out / "results.md", md.encode())
     _grid_figure(out / "grid.png", images, settings, meths)
     return rows
+
+
+def _check_same_run(out: Path, run_info: dict) -> None:
+    """``resume`` only continues a run on the same data, size and slices (recorded in bench_run.json)."""
+    path = out / "bench_run.json"
+    if not path.exists():
+        return
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot resume: {path} is unreadable ({exc!r})") from None
+    diff = [k for k in run_info if before.get(k) != run_info[k]]
+    if diff:
+        raise ValueError(f"cannot resume: {out} was run with other {', '.join(diff)} "
+                         f"(data {before.get('data')}, size {before.get('size')}); use another --out")
 
 
 def _load_partial(out: Path) -> tuple[list[dict], dict]:
