@@ -6,7 +6,8 @@
 # $OUT/wsgm_ct.tar. Data: .gpu/*.npy made by scripts/export_training_slices.py.
 #
 #   GPU machine: MINUTES=7 PARALLEL=1 bash scripts/wsgm_ct.sh           (both trainings side by side)
-#   2-core CPU:  MINUTES=60 BATCH=8 CROP=32 N128=16 N256=8 bash scripts/wsgm_ct.sh   (one after the other)
+#   2-core CPU:  MINUTES=60 BATCH=16 CROP=32 EMA=200 N128=16 N256=8 bash scripts/wsgm_ct.sh   (one after the other;
+#                docs/results.md §8 ran 60 min at 128², 38 min at 256²)
 #   MINUTES=0 skips training (score what runs/ holds); RESUME=1 continues the trainings in runs/.
 set -u
 MINUTES=${MINUTES:-7}
@@ -17,7 +18,7 @@ N128=${N128:-64}; N256=${N256:-64}
 mkdir -p "$OUT" runs evalrun
 PY="python3 -m wavepatch.cli"
 crop=${CROP:+--detail-crop $CROP}
-common="--steps 1000000 --lr 3e-4 --ema-halflife 500 --checkpoint-every 50 --log-every 10 --minutes $MINUTES --no-progress ${RESUME:+--resume}"
+common="--steps 1000000 --lr 3e-4 --ema-halflife ${EMA:-500} --checkpoint-every 50 --log-every 10 --minutes $MINUTES --no-progress ${RESUME:+--resume}"
 ct=".gpu/ct_train_hu256.npy --window -1000 1000"
 arch="--prior wavelet --channels 32 --channel-mult 1,2,2 --batch $BATCH $crop"
 if [ "$MINUTES" != 0 ]; then
