@@ -9,6 +9,9 @@ training loop (:func:`wavepatch.prior.train.train`, what ``wavepatch train`` run
   noisy            on one simulated noisy scan per slice (``--noisy-data``), nothing else;
   noisy + wavelet  on the same noisy scans, jointly with the wavelet denoising sub-network (``--wavelet-denoiser``).
 (``--ablation`` adds "noisy + wavelet, no feedback": the sub-network trained by its self-supervised loss alone.)
+The variants with the sub-network train for as many steps as 'noisy' reached in its ``--minutes`` (the same
+score-model training; a joint step costs about 1.5x, one more U-Net forward for the feedback target), so the
+comparison isolates what the cleaned data does; ``--equal-time`` gives them ``--minutes`` instead.
 CT trains on ../shared/data/ct/train (patient A0001) with low-dose CT noise inserted at I0 = ``--train-dose``;
 MRI on the axial planes of the ../shared/data/mri template outside z = 70..120, with white Gaussian noise of std
 ``--mri-noise`` (a magnitude image at high SNR; k-space is simulated by FFT, it is not raw k-space).
@@ -84,18 +87,22 @@ def train_priors(modality: str, data: Path, args, device: str) -> dict[str, dict
     out = {}
     for label, over in variants(args.ablation):
         run = Path(args.work) / f"{modality}_{label.replace(' + ', '_').replace(', ', '_').replace(' ', '_')}"
+        steps, minutes = 10**9, args.minutes
+        if over.get("wavelet_denoiser") and not args.equal_time:
+            steps, minutes = out["noisy"]["info"]["step"], None
         cfg = TrainConfig(
             data=[str(data)], out=str(run), prior="whole", size=args.size, window=window, modality=modality,
             base_channels=args.channels, channel_mult=args.channel_mult, num_blocks=args.blocks,
             attention=not args.no_attention, batch=args.batch, lr=args.lr, ema_halflife=args.ema_halflife,
-            steps=10**9, minutes=args.minutes,
+            steps=steps, minutes=minutes,
             checkpoint_every=500, log_every=10, device=device, seed=args.seed, levels=args.levels,
             feedback_after=args.feedback_after,
             noisy_data=kind if over.get("noisy") else None, noise_level=level if over.get("noisy") else None,
             wavelet_denoiser=over.get("wavelet_denoiser", False), feedback=over.get("feedback", 1.0))
         path = run / "prior.safetensors"
         if not (args.reuse and path.exists()):
-            print(f"training {modality} prior '{label}' for {args.minutes:g} min -> {run}", flush=True)
+            budget = f"{args.minutes:g} min" if minutes else f"{steps} steps (as 'noisy')"
+            print(f"training {modality} prior '{label}' for {budget} -> {run}", flush=True)
             train(cfg, progress=not args.no_progress)
         info = json.loads(path.with_suffix(".json").read_text())["info"]
         out[label] = {"prior": str(path), "info": info, "train_config": asdict(cfg),
@@ -120,6 +127,24 @@ def cleaned_training_psnr(info: dict, chunk: int = 16) -> float | None:
     out = torch.cat([cleaner(y, band_noise_std(noise(y, g), cleaner.levels, cleaner.wavelet))
                      for y in noisy.split(chunk)])
     return noise_report(out, clean)["psnr_vs_clean"]
+
+
+DENOISE_SIGMAS = (0.03, 0.1, 0.3)
+
+
+@torch.no_grad()
+def denoising_psnr(prior: str, images: list[tuple[str, np.ndarray]], device: str, seed: int = 0) -> list[float]:
+    """PSNR (dB) of the prior's denoiser D(x + sigma n, sigma) against x on clean test images, per sigma of
+    DENOISE_SIGMAS (unit data range): how well the score model has learned, apart from any sampler."""
+    model, cfg = load_prior(prior, device=device)
+    net = make_denoiser(model, cfg)
+    x = torch.stack([torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)) for _, img in images])[:, None]
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for s in DENOISE_SIGMAS:
+        r = net((x + s * torch.randn(x.shape, generator=g)).to(device), s).float().cpu()
+        out.append(float(-10 * torch.log10(((r - x) ** 2).mean())))
+    return out
 
 
 def reconstruct(prior: str, task, y: torch.Tensor, args, device: str, params: dict | None = None) -> torch.Tensor:
@@ -174,8 +199,9 @@ def run_tasks(priors: dict[str, dict[str, dict]], tests: dict[str, list[tuple[st
 
 def table(rows: list[dict], priors: dict, args, seconds: float) -> str:
     cols = ["baseline"] + [v for v, _ in variants(args.ablation)]
+    budget = "" if args.equal_time else " (the sub-network variants: as many steps as 'noisy')"
     lines = [f"# Score priors trained on noisy scans: {args.size}x{args.size}, {args.minutes:g} min of training per "
-             f"prior, {args.slices} test slice(s) per task", "",
+             f"prior{budget}, {args.slices} test slice(s) per task", "",
              f"Sampler: {args.sampler}, {args.steps} levels x {args.n_inner} (NFE {args.steps * args.n_inner + 1}); "
              f"PSNR dB / SSIM, mean over slices; baseline = FBP (CT) or zero-filled (MRI). Training noise: CT low-dose "
              f"noise inserted at I0 = {args.train_dose:g}, MRI white noise std {args.mri_noise:g}. Total "
@@ -191,8 +217,11 @@ def table(rows: list[dict], priors: dict, args, seconds: float) -> str:
             s = [r["ssim"] for r in sel if r["prior"] == c]
             cells.append(f"{np.mean(p):.2f} / {np.mean(s):.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| prior | training steps (s) | training images vs clean (PSNR dB) | after the sub-network "
-              "(PSNR dB) | learned thresholds (noise stds, coarse -> fine, mean of 3 bands) |", "|---|---|---|---|---|"]
+    sig = " / ".join(f"{s:g}" for s in DENOISE_SIGMAS)
+    lines += ["", f"Denoiser: PSNR of D(x + sigma n, sigma) on the test slices, sigma = {sig}.", "",
+              "| prior | training steps (s) | training images vs clean (PSNR dB) | after the sub-network "
+              "(PSNR dB) | learned thresholds (noise stds, coarse -> fine, mean of 3 bands) | denoiser (PSNR dB) |",
+              "|---|---|---|---|---|---|"]
     for modality, entries in priors.items():
         for label, e in entries.items():
             info = e["info"]
@@ -202,8 +231,9 @@ def table(rows: list[dict], priors: dict, args, seconds: float) -> str:
             noisy = f"{nd['psnr_vs_clean']:.2f}" if nd else "clean"
             cleaned = e.get("cleaned_psnr_vs_clean")
             cleaned = "–" if cleaned is None else f"{cleaned:.2f}"
+            den = " / ".join(f"{v:.1f}" for v in e.get("denoising_psnr", []))
             lines.append(f"| {modality} {label} | {info['step']} ({info['train_seconds']:.0f}) | {noisy} | {cleaned} "
-                         f"| {taus} |")
+                         f"| {taus} | {den} |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,6 +292,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--work", default=str(REPO / "runs" / "noisy_data"), help="training runs")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "noisy_data"))
+    p.add_argument("--equal-time", action="store_true",
+                   help="train the sub-network variants for --minutes, not for the steps 'noisy' reached")
     p.add_argument("--reuse", action="store_true", help="reuse trained priors found in --work")
     p.add_argument("--train-only", action="store_true", help="train (or reuse) the priors, reconstruct nothing")
     p.add_argument("--no-progress", action="store_true")
@@ -290,6 +322,9 @@ def main(argv=None) -> None:
     if args.train_only:
         print(f"priors in {args.work}")
         return
+    for m in modalities:
+        for entry in priors[m].values():
+            entry["denoising_psnr"] = denoising_psnr(entry["prior"], tests[m], device, args.seed)
     rows, images = run_tasks(priors, tests, args, device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

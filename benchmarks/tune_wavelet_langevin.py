@@ -31,7 +31,7 @@ from wavepatch.sampling.wavelet_regularized import wavelet_regularized_langevin
 from wavepatch.tasks import TaskOptions, make_task
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = {"eps": [0.25, 0.5, 1.0, 1.5], "omega": [0.5, 1.0, 1.5, 1.9], "beta": [0.0, 0.5, 0.8, 0.9],
+GRID = {"eps": [0.5, 1.0, 1.5, 2.0], "omega": [0.5, 1.0, 1.5, 1.9], "beta": [0.0, 0.5, 0.8, 0.9],
         "lam": [0.0, 0.1, 0.5, 2.0, 8.0], "tau": [0.002, 0.005, 0.01, 0.02]}
 
 
