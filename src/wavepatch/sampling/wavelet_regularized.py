@@ -71,8 +71,8 @@ def data_step(op: LinearOperator) -> Callable[[Tensor, Tensor], Tensor]:
 
 @torch.no_grad()
 def wavelet_regularized_langevin(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Tensor, sigmas: Tensor,
-                                 n_inner: int = 3, eps: float = 1.0, omega: float = 1.9, beta: float = 0.8,
-                                 lam: float = 2.0, tau: float = 0.005, levels: int = 3, wavelet: str = "haar",
+                                 n_inner: int = 3, eps: float = 1.5, omega: float = 1.9, beta: float = 0.8,
+                                 lam: float = 0.5, tau: float = 0.005, levels: int = 3, wavelet: str = "haar",
                                  generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
     """Annealed Langevin + ART-type data consistency + wavelet-TV coupling (Wu et al.); module docstring.
 
