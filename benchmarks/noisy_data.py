@@ -27,6 +27,7 @@ project's annealed Langevin): low-dose CT (I0 1e4, 180 views) and 20-view parall
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from dataclasses import asdict
@@ -43,8 +44,9 @@ from wavepatch.metrics import image_metrics
 from wavepatch.prior.checkpoint import load_prior
 from wavepatch.prior.model import make_denoiser
 from wavepatch.prior.noisy_data import noise_report, noise_sampler, noisy_training_set
+from wavepatch.prior.noisy_training import clean_scans
 from wavepatch.prior.train import TrainConfig, resolve_device, train
-from wavepatch.prior.wavelet_denoiser import WaveletDenoiser, band_noise_std
+from wavepatch.prior.wavelet_denoiser import WaveletDenoiser
 from wavepatch.sampling.posterior import langevin
 from wavepatch.sampling.unconditional import geometric_sigmas
 from wavepatch.sampling.wavelet_regularized import wavelet_regularized_langevin
@@ -121,29 +123,35 @@ def cleaned_training_psnr(info: dict, chunk: int = 16) -> float | None:
     cfg = TrainConfig.from_dict(info["train_config"])
     clean = SliceDataset(cfg.data, size=cfg.size, window=cfg.window, axis=cfg.axis).images
     noisy = noisy_training_set(clean, cfg.noisy_data, cfg.noise_level, cfg.window, cfg.seed)
-    cleaner, noise = WaveletDenoiser.from_info(wd), noise_sampler(cfg.noisy_data, cfg.noise_level, cfg.size,
-                                                                  cfg.window)
+    cleaner = WaveletDenoiser.from_info(wd)
+    noise = noise_sampler(cfg.noisy_data, cfg.noise_level, cfg.size, cfg.window)
     g = torch.Generator().manual_seed(cfg.seed)
-    out = torch.cat([cleaner(y, band_noise_std(noise(y, g), cleaner.levels, cleaner.wavelet))
-                     for y in noisy.split(chunk)])
+    out = torch.cat([clean_scans(cleaner, noise, y, g) for y in noisy.split(chunk)])
     return noise_report(out, clean)["psnr_vs_clean"]
 
 
 DENOISE_SIGMAS = (0.03, 0.1, 0.3)
 
 
+@functools.lru_cache(maxsize=8)
+def load_denoiser(prior: str, device: str):
+    """D(x, sigma) of a prior checkpoint, loaded once per (path, device): every task, slice and parameter set
+    (tune_wavelet_langevin.py) reuses it."""
+    model, cfg = load_prior(prior, device=device)
+    return make_denoiser(model, cfg)
+
+
 @torch.no_grad()
 def denoising_psnr(prior: str, images: list[tuple[str, np.ndarray]], device: str, seed: int = 0) -> list[float]:
     """PSNR (dB) of the prior's denoiser D(x + sigma n, sigma) against x on clean test images, per sigma of
     DENOISE_SIGMAS (unit data range): how well the score model has learned, apart from any sampler."""
-    model, cfg = load_prior(prior, device=device)
-    net = make_denoiser(model, cfg)
+    net = load_denoiser(prior, device)
     x = torch.stack([torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)) for _, img in images])[:, None]
     g = torch.Generator().manual_seed(seed)
     out = []
     for s in DENOISE_SIGMAS:
         r = net((x + s * torch.randn(x.shape, generator=g)).to(device), s).float().cpu()
-        out.append(float(-10 * torch.log10(((r - x) ** 2).mean())))
+        out.append(noise_report(r, x)["psnr_vs_clean"])
     return out
 
 
@@ -151,8 +159,7 @@ def reconstruct(prior: str, task, y: torch.Tensor, args, device: str, params: di
     """One posterior sample (1, 1, N, N) with the chosen sampler; seeds as ``wavepatch reconstruct``. The
     sampler and the operators run on the CPU, the network on ``device``. ``params``: keyword overrides of
     :func:`wavelet_regularized_langevin` (eps, omega, beta, lam, tau)."""
-    model, cfg = load_prior(prior, device=device)
-    net = make_denoiser(model, cfg)
+    net = load_denoiser(prior, device)
 
     def denoise(x: torch.Tensor, sigma) -> torch.Tensor:
         return net(x.to(device), sigma).to(x.device)

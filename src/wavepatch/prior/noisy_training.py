@@ -46,6 +46,13 @@ Tensor = torch.Tensor
 R2R_ALPHA = 0.5
 
 
+def clean_scans(cleaner: WaveletDenoiser, noise: Callable[[Tensor, torch.Generator], Tensor], y: Tensor,
+                generator: torch.Generator) -> Tensor:
+    """W(y) (B, 1, N, N) as training applies it: the per-band noise levels are measured on a fresh realisation
+    of the noise model ``noise`` (:func:`wavepatch.prior.noisy_data.noise_sampler`) on y."""
+    return cleaner(y, band_noise_std(noise(y, generator), cleaner.levels, cleaner.wavelet))
+
+
 def _mse(a: Tensor, b: Tensor) -> Tensor:
     return ((a - b) ** 2).mean()
 
@@ -71,8 +78,7 @@ class JointNoisyPrior(nn.Module):
 
     def clean(self, y: Tensor, generator: torch.Generator) -> Tensor:
         """The cleaned images W(y) (B, 1, N, N), noise levels measured on a fresh noise realisation."""
-        s = band_noise_std(self.noise(y, generator), self.cleaner.levels, self.cleaner.wavelet)
-        return self.cleaner(y, s)
+        return clean_scans(self.cleaner, self.noise, y, generator)
 
     def forward(self, y: Tensor, generator: torch.Generator, p_mean: float, p_std: float) -> Tensor:
         m = self.noise(y, generator)
