@@ -23,7 +23,7 @@ import time
 import torch
 
 from wavepatch.prior.model import PriorConfig, build_prior, make_denoiser
-from wavepatch.prior.train import edm_loss
+from wavepatch.prior.precond import edm_loss
 from wavepatch.prior.unet import UNetConfig
 
 PIXELS = 512 * 512

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/wsgm_gaussian.py [--sizes 16 32 64 128 256] [--etas 1 2 3]
         [--threshold 1e-3] [--coarse 8] [--max-steps 16384] [--out benchmarks/results/wsgm_gaussian]
 
-Setting (see :mod:`wavepatch.gaussian_fields`): field on an n x n periodic grid with spectrum
+Setting (see :mod:`wavepatch.analysis.gaussian_fields`): field on an n x n periodic grid with spectrum
 lambda(omega) = c / (xi^eta + |omega|^eta), xi = 2 pi / n (one cycle per image side), unit pixel variance; forward
 OU process; Euler-Maruyama on the reverse SDE with N uniform steps on [0, T], started from N(0, I). SGM runs on
 pixels. WSGM: orthonormal periodized Haar down to a coarse grid of `--coarse`^2 pixels (J = log2(n / coarse)),
@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from wavepatch.gaussian_fields import (  # noqa: E402
+from wavepatch.analysis.gaussian_fields import (  # noqa: E402
     condition_numbers,
     power_law_spectrum,
     sgm_directions,

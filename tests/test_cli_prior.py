@@ -119,12 +119,14 @@ def test_ct_prior_samples_are_written_in_hu_as_nifti_and_dicom(tmp_path):
 
 
 def test_bundled_priors_load_and_denoise():
-    root = Path(__file__).resolve().parents[1] / "models"
     from wavepatch.prior.checkpoint import load_prior
     from wavepatch.prior.model import make_denoiser
+    from wavepatch.resources import bundled_priors, prior_path
 
-    for name in ("ct_whole128", "ct_patch128", "ct_patch256", "ct_whole256", "mri_patch256"):
-        model, cfg = load_prior(root / f"{name}.safetensors")
+    names = ["ct_patch128", "ct_patch256", "ct_whole128", "ct_whole256", "mri_patch256"]
+    assert bundled_priors() == names
+    for name in names:
+        model, cfg = load_prior(prior_path(name))
         denoise = make_denoiser(model, cfg, generator=torch.Generator().manual_seed(0))
         x = torch.full((1, 1, 32, 32), 0.5)
         with torch.no_grad():

@@ -12,15 +12,17 @@ from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, struct
 from skimage.restoration import denoise_tv_chambolle
 from skimage.transform import resize
 
+from wavepatch.linalg import soft_threshold
 from wavepatch.metrics import image_metrics, nrmse, psnr, ssim
 from wavepatch.recon.denoisers import tv_denoiser, wavelet_denoiser
-from wavepatch.recon.tv import div2d, grad2d, shrink_isotropic, soft_threshold, tv_norm, tv_prox
+from wavepatch.recon.tv import div2d, grad2d, shrink_isotropic, tv_norm, tv_prox
 from wavepatch.wavelets import (
     dwt2_periodized,
     dwt3_periodized,
     idwt2_periodized,
     idwt3_periodized,
     wavelet_pack,
+    wavelet_shrink,
     wavelet_unpack,
 )
 
@@ -123,6 +125,24 @@ def test_wavelet_errors_and_gradient():
         dwt2_periodized(torch.zeros(1, 1, 20, 16), "haar", 3)
     x = torch.randn(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: dwt2_periodized(t, "db2", 2)[1][0], (x,))
+
+
+def _pywt_shrink(img: np.ndarray, tau: float, wavelet: str, levels: int, shift: tuple[int, int]) -> np.ndarray:
+    c = pywt.wavedec2(np.roll(img, shift, axis=(0, 1)), wavelet, mode="periodization", level=levels)
+    c = [c[0]] + [tuple(pywt.threshold(b, tau, "soft") for b in level) for level in c[1:]]
+    return np.roll(pywt.waverec2(c, wavelet, mode="periodization"), (-shift[0], -shift[1]), axis=(0, 1))
+
+
+def test_wavelet_shrink_matches_pywt_per_item_capped_and_spun():
+    x = torch.randn(3, 1, 12, 32, dtype=torch.float64)  # 12 halves twice: levels=3 is capped at 2
+    tau = torch.tensor([0.3, 0.0, 1.0])
+    u = wavelet_shrink(x, tau, "db2", levels=3, shift=(5, 3))
+    for b in range(3):
+        assert np.allclose(u[b, 0].numpy(), _pywt_shrink(x[b, 0].numpy(), float(tau[b]), "db2", 2, (5, 3)), atol=1e-10)
+    assert torch.equal(u[1], x[1])  # tau <= 0: exactly x
+    assert torch.equal(wavelet_shrink(x[:, :, :3], 1.0, "haar"), x[:, :, :3])  # odd side: no level, u = x
+    assert torch.equal(soft_threshold(torch.tensor([[-2.0, 0.5], [3.0, -1.5]]), torch.tensor([1.0, 2.0])),
+                       torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))  # a (B,) threshold: one per row
 
 
 # ----------------------------------------------------------------------------------------- TV

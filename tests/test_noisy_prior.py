@@ -12,15 +12,17 @@ import torch
 
 from wavepatch.cli import main
 from wavepatch.io import SliceDataset
+from wavepatch.linalg import soft_threshold
 from wavepatch.physics.ct import ParallelBeamCT
 from wavepatch.physics.mri import SingleCoilMRI, uniform_1d_mask
 from wavepatch.prior.model import PriorConfig, build_prior
 from wavepatch.prior.noisy_data import noise_sampler, noisy_training_set, simulate
 from wavepatch.prior.noisy_training import JointNoisyPrior
 from wavepatch.prior.unet import UNetConfig
-from wavepatch.prior.wavelet_denoiser import WaveletDenoiser, band_noise_std, mad_noise_std, soft_threshold
+from wavepatch.prior.wavelet_denoiser import WaveletDenoiser, band_noise_std, mad_noise_std
 from wavepatch.sampling.unconditional import geometric_sigmas
-from wavepatch.sampling.wavelet_regularized import data_step, wavelet_regularized_langevin, wavelet_shrink
+from wavepatch.sampling.wavelet_regularized import data_step, wavelet_regularized_langevin
+from wavepatch.wavelets import wavelet_shrink
 
 TINY = ["--channels", "8", "--channel-mult", "1,2", "--blocks", "1", "--no-attention", "--batch", "4",
         "--lr", "1e-3", "--warmup", "1", "--log-every", "1", "--no-progress"]
@@ -161,8 +163,8 @@ def test_score_model_gets_no_gradient_through_the_cleaner():
 
 def test_wavelet_shrink_and_data_steps():
     x = smooth_image(32)
-    assert torch.equal(wavelet_shrink(x, 0.0), x)
-    low = wavelet_shrink(x, 1e3, levels=2)  # every detail removed: the 4 x 4 block means of the Haar low-pass
+    assert torch.equal(wavelet_shrink(x, 0.0, "haar"), x)
+    low = wavelet_shrink(x, 1e3, "haar", levels=2)  # every detail removed: the 4 x 4 block means of the Haar low-pass
     assert torch.allclose(low, torch.nn.functional.avg_pool2d(x, 4).repeat_interleave(4, -1).repeat_interleave(4, -2),
                           atol=1e-5)
     mri = SingleCoilMRI(uniform_1d_mask(32, 4.0), (1, 32, 32))
@@ -175,6 +177,8 @@ def test_wavelet_shrink_and_data_steps():
 
 @pytest.mark.parametrize("kind", ["ct", "mri"])
 def test_sampler_runs_and_improves_data_consistency(kind):
+    from wavepatch.fidelity import GaussianFidelity  # local: this file's import lines are edited elsewhere
+
     n = 16
     x0 = smooth_image(n)
     op = ParallelBeamCT(n, 8) if kind == "ct" else SingleCoilMRI(uniform_1d_mask(n, 2.0), (1, n, n))
@@ -189,7 +193,7 @@ def test_sampler_runs_and_improves_data_consistency(kind):
         calls[0] += 1
         return base(x, s)
 
-    out = wavelet_regularized_langevin(denoise, op, y.expand(2, *y.shape[1:]), x_init, sigmas, n_inner=2,
+    out = wavelet_regularized_langevin(denoise, GaussianFidelity(op, y).expand(2), x_init, sigmas, n_inner=2,
                                        generator=g)
     assert out.shape == x_init.shape and torch.isfinite(out).all() and calls[0] == 2 * 8 + 1
 

@@ -36,6 +36,7 @@ from wavepatch.physics.superres import SuperResolution
 # Non-square so H/W mix-ups show; divisible by 4 for super-resolution.
 H, W = 32, 40
 SHAPE = (1, H, W)
+SHAPE_3D = (2, 7, 12, 10)  # (C, D, H, W): a small volume, every size different
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -52,6 +53,7 @@ def make_operator(name: str) -> LinearOperator:
         "blur_uniform": lambda: Blur(make_blur_kernel("uniform"), SHAPE),
         "blur_motion": lambda: Blur(make_blur_kernel("motion"), SHAPE),
         "blur_heavy": lambda: Blur(make_blur_kernel("heavy"), SHAPE),
+        "blur3d_gaussian": lambda: Blur(gaussian_kernel(1.0, ndim=3), SHAPE_3D),
         "sr_x2_gaussian": lambda: SuperResolution(2, SHAPE),
         "sr_x4_gaussian": lambda: SuperResolution(4, SHAPE),
         "sr_x2_box": lambda: SuperResolution(2, SHAPE, kernel="box"),
@@ -64,7 +66,7 @@ def make_operator(name: str) -> LinearOperator:
 
 ALL = [
     "mri1_uniform_x4", "mri1_gaussian_x4", "mri4_uniform_x4",
-    "blur_gaussian", "blur_uniform", "blur_motion", "blur_heavy",
+    "blur_gaussian", "blur_uniform", "blur_motion", "blur_heavy", "blur3d_gaussian",
     "sr_x2_gaussian", "sr_x4_gaussian", "sr_x2_box", "sr_x4_box",
     "inpaint_random", "inpaint_box",
 ]  # fmt: skip
@@ -332,6 +334,32 @@ def test_blur_matches_scipy_convolve(kernel_name):
         [[scipy.ndimage.convolve(x[b, c].numpy(), k, mode="constant") for c in range(3)] for b in range(2)]
     )
     np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel_name", ["asymmetric", "gaussian"])
+def test_blur_3d_matches_scipy(kernel_name):
+    """A volume kernel convolves (B, C, D, H, W) like scipy.ndimage.convolve in 3D (zero boundary); the Gaussian one
+    is scipy's separable gaussian_filter (same radius 3 sigma, sigma 1 and 2: ceil(3 sigma) = round(3 sigma))."""
+    if kernel_name == "asymmetric":  # a random 3 x 5 x 7 kernel tells convolution from correlation and the axes apart
+        kernel = torch.rand(3, 5, 7, generator=_gen(), dtype=torch.float64)
+    else:
+        kernel = gaussian_kernel(1.0, dtype=torch.float64, ndim=3)
+    x = torch.randn(2, *SHAPE_3D, generator=_gen(1), dtype=torch.float64)
+    y = Blur(kernel, SHAPE_3D).A(x).numpy()
+    k = kernel.numpy()
+    for b, c in np.ndindex(2, SHAPE_3D[0]):
+        np.testing.assert_allclose(y[b, c], scipy.ndimage.convolve(x[b, c].numpy(), k, mode="constant"),
+                                   rtol=1e-12, atol=1e-12)
+    if kernel_name == "gaussian":
+        for sigma in (1.0, 2.0):
+            y = Blur(gaussian_kernel(sigma, dtype=torch.float64, ndim=3), SHAPE_3D).A(x).numpy()
+            expected = scipy.ndimage.gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma, sigma), mode="constant",
+                                                     truncate=3.0)
+            np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    assert gaussian_kernel(1.0, ndim=3).shape == (7, 7, 7)
+    torch.testing.assert_close(gaussian_kernel(1.3, ndim=3).sum((0, 1)), gaussian_kernel(1.3, ndim=1))  # separable
+    with pytest.raises(ValueError, match=r"\(C, D, H, W\)"):
+        Blur(kernel, (1, 12, 10))
 
 
 # ------------------------------------------------------------------------------- super-resolution

@@ -3,7 +3,8 @@
 The exact posterior is Gaussian with Sigma_p = (Sigma^-1 + A^T A / s^2)^-1 and
 mu_p = Sigma_p (Sigma^-1 mu + A^T y / s^2) (noiseless: the prior conditioned on A x = y), and the exact
 denoiser is the Wiener filter. Annealed Langevin samples it exactly in the limit; the others are
-approximations, tested for what they promise (see each test).
+approximations, tested for what they promise (see each test). The data fidelities they receive are tested
+against autograd and closed-form solutions.
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+from wavepatch.fidelity import GaussianFidelity, PoissonFidelity
 from wavepatch.physics.base import LinearOperator
+from wavepatch.physics.ct import ParallelBeamCT
+from wavepatch.physics.mri import SingleCoilMRI, uniform_1d_mask
 from wavepatch.sampling import posterior as P
+from wavepatch.tasks import make_task
 from wavepatch.sampling.unconditional import geometric_sigmas, karras_sigmas
 
 B = 2000
 
 
 class Dense(LinearOperator):
+    closed_form_dagger = True  # A_dagger is the exact pseudo-inverse: MCG / DDNM project onto A x = y exactly
+
     def __init__(self, m: torch.Tensor) -> None:
         self.m = m
         self.image_shape = (1, 3, 3)
@@ -72,8 +79,8 @@ def start(sigma, gen):
 def test_annealed_langevin_samples_the_exact_posterior(noise_std):
     denoise, op, y, mu, mu_p, cov_p = problem(noise_std)
     gen = torch.Generator().manual_seed(1)
-    x = P.langevin(denoise, op, y, start(20.0, gen), geometric_sigmas(100, 0.002, 20.0), noise_std=noise_std,
-                   n_inner=10, generator=gen)
+    x = P.langevin(denoise, GaussianFidelity(op, y, std=noise_std), start(20.0, gen),
+                   geometric_sigmas(100, 0.002, 20.0), n_inner=10, generator=gen)
     mean_err, cov_err, _ = errors(x, op, y, mu, mu_p, cov_p)
     assert mean_err < 0.15 and cov_err < 0.15
 
@@ -82,8 +89,8 @@ def test_annealed_langevin_samples_the_exact_posterior(noise_std):
 def test_predictor_corrector_approximates_the_posterior(noise_std):
     denoise, op, y, mu, mu_p, cov_p = problem(noise_std)
     gen = torch.Generator().manual_seed(1)
-    x = P.predictor_corrector(denoise, op, y, start(20.0, gen), karras_sigmas(100, 0.002, 20.0),
-                              noise_std=noise_std, generator=gen)
+    x = P.predictor_corrector(denoise, GaussianFidelity(op, y, std=noise_std), start(20.0, gen),
+                              karras_sigmas(100, 0.002, 20.0), generator=gen)
     mean_err, cov_err, _ = errors(x, op, y, mu, mu_p, cov_p)
     assert mean_err < 0.3 and cov_err < 0.4
 
@@ -94,14 +101,14 @@ def test_gradient_samplers_move_to_the_posterior_and_fit_the_data(name):
     # the posterior mean far better than the prior mean and fit the noiseless data.
     denoise, op, y, mu, mu_p, cov_p = problem(0.0)
     gen = torch.Generator().manual_seed(1)
-    lik = P.gaussian_likelihood(op, y)
+    fidelity = GaussianFidelity(op, y)
     if name == "dps":
-        x = P.dps(denoise, lik, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033, generator=gen)
+        x = P.dps(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033, generator=gen)
     elif name == "padis":
-        x = P.padis(denoise, lik, start(20.0, gen), geometric_sigmas(30, 0.002, 20.0), n_inner=5, zeta=0.033,
+        x = P.padis(denoise, fidelity, start(20.0, gen), geometric_sigmas(30, 0.002, 20.0), n_inner=5, zeta=0.033,
                     generator=gen)
     else:
-        x = P.mcg(denoise, lik, op, y, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033, generator=gen)
+        x = P.mcg(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033, generator=gen)
     mean_err, cov_err, resid = errors(x, op, y, mu, mu_p, cov_p)
     assert mean_err < 0.15 and cov_err < 0.6
     assert resid < (1e-6 if name == "mcg" else 0.1)  # MCG projects onto A x = y
@@ -110,7 +117,7 @@ def test_gradient_samplers_move_to_the_posterior_and_fit_the_data(name):
 def test_ddnm_is_data_consistent_and_near_the_posterior():
     denoise, op, y, mu, mu_p, cov_p = problem(0.0)
     gen = torch.Generator().manual_seed(1)
-    x = P.ddnm(denoise, op, y, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), generator=gen)
+    x = P.ddnm(denoise, GaussianFidelity(op, y), start(20.0, gen), karras_sigmas(100, 0.002, 20.0), generator=gen)
     mean_err, cov_err, resid = errors(x, op, y, mu, mu_p, cov_p)
     assert resid < 1e-6 and mean_err < 0.15 and cov_err < 0.4
 
@@ -121,54 +128,117 @@ def test_warm_start_adds_noise_at_the_requested_level():
     assert abs(float((z - x).std()) - 0.2) < 0.01
 
 
-def test_poisson_likelihood_gradient_and_deviance():
-    from wavepatch.physics.ct import ParallelBeamCT
-
-    op = ParallelBeamCT(16, 12)
-    gen = torch.Generator().manual_seed(0)
-    x = (0.3 + 0.1 * torch.rand(1, 1, 16, 16, generator=gen)).double()
-    i0, mu = 1e4, 0.05
-    counts = torch.poisson(i0 * torch.exp(-mu * op.A(x)), generator=gen).clamp_min(1)
-    y = torch.log(i0 / counts) / mu
-    xg = (x + 0.01 * torch.randn(x.shape, generator=gen, dtype=x.dtype)).requires_grad_(True)
-    (grad,) = torch.autograd.grad(P.poisson_nll(op, y, i0, mu, xg).sum(), xg)
-    lam = i0 * torch.exp(-mu * op.A(xg.detach()))
-    assert torch.allclose(grad, mu * op.A_adjoint(counts - lam), rtol=1e-6, atol=1e-8)
-    # residual^2 = 2 (NLL - NLL at lambda = counts): same gradient, up to the factor 2
-    lik = P.poisson_likelihood(op, y, i0, mu)
-    xs = [xg.detach(), x]
-    diffs = [float(lik.residual(v) ** 2 - 2 * P.poisson_nll(op, y, i0, mu, v)) for v in xs]
-    assert abs(diffs[0] - diffs[1]) < 1e-6 * abs(diffs[0])
-
-
-@pytest.mark.parametrize("weighted", [False, True])
-def test_proximal_data_step_is_the_weighted_ridge_solution(weighted):
-    _, op, y, *_ = problem(0.05)
-    gen = torch.Generator().manual_seed(2)
-    x0 = torch.rand(3, 1, 3, 3, generator=gen, dtype=torch.float64)
-    y3 = y[:3] + 0.1 * torch.randn(3, 1, 4, generator=gen, dtype=torch.float64)
-    w = 0.5 + torch.rand(3, 1, 4, generator=gen, dtype=torch.float64) if weighted else torch.ones(3, 1, 4).double()
-    rho = 0.3
-    x = P.proximal_data_step(op, y3, x0, rho, w if weighted else None, n_iter=50)
-    for b in range(3):
-        wm = torch.diag(w[b, 0])
-        lhs = op.m.T @ wm @ op.m + rho * torch.eye(9, dtype=torch.float64)
-        rhs = op.m.T @ wm @ y3[b, 0] + rho * x0[b].flatten()
-        assert torch.allclose(x[b].flatten(), torch.linalg.solve(lhs, rhs), atol=1e-8)
-
-
-def test_ddnm_with_the_proximal_data_step_does_not_fit_the_noise():
+def test_ddnm_with_the_map_data_step_does_not_fit_the_noise():
     # noisy data: the projection x0 - A^+(A x0 - y) fits y exactly (residual 0, i.e. the noise too); the MAP data
-    # step with rho = s_y^2 / s^2 leaves the residual at the noise level and stays near the posterior mean
+    # step fidelity.prox(x0, 1 / s^2) leaves the residual at the noise level and stays near the posterior mean
     noise = 0.05
     denoise, op, y, mu, mu_p, cov_p = problem(noise)
     gen = torch.Generator().manual_seed(1)
     sig = karras_sigmas(100, 0.002, 20.0)
-    x = P.ddnm(denoise, op, y, start(20.0, gen), sig, eta=1.0, generator=gen,
-               data_step=lambda x0, s: P.proximal_data_step(op, y, x0, noise**2 / s**2, n_iter=20))
+    x = P.ddnm(denoise, GaussianFidelity(op, y, std=noise), start(20.0, gen), sig, eta=1.0, cg=20, generator=gen)
     mean_err, _, resid = errors(x, op, y, mu, mu_p, cov_p)
-    hard = P.ddnm(denoise, op, y, start(20.0, gen), sig, eta=1.0, generator=gen)
+    hard = P.ddnm(denoise, GaussianFidelity(op, y), start(20.0, gen), sig, eta=1.0, generator=gen)
     mean_err_hard, _, resid_hard = errors(hard, op, y, mu, mu_p, cov_p)
     assert resid_hard < 1e-6
     assert 0.3 * noise * 2 < resid < 3 * noise * 2  # ||noise|| over 4 measurements is ~ 2 sigma
     assert mean_err < 0.15 < mean_err_hard  # 0.05 vs 0.34 here
+
+
+# --- the data fidelities ------------------------------------------------------------------------------------------
+
+def low_dose(gen):
+    """Post-log CT data of a 16 x 16 image (float64): (op, x, y, counts, i0, mu)."""
+    op = ParallelBeamCT(16, 12)
+    x = (0.3 + 0.1 * torch.rand(1, 1, 16, 16, generator=gen)).double()
+    i0, mu = 1e4, 0.05
+    counts = torch.poisson(i0 * torch.exp(-mu * op.A(x)), generator=gen).clamp_min(1)
+    return op, x, torch.log(i0 / counts) / mu, counts, i0, mu
+
+
+def test_poisson_nll_gradient_and_deviance():
+    gen = torch.Generator().manual_seed(0)
+    op, x, y, counts, i0, mu = low_dose(gen)
+    fidelity = PoissonFidelity(op, y, i0, mu)
+    assert torch.allclose(fidelity.counts, counts, rtol=1e-10)
+    xg = (x + 0.01 * torch.randn(x.shape, generator=gen, dtype=x.dtype)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(fidelity.nll(xg).sum(), xg)
+    lam = i0 * torch.exp(-mu * op.A(xg.detach()))
+    assert torch.allclose(grad, mu * op.A_adjoint(counts - lam), rtol=1e-6, atol=1e-8)
+    assert torch.allclose(grad, fidelity.grad(xg.detach()), rtol=1e-6, atol=1e-8)
+    # residual = deviance = 2 (NLL - NLL at lambda = counts): constant offset from 2 NLL
+    diffs = [float(fidelity.residual(v) - 2 * fidelity.nll(v)) for v in (xg.detach(), x)]
+    assert abs(diffs[0] - diffs[1]) < 1e-6 * abs(diffs[0])
+
+
+def _fidelity(kind: str, std: float, gen: torch.Generator):
+    """A fidelity on a real CT-like operator, a complex MRI one, or post-log CT data (float64), and a test point."""
+    if kind == "poisson":
+        op, x, y, _, i0, mu = low_dose(gen)
+        return PoissonFidelity(op, y, i0, mu), x + 0.01 * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    op = ParallelBeamCT(16, 12) if kind == "ct" else SingleCoilMRI(uniform_1d_mask(16, 2.0), (1, 16, 16))
+    x = torch.rand(2, 1, 16, 16, generator=gen, dtype=torch.float64)
+    ax = op.A(torch.rand(2, 1, 16, 16, generator=gen, dtype=torch.float64))
+    noise = torch.randn(ax.shape, generator=gen, dtype=torch.float64)
+    y = ax + 0.05 * (noise.to(ax.dtype) if not ax.is_complex() else torch.complex(noise, noise.flip(0)))
+    return GaussianFidelity(op, y, std=std), x
+
+
+@pytest.mark.parametrize("kind,std", [("ct", 0.0), ("ct", 0.05), ("mri", 0.0), ("mri", 0.05), ("poisson", None)])
+def test_grad_is_the_gradient_of_half_the_residual(kind, std):
+    fidelity, x = _fidelity(kind, std, torch.Generator().manual_seed(3))
+    xg = x.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad((fidelity.residual(xg) / 2).sum(), xg)
+    g = fidelity.grad(x)
+    assert g.shape == x.shape and not g.is_complex()
+    assert torch.allclose(g, ref, rtol=1e-8, atol=1e-10 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("kind", ["gaussian-noiseless", "gaussian", "poisson"])
+def test_prox_is_the_weighted_ridge_solution(kind):
+    # argmin_x residual(x)/2 + weight/2 ||x - x0||^2, residual = (A x - y)^T W (A x - y): W = I / std^2 (std > 0),
+    # I (noiseless), mu^2 counts (Poisson: the post-log weighted least-squares model)
+    _, op, y, *_ = problem(0.05)
+    gen = torch.Generator().manual_seed(2)
+    x0 = torch.rand(3, 1, 3, 3, generator=gen, dtype=torch.float64)
+    y3 = y[:3] + 0.1 * torch.randn(3, 1, 4, generator=gen, dtype=torch.float64)
+    if kind == "poisson":
+        fidelity = PoissonFidelity(op, y3, i0=10.0, mu=0.5)
+        w = fidelity.weights
+    else:
+        std = 0.05 if kind == "gaussian" else 0.0
+        fidelity = GaussianFidelity(op, y3, std=std)
+        w = torch.full_like(y3, 1 / std**2 if std else 1.0)
+    weight = 0.3 / 0.05**2 if kind == "gaussian" else 0.3
+    x = fidelity.prox(x0, weight, n_iter=50)
+    for b in range(3):
+        wm = torch.diag(w[b, 0])
+        lhs = op.m.T @ wm @ op.m + weight * torch.eye(9, dtype=torch.float64)
+        rhs = op.m.T @ wm @ y3[b, 0] + weight * x0[b].flatten()
+        assert torch.allclose(x[b].flatten(), torch.linalg.solve(lhs, rhs), atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["mri", "inpaint"])
+def test_project_fits_the_data_exactly_and_is_idempotent(name):
+    gen = torch.Generator().manual_seed(4)
+    task = make_task(name, 32, generator=torch.Generator().manual_seed(0))
+    y = task.op.A(torch.rand(1, 1, 32, 32, generator=gen, dtype=torch.float64))
+    fidelity = task.fidelity(y)
+    assert fidelity.noiseless
+    x = fidelity.project(torch.rand(1, 1, 32, 32, generator=gen, dtype=torch.float64))
+    assert float(fidelity.residual(x)) < 1e-20 * float(fidelity.residual(torch.zeros_like(x)))
+    assert torch.allclose(fidelity.project(x), x, atol=1e-12)
+
+
+def test_project_refuses_noisy_data_and_expand_repeats_the_measurement():
+    gen = torch.Generator().manual_seed(5)
+    op, x, y, _, i0, mu = low_dose(gen)
+    for noisy in (GaussianFidelity(op, y, std=0.05), PoissonFidelity(op, y, i0, mu)):
+        with pytest.raises(ValueError, match="noisy"):
+            noisy.project(x)
+        big = noisy.expand(3)
+        assert type(big) is type(noisy) and big.y.shape == (3, *y.shape[1:]) and torch.equal(big.y[2], y[0])
+        assert torch.allclose(big.residual(x.expand(3, -1, -1, -1)), noisy.residual(x).expand(3))
+        assert big.expand(3) is big
+        with pytest.raises(ValueError, match="cannot expand"):
+            big.expand(4)
+    assert GaussianFidelity(op, y, std=0.05).expand(3).std == 0.05

@@ -81,6 +81,24 @@ def test_every_shift_denoises_each_pixel_once_with_its_image_position(n, p):
             assert torch.allclose(cols[1, 0], coords[None, :].expand(n, n))
 
 
+def test_square_2d_shift_is_one_draw_of_two_and_non_square_images_work():
+    # the PaDIS stream of square images: a single randint(0, M + 1, (2,)) per call, as in every earlier version
+    shifts = []
+    x = torch.zeros(1, 1, 20, 20)
+    net = lambda q, s, pos: shifts.append(pos[0, :, 0, 0].clone()) or q  # noqa: E731
+    denoise_random_shift(net, x, 0.5, 8, generator=torch.Generator().manual_seed(5))
+    _, m = patch_layout(20, 8)
+    a, b = torch.randint(0, m + 1, (2,), generator=torch.Generator().manual_seed(5)).tolist()
+    assert torch.allclose(shifts[0], (2 * (torch.tensor([a, b]) - m) + 1) / 20 - 1)
+    # non-square images and patch shapes: every pixel once, at its own position
+    x = torch.randn(2, 1, 13, 22)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        assert torch.equal(denoise_random_shift(lambda q, s, pos: q + 1, x, 0.1, (4, 8), generator=gen), x + 1)
+    cols = denoise_random_shift(_pos_net(1), x, 0.1, (4, 8), generator=gen)
+    assert torch.allclose(cols[0, 0], ((2 * torch.arange(22) + 1) / 22 - 1).expand(13, 22))
+
+
 def test_overlapping_and_fixed_grid_baselines_are_exact_for_the_identity():
     x = torch.randn(2, 1, 30, 30)
     identity = lambda q, s, pos: q  # noqa: E731
@@ -280,7 +298,7 @@ def test_dsm_loss_decreases_on_a_tiny_problem(tmp_path):
 
 
 def test_generation_metrics_separate_structure_from_noise():
-    from wavepatch.generation_metrics import (
+    from wavepatch.metrics.generation import (
         generation_report,
         radial_power_spectrum,
         sliced_wasserstein_pyramid,

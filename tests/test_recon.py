@@ -6,16 +6,17 @@ import torch
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
+from wavepatch.linalg import cgls
 from wavepatch.metrics import psnr
 from wavepatch.physics.ct import ParallelBeamCT
 from wavepatch.recon.admm import admm_tv, pnp_admm
 from wavepatch.recon.denoisers import tv_denoiser, wavelet_denoiser
-from wavepatch.recon.fista import fista_tv, l1_wavelet, wavelet_shrink
-from wavepatch.recon.least_squares import cgls
+from wavepatch.recon.fista import fista_tv, l1_wavelet
 from wavepatch.recon.methods import METHODS, method_params, reconstruct
 from wavepatch.recon.red import red
 from wavepatch.recon.tv import tv_norm
 from wavepatch.tasks import TaskOptions, make_task
+from wavepatch.wavelets import wavelet_shrink
 
 
 def phantom(n):
@@ -68,7 +69,8 @@ def test_tv_methods_beat_fbp_on_sparse_view_ct():
 
 def test_wavelet_shrink_with_zero_threshold_is_identity():
     v = torch.randn(2, 1, 32, 32, dtype=torch.float64)
-    assert torch.allclose(wavelet_shrink(v, 0.0, shift=(3, 5)), v, atol=1e-10)
+    assert torch.equal(wavelet_shrink(v, 0.0, "db4", shift=(3, 5)), v)
+    assert torch.allclose(wavelet_shrink(v, 1e-12, "db4", shift=(3, 5)), v, atol=1e-10)  # perfect reconstruction
 
 
 def test_l1_wavelet_inpainting_improves_on_masked_image():

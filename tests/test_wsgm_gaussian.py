@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from wavepatch.gaussian_fields import (
+from wavepatch.analysis.gaussian_fields import (
     DTYPE,
     analysis_matrix,
     band_covariance,

@@ -1,8 +1,9 @@
 """``wavepatch bench``: tasks x methods over a folder of test slices -> results.md, results.csv, grid.png.
 
-Suites (settings x methods) are plain lists below. Every method runs with its documented defaults (classical:
-``TASK_PARAMS``; learned: ``DIFFUSION_PARAMS`` and the bundled priors), nothing is tuned on the reported slices.
-``quick`` is a small subset (one slice, 64 px, few steps) that runs in CI.
+Suites (settings x columns) are plain lists below; a column is a registered method (:mod:`wavepatch.methods`)
+with fixed options, and ``--methods`` may also name any registered method, which then runs as a column of its
+own with its defaults. Every method runs with its registered defaults and the bundled priors; nothing is tuned
+on the reported slices. ``quick`` is a small subset (one slice, 64 px, few steps) that runs in CI.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from tqdm.auto import tqdm
 
 from wavepatch.io import SliceDataset
 from wavepatch.io.atomic import atomic_path, atomic_write_bytes
-from wavepatch.recon.run import run_reconstruction
+from wavepatch.methods import REGISTRY, get_method
+from wavepatch.resources import data_path
+from wavepatch.run import run_reconstruction
 from wavepatch.tasks import TaskOptions
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
-class Method:
-    """A column of the table: ``method`` with fixed keyword arguments for ``run_reconstruction``."""
+class Column:
+    """A column of the table: registered ``method`` with fixed keyword arguments for ``run_reconstruction``."""
 
     label: str
     method: str
@@ -40,15 +41,15 @@ class Setting:
     options: dict
 
 
-CLASSICAL = [Method("baseline", "fbp"), Method("admm-tv", "admm-tv"),
-             Method("pnp-admm (learned)", "pnp-admm", {"overrides": {"denoiser": "learned"}}),
-             Method("red (learned)", "red", {"overrides": {"denoiser": "learned"}})]
+CLASSICAL = [Column("baseline", "fbp"), Column("admm-tv", "admm-tv"),
+             Column("pnp-admm (learned)", "pnp-admm", {"overrides": {"denoiser": "learned"}}),
+             Column("red (learned)", "red", {"overrides": {"denoiser": "learned"}})]
 LEARNED = [
-    Method("dps (whole image)", "dps"), Method("mcg (whole image)", "mcg"), Method("langevin", "langevin"),
-    Method("pc", "pc"), Method("ddnm", "ddnm"),
-    Method("patch averaging", "padis", {"patch_mode": "average"}),
-    Method("patch stitching", "padis", {"patch_mode": "stitch"}),
-    Method("padis", "padis"), Method("padis fast", "padis", {"fast": True}),
+    Column("dps (whole image)", "dps"), Column("mcg (whole image)", "mcg"), Column("langevin", "langevin"),
+    Column("pc", "pc"), Column("ddnm", "ddnm"),
+    Column("patch averaging", "padis", {"patch_mode": "average"}),
+    Column("patch stitching", "padis", {"patch_mode": "stitch"}),
+    Column("padis", "padis"), Column("padis fast", "padis", {"fast": True}),
 ]
 
 SUITES: dict[str, tuple[list[Setting], str]] = {
@@ -56,18 +57,25 @@ SUITES: dict[str, tuple[list[Setting], str]] = {
             Setting("ct-parallel 20 views", "ct-parallel", {"views": 20}),
             Setting("ct-parallel 60 views", "ct-parallel", {"views": 60}),
             Setting("ct-fan 60 views", "ct-fan", {"views": 60}),
-            Setting("ct-lowdose I0=1e4", "ct-lowdose", {"dose": 1e4})], "data/ct"),
+            Setting("ct-lowdose I0=1e4", "ct-lowdose", {"dose": 1e4})], "ct"),
     "restoration": ([Setting("deblur gaussian", "deblur", {"kernel": "gaussian"}),
                      Setting("deblur heavy", "deblur", {"kernel": "heavy"}),
                      Setting("sr x4", "sr", {"factor": 4}),
-                     Setting("inpaint random 30%", "inpaint", {"mask": "random"})], "data/ct"),
+                     Setting("inpaint random 30%", "inpaint", {"mask": "random"})], "ct"),
     "mri": ([Setting("mri x4 gaussian", "mri", {"accel": 4.0, "mask": "gaussian"}),
-             Setting("mri x4 uniform", "mri", {"accel": 4.0, "mask": "uniform"})], "data/mri"),
+             Setting("mri x4 uniform", "mri", {"accel": 4.0, "mask": "uniform"})], "mri"),
 }
 QUICK = ([Setting("ct-parallel 20 views", "ct-parallel", {"views": 20})],
-         [Method("baseline", "fbp"), Method("admm-tv", "admm-tv"),
-          Method("padis fast", "padis", {"fast": True, "overrides": {"steps": 2}}),
-          Method("dps (whole image)", "dps", {"overrides": {"steps": 2}})])
+         [Column("baseline", "fbp"), Column("admm-tv", "admm-tv"),
+          Column("padis fast", "padis", {"fast": True, "overrides": {"steps": 2}}),
+          Column("dps (whole image)", "dps", {"overrides": {"steps": 2}})])
+
+
+def check_column(col: Column, task: str) -> None:
+    """ValueError (one line) if the column's method or its fixed parameters are not valid for ``task``: a bench
+    table fails before its first reconstruction, not hours into a run."""
+    kw = col.kwargs
+    get_method(col.method).resolve(task, kw.get("overrides"), kw.get("fast", False))
 
 
 def load_slices(source: str | Path, size: int, limit: int | None = None,
@@ -91,7 +99,7 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
     results.md and grid.png at the end."""
     if quick:
         settings, meths = QUICK
-        default_data = "data/ct"
+        default_data = "ct"
         size, limit = 64, 1
     else:
         if suite not in SUITES:
@@ -104,11 +112,16 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
                 raise ValueError(f"unknown setting labels {unknown}; choose from {[s.label for s in all_settings]}")
         settings = [s for s in all_settings if not settings or s.label in settings]
     if methods:
-        unknown = sorted(set(methods) - {m.label for m in meths})
+        labels = {m.label for m in meths}
+        unknown = sorted(set(methods) - labels - set(REGISTRY))
         if unknown:
-            raise ValueError(f"unknown method labels {unknown}; choose from {[m.label for m in meths]}")
-        meths = [m for m in meths if m.label in methods]
-    source = Path(data or REPO / default_data)
+            raise ValueError(f"unknown method labels {unknown}; choose from {[m.label for m in meths]} or a "
+                             f"registered method ({', '.join(REGISTRY)})")
+        meths = [m for m in meths if m.label in methods] + [Column(m, m) for m in methods if m not in labels]
+    for setting in settings:
+        for col in meths:
+            check_column(col, setting.task)
+    source = Path(data) if data else data_path(default_data)
     slices = load_slices(source, size, limit)
     if not slices:
         raise ValueError(f"no slices in {data or default_data}")

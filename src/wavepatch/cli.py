@@ -5,6 +5,7 @@
     wavepatch sample --prior CKPT --n K --sampler S --out DIR
     wavepatch eval-samples SAMPLES --real DATA...
     wavepatch bench --suite ct|restoration|mri --out DIR [--quick]
+    wavepatch methods [NAME] [--markdown]      every method and its parameters (from wavepatch.methods)
 
 Bad input prints one line ``wavepatch: error: ...`` and exits with status 2 (``--debug`` shows the
 traceback instead).
@@ -31,9 +32,8 @@ from wavepatch.io import (
 )
 from wavepatch.io.atomic import check_not_input
 from wavepatch.io.writers import save_dicom_series
-from wavepatch.recon.diffusion import DIFFUSION_METHODS
-from wavepatch.recon.methods import METHODS
-from wavepatch.recon.run import run_reconstruction
+from wavepatch.methods import get_method, method_help, methods_doc, names
+from wavepatch.run import run_reconstruction
 from wavepatch.report import compare_figure, save_json, uncertainty_figure
 from wavepatch.tasks import TASKS, TaskOptions
 
@@ -59,10 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("reconstruct", help="simulate a measurement from a clean image and reconstruct it")
+    r = sub.add_parser("reconstruct", help="simulate a measurement from a clean image and reconstruct it",
+                       epilog=_methods_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("input", help="clean image: DICOM file or series folder, NIfTI, PNG or .npy")
     r.add_argument("--task", required=True, choices=TASKS)
-    r.add_argument("--method", required=True, choices=METHODS + DIFFUSION_METHODS)
+    r.add_argument("--method", required=True, choices=names(), help="see the list below, or `wavepatch methods`")
     r.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
     r.add_argument("--size", type=int, default=256, help="reconstruct at N x N (default 256)")
     r.add_argument("--seed", type=int, default=0, help="seed for masks and measurement noise")
@@ -87,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, e.g. lam=0.002 or n_iter=200 (repeatable)")
     r.add_argument("--dicom", action="store_true", help="also write the reconstruction as a DICOM series (HU)")
-    r.add_argument("--compare", nargs="+", default=[], choices=METHODS, metavar="METHOD",
+    r.add_argument("--compare", nargs="+", default=[], choices=names("classical"), metavar="METHOD",
                    help="classical methods also run on the same measurement, shown in compare.png and metrics.json")
-    d = r.add_argument_group("learned-prior methods (padis, dps, mcg, langevin, pc, ddnm, wavelet-langevin)")
+    d = r.add_argument_group(f"learned-prior methods ({', '.join(names('sampler'))})")
     d.add_argument("--prior", default=None, help="prior checkpoint (default: the bundled prior for the task)")
     d.add_argument("--steps", type=int, default=None, help="noise levels (method default otherwise)")
     d.add_argument("--samples", type=int, default=1, help="posterior samples: mean is the reconstruction, "
@@ -115,7 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the rows already in OUT/results.csv and run only the missing ones")
     b.add_argument("--device", default="cpu")
     b.add_argument("--no-progress", action="store_true")
+    m = sub.add_parser("methods", help="every reconstruction method and its parameters (types, defaults, ranges)")
+    m.add_argument("name", nargs="?", default=None, help="one method (default: all)")
+    m.add_argument("--markdown", action="store_true", help="the table of docs/methods.md")
     return parser
+
+
+def _methods_epilog() -> str:
+    lines = ["methods (parameters: --param KEY=VALUE; details: wavepatch methods NAME):"]
+    for name in names():
+        entry = get_method(name)
+        params = ", ".join(p.name for p in entry.params) or "no parameters"
+        lines.append(f"  {name:17s} {entry.kind:9s} {params}")
+    return "\n".join(lines)
+
+
+def cmd_methods(args) -> int:
+    if args.markdown:
+        print(methods_doc(), end="")
+    else:
+        print("\n\n".join(method_help(n) for n in ([args.name] if args.name else names())))
+    return 0
 
 
 def _load_slice(args) -> tuple[np.ndarray, dict, object]:
@@ -146,7 +167,7 @@ def cmd_reconstruct(args) -> int:
         opts.window = (norm_info["lo"], norm_info["hi"])
     overrides = dict(args.param)
     if args.steps is not None:
-        if args.method not in DIFFUSION_METHODS:
+        if get_method(args.method).kind != "sampler":
             raise UsageError(f"--steps is for the learned-prior methods; {args.method} takes --param n_iter=K")
         overrides["steps"] = args.steps
     res = run_reconstruction(img, args.task, opts, args.method, overrides, seed=args.seed, prior=args.prior,
@@ -219,7 +240,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"reconstruct": cmd_reconstruct, "train": cmd_train, "sample": cmd_sample, "eval-samples": cmd_eval,
-            "bench": cmd_bench}
+            "bench": cmd_bench, "methods": cmd_methods}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -280,8 +280,8 @@ def _load_generated(path: Path) -> np.ndarray:
 
 
 def cmd_eval(args) -> int:
-    from wavepatch.generation_metrics import generation_report
     from wavepatch.io import SliceDataset
+    from wavepatch.metrics.generation import generation_report
 
     window = tuple(args.window) if args.window else (TRAIN_DEFAULTS.window if _looks_like_ct(args.real) else None)
     gen = _load_generated(Path(args.samples))

@@ -1,8 +1,9 @@
 """Imaging tasks: a forward operator, its measurement noise and a baseline inverse, built from CLI-level options.
 
-A task turns a clean image x (B, 1, N, N) on the unit scale into a measurement y (``simulate``) and y into
-the baseline reconstruction (``baseline``: FBP, zero-filled inverse FFT, ...). Every reconstruction method
-receives the same ``task.op`` and ``y``.
+A task is built from an image shape (H, W): it turns a clean image x (B, 1, H, W) on the unit scale into a
+measurement y (``simulate``), y into the baseline reconstruction (``baseline``: FBP, zero-filled inverse FFT,
+...) and into its data fidelity (``task.fidelity(y)``: operator + noise model, :mod:`wavepatch.fidelity`), which
+is all every reconstruction method receives. CT needs square images.
 
 Defaults (documented in the README):
 - ct-parallel / ct-fan: 60 views, noiseless sinogram unless ``noise`` > 0 (PaDIS' protocol); FBP with
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from wavepatch.fidelity import DataFidelity, GaussianNoise, NoiseModel, PoissonNoise, make_fidelity
 from wavepatch.physics.base import LinearOperator
 from wavepatch.physics.blur import BLUR_KERNELS, Blur, make_blur_kernel
 from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT
@@ -59,7 +61,8 @@ class TaskOptions:
 
 @dataclass
 class Task:
-    """A task instance: ``op`` maps (B, 1, N, N) images to measurements; see module docstring."""
+    """A task instance: ``op`` maps (B, 1, H, W) images to measurements, ``noise`` is the measurement's noise
+    model; ``params`` the task's parameters as recorded in metrics.json. See the module docstring."""
 
     name: str
     op: LinearOperator
@@ -67,7 +70,12 @@ class Task:
     baseline: Callable[[Tensor], Tensor]
     baseline_name: str
     description: str
+    noise: NoiseModel = field(default_factory=GaussianNoise)
     params: dict = field(default_factory=dict)
+
+    def fidelity(self, y: Tensor) -> DataFidelity:
+        """The data fidelity of measurement y (B, ...) under this task's operator and noise model."""
+        return make_fidelity(self.op, y, self.noise)
 
 
 def _gaussian_simulate(op: LinearOperator, std: float) -> Callable[[Tensor, torch.Generator], Tensor]:
@@ -94,22 +102,33 @@ def _check_options(opts: TaskOptions) -> None:
             raise ValueError(message)
 
 
-def make_task(name: str, image_size: int, opts: TaskOptions | None = None,
+def _image_shape(image_shape: int | tuple[int, ...]) -> tuple[int, int]:
+    shape = (int(image_shape),) * 2 if isinstance(image_shape, int) else tuple(int(s) for s in image_shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"tasks reconstruct 2-D images of shape (H, W); got image shape {shape}")
+    return shape
+
+
+def make_task(name: str, image_shape: int | tuple[int, int], opts: TaskOptions | None = None,
               generator: torch.Generator | None = None) -> Task:
-    """Build task ``name`` (one of :data:`TASKS`) for N x N single-channel images.
+    """Build task ``name`` (one of :data:`TASKS`) for single-channel images of ``image_shape`` (H, W), or N
+    for N x N.
 
     ``generator`` draws the random parts of the operator itself (MRI and inpainting masks)."""
     opts = opts or TaskOptions()
     _check_options(opts)
-    n = int(image_size)
+    h, w = _image_shape(image_shape)
+    n = h
     g = generator or torch.Generator().manual_seed(0)
+    if name in ("ct-parallel", "ct-fan", "ct-lowdose") and h != w:
+        raise ValueError(f"{name} reconstructs square images; got {h} x {w}")
     if name in ("ct-parallel", "ct-fan"):
         views = 60 if opts.views is None else opts.views
         op = ParallelBeamCT(n, views) if name == "ct-parallel" else FanBeamCT(n, views)
         std = opts.noise or 0.0
         geometry = "parallel beam over 180 deg" if name == "ct-parallel" else "fan beam over 360 deg"
         return Task(name, op, _gaussian_simulate(op, std), lambda y: op.fbp(y, opts.fbp_filter),
-                    f"fbp-{opts.fbp_filter}", f"{views}-view {geometry}, noise std {std:g}",
+                    f"fbp-{opts.fbp_filter}", f"{views}-view {geometry}, noise std {std:g}", GaussianNoise(std),
                     {"views": views, "noise": std})
     if name == "ct-lowdose":
         views = 180 if opts.views is None else opts.views
@@ -122,7 +141,7 @@ def make_task(name: str, image_size: int, opts: TaskOptions | None = None,
 
         return Task(name, op, simulate, lambda y: op.fbp(y, opts.fbp_filter), f"fbp-{opts.fbp_filter}",
                     f"low-dose parallel-beam CT, {views} views, I0 = {opts.dose:g} photons/bin, "
-                    f"pixel {opts.pixel_mm:g} mm", {"views": views, "dose": opts.dose,
+                    f"pixel {opts.pixel_mm:g} mm", PoissonNoise(opts.dose, mu), {"views": views, "dose": opts.dose,
                                                     "electronic_noise": opts.electronic_noise,
                                                     "pixel_mm": opts.pixel_mm, "mu_per_unit": mu})
     if name == "mri":
@@ -130,41 +149,41 @@ def make_task(name: str, image_size: int, opts: TaskOptions | None = None,
         if kind not in ("gaussian", "uniform"):
             raise ValueError(f"--mask for mri must be gaussian or uniform, got {kind!r}")
         make_mask = gaussian_1d_mask if kind == "gaussian" else uniform_1d_mask
-        mask = make_mask(n, opts.accel, opts.center_fraction, generator=g)
-        op = SingleCoilMRI(mask, (1, n, n))
+        mask = make_mask(w, opts.accel, opts.center_fraction, generator=g)
+        op = SingleCoilMRI(mask, (1, h, w))
         std = opts.noise or 0.0
         return Task(name, op, _gaussian_simulate(op, std), op.A_dagger, "zero-filled",
                     f"single-coil Cartesian MRI, x{opts.accel:g} {kind} 1D mask "
-                    f"({int(mask.sum())}/{n} lines), k-space by FFT of a magnitude image, noise std {std:g}",
-                    {"accel": opts.accel, "mask": kind, "lines": int(mask.sum()), "noise": std})
+                    f"({int(mask.sum())}/{w} lines), k-space by FFT of a magnitude image, noise std {std:g}",
+                    GaussianNoise(std), {"accel": opts.accel, "mask": kind, "lines": int(mask.sum()), "noise": std})
     if name == "deblur":
         if opts.kernel not in BLUR_KERNELS:
             raise ValueError(f"--kernel must be one of {sorted(BLUR_KERNELS)}, got {opts.kernel!r}")
-        op = Blur(make_blur_kernel(opts.kernel), (1, n, n))
+        op = Blur(make_blur_kernel(opts.kernel), (1, h, w))
         std = 0.01 if opts.noise is None else opts.noise
         return Task(name, op, _gaussian_simulate(op, std), lambda y: y.clone(), "blurred",
-                    f"deblurring, {opts.kernel} kernel, noise std {std:g}",
+                    f"deblurring, {opts.kernel} kernel, noise std {std:g}", GaussianNoise(std),
                     {"kernel": opts.kernel, "noise": std})
     if name == "sr":
-        if n % opts.factor:
-            raise ValueError(f"--size {n} must be divisible by --factor {opts.factor}")
-        op = SuperResolution(opts.factor, (1, n, n))
+        if h % opts.factor or w % opts.factor:
+            raise ValueError(f"--size {h} x {w} must be divisible by --factor {opts.factor}")
+        op = SuperResolution(opts.factor, (1, h, w))
         std = 0.01 if opts.noise is None else opts.noise
         return Task(name, op, _gaussian_simulate(op, std),
                     lambda y: F.interpolate(y, scale_factor=opts.factor, mode="bicubic", align_corners=False),
                     "bicubic", f"x{opts.factor} super-resolution, Gaussian anti-aliasing, noise std {std:g}",
-                    {"factor": opts.factor, "noise": std})
+                    GaussianNoise(std), {"factor": opts.factor, "noise": std})
     if name == "inpaint":
         kind = opts.mask or "random"
         if kind == "random":
-            mask = random_pixel_mask((n, n), opts.keep, g)
+            mask = random_pixel_mask((h, w), opts.keep, g)
         elif kind == "box":
-            mask = box_mask((n, n))
+            mask = box_mask((h, w))
         else:
             raise ValueError(f"--mask for inpaint must be random or box, got {kind!r}")
-        op = Inpainting(mask, (1, n, n))
+        op = Inpainting(mask, (1, h, w))
         std = opts.noise or 0.0
         return Task(name, op, _gaussian_simulate(op, std), op.A_dagger, "masked",
                     f"inpainting, {kind} mask ({float(mask.float().mean()):.0%} observed), noise std {std:g}",
-                    {"mask": kind, "observed": float(mask.float().mean()), "noise": std})
+                    GaussianNoise(std), {"mask": kind, "observed": float(mask.float().mean()), "noise": std})
     raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")

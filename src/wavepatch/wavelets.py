@@ -23,6 +23,9 @@ Conventions. Images are (B, C, H, W) or volumes (B, C, D, H, W); each side must 
 A detail band is named like pywt by one letter per spatial axis ('a' lowpass, 'd' highpass along that axis):
 2D bands are ordered as pywt's (cH, cV, cD) = ('da', 'ad', 'dd'), i.e. highpass along H, highpass along W,
 both; 3D bands as pywt's ``wavedecn`` keys 'aad', 'ada', 'add', 'daa', 'dad', 'dda', 'ddd' (axes D, H, W).
+
+:func:`wavelet_shrink` is the one wavelet soft-thresholding (prox of the l1 norm of the detail coefficients) used
+by the solvers, the classical denoisers and the samplers.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from itertools import product
 
 import pywt
 import torch
+
+from wavepatch.linalg import soft_threshold
 
 Tensor = torch.Tensor
 
@@ -253,3 +258,35 @@ def wavelet_unpack(packed: Tensor, levels: int) -> tuple[Tensor, list[Tensor]]:
         details.append(torch.stack(bands, dim=2))
     sides = tuple(s // 2**levels for s in packed.shape[2:])
     return packed[(..., *_band_slices("a" * ndim, sides))], details
+
+
+def _halvings(n: int) -> int:
+    """How many times n halves exactly: 8 -> 3, 12 -> 2, 1 -> 0."""
+    k = 0
+    while n % 2 == 0 and n > 1:
+        n //= 2
+        k += 1
+    return k
+
+
+def wavelet_shrink(x: Tensor, tau: float | Tensor, wavelet: str = "haar", levels: int = 3,
+                   shift: tuple[int, int] | None = None) -> Tensor:
+    """u = W^-1 soft(W x, tau) with the low-pass band kept: the proximal map of tau ||detail coefficients of x||_1,
+    W the orthonormal periodized 2D DWT (:func:`dwt2_periodized`). x (B, C, H, W) -> (B, C, H, W).
+
+    tau: a float or a (B,) tensor (one threshold per item); tau <= 0 gives u = x exactly (per item for a tensor).
+    ``levels`` is capped at the number of times H and W halve exactly (0 levels: u = x). ``shift`` (dy, dx) rolls x
+    circularly before the transform and back after (cycle spinning).
+    """
+    levels = min(levels, _halvings(x.shape[-2]), _halvings(x.shape[-1]))
+    if levels == 0 or (not isinstance(tau, Tensor) and tau <= 0):
+        return x
+    spin = shift is not None and tuple(shift) != (0, 0)
+    v = torch.roll(x, shifts=tuple(shift), dims=(-2, -1)) if spin else x
+    low, details = dwt2_periodized(v, wavelet, levels)
+    u = idwt2_periodized(low, [soft_threshold(d, tau) for d in details], wavelet)
+    if spin:
+        u = torch.roll(u, shifts=(-shift[0], -shift[1]), dims=(-2, -1))
+    if isinstance(tau, Tensor):
+        u = torch.where(tau.to(x.device).reshape(-1, *(1,) * (x.dim() - 1)) <= 0, x, u)
+    return u

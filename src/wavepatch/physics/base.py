@@ -17,10 +17,12 @@ Tensor = torch.Tensor
 class LinearOperator:
     """Base for forward models y = A x. Subclasses implement :meth:`A` and :meth:`A_adjoint`.
 
-    ``image_shape`` is the per-item image shape ``(C, H, W)`` the operator expects.
+    ``image_shape`` is the per-item image shape ``(C, H, W)`` (or ``(C, D, H, W)``) the operator expects;
+    ``closed_form_dagger``: whether :meth:`A_dagger` is an exact pseudo-inverse in closed form (not iterative).
     """
 
     image_shape: tuple[int, ...] = ()
+    closed_form_dagger: bool = False
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802 - the operator's usual symbol
         raise NotImplementedError

@@ -1,7 +1,7 @@
-"""Shift-invariant blur: kernel builders and the zero-boundary convolution operator.
+"""Shift-invariant blur: kernel builders and the zero-boundary convolution operator, for images and volumes.
 
-Kernels are ``(k, k)`` float tensors of odd size that sum to 1, indexed like images (row 0 at the top),
-so the kernel's centre pixel is ``(k // 2, k // 2)``.
+Kernels are ``(k, k)`` (or ``(k, k, k)`` for volumes) float tensors of odd size that sum to 1, indexed like images
+(row 0 at the top), so the kernel's centre pixel is ``(k // 2, k // 2)``.
 """
 
 from __future__ import annotations
@@ -24,17 +24,24 @@ def _check_odd(size: int, what: str = "kernel size") -> int:
     return int(size)
 
 
-def gaussian_kernel(sigma: float, size: int | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Isotropic sampled Gaussian, std ``sigma`` pixels -> ``(size, size)`` summing to 1.
+def gaussian_kernel(
+    sigma: float, size: int | None = None, dtype: torch.dtype = torch.float32, ndim: int = 2
+) -> Tensor:
+    """Isotropic sampled Gaussian, std ``sigma`` pixels -> ``(size,) * ndim`` summing to 1 (``ndim=3``: a volume
+    kernel ``(size, size, size)``); separable, the outer product of one 1D Gaussian along every axis.
 
     Default ``size = 2 * ceil(3 sigma) + 1`` (covers +-3 sigma).
     """
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
+    if ndim < 1:
+        raise ValueError(f"ndim must be >= 1, got {ndim}")
     size = _check_odd(2 * math.ceil(3 * sigma) + 1 if size is None else size)
     r = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(r**2) / (2.0 * sigma**2))
-    k = torch.outer(g, g)
+    k = g
+    for _ in range(ndim - 1):
+        k = k.unsqueeze(-1) * g
     return (k / k.sum()).to(dtype)
 
 
@@ -107,47 +114,51 @@ def make_blur_kernel(name: str) -> Tensor:
 
 
 class Blur(BufferedOperator):
-    """'Same'-size 2D convolution with zero boundary, channel by channel: ``(B, C, H, W) -> (B, C, H, W)``.
+    """'Same'-size convolution with zero boundary, channel by channel: ``(B, C, H, W) -> (B, C, H, W)`` for a 2D
+    kernel ``(kh, kw)``, ``(B, C, D, H, W) -> (B, C, D, H, W)`` for a 3D kernel ``(kd, kh, kw)``.
 
     ``A x = x * kernel`` (true convolution, i.e. ``scipy.ndimage.convolve(x, kernel, mode='constant')``).
     Zero padding keeps the operator a plain matrix whose exact adjoint is the transposed convolution
     (correlation with the kernel), unlike reflective or circular boundaries in a mismatched pair.
 
-    Computed by FFT on a grid of at least (H + kh - 1, W + kw - 1), large enough that the circular convolution
-    equals the linear one (no wrap-around), then cropped: the same matrix as the direct convolution to rounding,
-    at a cost independent of the kernel size (``benchmarks/blur.py``: 10-700x faster than ``conv2d`` on a CPU).
+    Computed by FFT on a grid of at least (H + kh - 1, W + kw - 1) (volumes: also D + kd - 1), large enough that the
+    circular convolution equals the linear one (no wrap-around), then cropped: the same matrix as the direct
+    convolution to rounding, at a cost independent of the kernel size (``benchmarks/blur.py``: 10-700x faster than
+    ``conv2d`` on a CPU).
     """
 
-    def __init__(self, kernel: Tensor, image_shape: tuple[int, int, int]) -> None:
+    def __init__(self, kernel: Tensor, image_shape: tuple[int, ...]) -> None:
         kernel = torch.as_tensor(kernel)
-        if kernel.dim() != 2:
-            raise ValueError(f"kernel must be 2D (kh, kw), got shape {tuple(kernel.shape)}")
-        _check_odd(kernel.shape[0], "kernel height")
-        _check_odd(kernel.shape[1], "kernel width")
-        if len(image_shape) != 3:
-            raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
+        if kernel.dim() not in (2, 3):
+            raise ValueError(f"kernel must be 2D (kh, kw) or 3D (kd, kh, kw), got shape {tuple(kernel.shape)}")
+        for n, what in zip(kernel.shape, ("depth", "height", "width")[-kernel.dim():], strict=True):
+            _check_odd(n, f"kernel {what}")
+        if len(image_shape) != kernel.dim() + 1:
+            expected = "(C, H, W)" if kernel.dim() == 2 else "(C, D, H, W)"
+            raise ValueError(f"image_shape must be {expected} for a {kernel.dim()}D kernel, got {image_shape}")
         self.image_shape = tuple(image_shape)
         self.kernel = kernel.to(torch.float64)
-        kh, kw = kernel.shape
-        self.offset = (kh // 2, kw // 2)
+        self.dims = tuple(range(-kernel.dim(), 0))  # the axes convolved: the last 2 (images) or 3 (volumes)
+        self.offset = tuple(k // 2 for k in kernel.shape)
         # any grid of at least (H + kh - 1, W + kw - 1) avoids wrap-around; take the next fast FFT length
-        self.fft_shape = (next_fast_len(image_shape[1] + kh - 1, real=True),
-                          next_fast_len(image_shape[2] + kw - 1, real=True))
-        self.kernel_fft = torch.fft.rfft2(self.kernel, s=self.fft_shape)  # complex128, cast per call
+        sizes = zip(self.image_shape[1:], kernel.shape, strict=True)
+        self.fft_shape = tuple(next_fast_len(n + k - 1, real=True) for n, k in sizes)
+        self.kernel_fft = torch.fft.rfftn(self.kernel, s=self.fft_shape)  # complex128, cast per call
 
     def _kernel_fft(self, like: Tensor) -> Tensor:
         dtype = torch.complex128 if like.dtype == torch.float64 else torch.complex64
         return self._held("kernel_fft", like, dtype)
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
-        h, w = self.image_shape[1:]
-        full = torch.fft.irfft2(torch.fft.rfft2(x, s=self.fft_shape) * self._kernel_fft(x), s=self.fft_shape)
-        return full[..., self.offset[0]:self.offset[0] + h, self.offset[1]:self.offset[1] + w]
+        s, dims = self.fft_shape, self.dims
+        full = torch.fft.irfftn(torch.fft.rfftn(x, s=s, dim=dims) * self._kernel_fft(x), s=s, dim=dims)
+        return full[(..., *(slice(o, o + n) for o, n in zip(self.offset, self.image_shape[1:], strict=True)))]
 
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
-        # embed y at the crop's offset in the FFT grid, correlate with the kernel (conjugate spectrum), keep H x W
-        h, w = self.image_shape[1:]
-        z = F.pad(y, (self.offset[1], self.fft_shape[1] - w - self.offset[1],
-                      self.offset[0], self.fft_shape[0] - h - self.offset[0]))
-        full = torch.fft.irfft2(torch.fft.rfft2(z) * self._kernel_fft(y).conj(), s=self.fft_shape)
-        return full[..., :h, :w]
+        # embed y at the crop's offset in the FFT grid, correlate with the kernel (conjugate spectrum), keep the image
+        s, dims, sizes = self.fft_shape, self.dims, self.image_shape[1:]
+        # F.pad lists (before, after) per axis, last axis first
+        pad = [p for o, n, m in reversed(tuple(zip(self.offset, sizes, s, strict=True))) for p in (o, m - n - o)]
+        z = F.pad(y, pad)
+        full = torch.fft.irfftn(torch.fft.rfftn(z, dim=dims) * self._kernel_fft(y).conj(), s=s, dim=dims)
+        return full[(..., *(slice(0, n) for n in sizes))]

@@ -51,6 +51,8 @@ class Inpainting(BufferedOperator):
     is self-adjoint and is its own pseudo-inverse.
     """
 
+    closed_form_dagger = True
+
     def __init__(self, mask: Tensor, image_shape: tuple[int, int, int] | None = None) -> None:
         mask = torch.as_tensor(mask).to(torch.bool)
         if mask.dim() not in (2, 3):

@@ -215,6 +215,8 @@ class SingleCoilMRI(BufferedOperator):
     ``Re(F^H M y)``; with ``False`` it is the complex ``F^H M y``.
     """
 
+    closed_form_dagger = True
+
     def __init__(
         self, mask: Tensor, image_shape: tuple[int, int, int] | None = None, real_image: bool = True
     ) -> None:

@@ -2,26 +2,26 @@
 
 A prior is an ``EDMDenoiser`` (preconditioned UNet) plus a ``PriorConfig`` saying what kind it is:
 - ``whole``: the network sees the whole image (size a multiple of the UNet divisor; other sizes are zero-padded);
-- ``patch``: the network sees P x P patches and 2 position channels (PaDIS); any image size works.
-``make_denoiser`` turns it into ``denoise(x, sigma) -> x_hat`` for x of shape (B, 1, N, N) in [0, 1] data units.
+- ``patch``: the network sees patches and d position channels (PaDIS); any image size works.
+``make_denoiser`` turns it into ``denoise(x, sigma) -> x_hat`` for x of shape (B, 1, H, W) (2-D priors) or
+(B, 1, D, H, W) (3-D priors, ``unet.dims == 3``) in [0, 1] data units.
 The third kind, ``wavelet`` (WSGM: one network per wavelet scale), has its own config and module in
 :mod:`wavepatch.prior.wavelet` and is no single denoiser; ``load_prior`` refuses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch.nn import functional as F
 
-from wavepatch.prior.patches import denoise_fixed_grid, denoise_overlapping, denoise_random_shift
+from wavepatch.prior.patches import Size, denoise_fixed_grid, denoise_overlapping, denoise_random_shift, per_axis
 from wavepatch.prior.precond import EDMDenoiser
 from wavepatch.prior.unet import UNet, UNetConfig
+from wavepatch.types import Denoiser
 
 Tensor = torch.Tensor
-Denoiser = Callable[[Tensor, Tensor | float], Tensor]
 
 PRIOR_KINDS = ("whole", "patch")
 PATCH_MODES = ("padis", "stitch", "average")
@@ -31,10 +31,11 @@ PATCH_MODES = ("padis", "stitch", "average")
 class PriorConfig:
     """What a checkpoint holds besides weights.
 
-    kind: 'whole' or 'patch'. unet: the architecture (in_channels includes the 2 position channels of a patch
-    prior). sigma_data: EDM's data standard deviation (data in [0, 1]). image_size: side of the training
-    images (the size a whole-image prior generates by default). patch_size: default inference patch side of a
-    patch prior. window: (lo, hi) window the training data were mapped to [0, 1] with (HU for CT), or None
+    kind: 'whole' or 'patch'. unet: the architecture; its dims (2 or 3) is the prior's (in_channels includes the
+    dims position channels of a patch prior). sigma_data: EDM's data standard deviation (data in [0, 1]).
+    image_size: size of the training images (the size a whole-image prior generates by default), an int (the
+    same on every axis) or one per axis. patch_size: default inference patch size of a patch prior, an int or
+    one per axis. window: (lo, hi) window the training data were mapped to [0, 1] with (HU for CT), or None
     (min-max). modality: 'ct', 'mri' or 'other'; None (older checkpoints) means CT when the window reaches
     below -500 (an HU window), else 'other'. Only CT priors write samples in HU (NIfTI, DICOM).
     """
@@ -42,8 +43,8 @@ class PriorConfig:
     kind: str = "patch"
     unet: UNetConfig = field(default_factory=UNetConfig)
     sigma_data: float = 0.5
-    image_size: int = 128
-    patch_size: int = 32
+    image_size: int | tuple[int, ...] = 128
+    patch_size: int | tuple[int, ...] = 32
     window: tuple[float, float] | None = (-1000.0, 1000.0)
     modality: str | None = None
 
@@ -56,11 +57,20 @@ class PriorConfig:
             self.window = (float(self.window[0]), float(self.window[1]))
         if self.kind not in PRIOR_KINDS:
             raise ValueError(f"prior kind must be one of {PRIOR_KINDS}, got {self.kind!r}")
-        expected_in = self.unet.out_channels + (2 if self.kind == "patch" else 0)
+        self.image_size, self.patch_size = _size(self.image_size), _size(self.patch_size)
+        per_axis(self.image_size, self.dims, "image_size")  # a tuple must have one entry per axis
+        patch = per_axis(self.patch_size, self.dims, "patch_size")
+        expected_in = self.unet.out_channels + (self.dims if self.kind == "patch" else 0)
         if self.unet.in_channels != expected_in:
-            raise ValueError(f"a {self.kind} prior needs unet.in_channels = {expected_in}, got {self.unet.in_channels}")
-        if self.kind == "patch" and self.patch_size % self.unet.divisor:
+            raise ValueError(f"a {self.dims}-D {self.kind} prior needs unet.in_channels = {expected_in}, got "
+                             f"{self.unet.in_channels}")
+        if self.kind == "patch" and any(q % self.unet.divisor for q in patch):
             raise ValueError(f"patch_size {self.patch_size} must be a multiple of {self.unet.divisor}")
+
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions: 2 (images) or 3 (volumes)."""
+        return self.unet.dims
 
     @property
     def is_ct(self) -> bool:
@@ -72,6 +82,17 @@ class PriorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PriorConfig:
         return cls(**d)
+
+
+def _size(value: Size) -> int | tuple[int, ...]:
+    """An int stays an int; a sequence (a JSON list) becomes a tuple of ints."""
+    return int(value) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+
+
+def _check_input(x: Tensor, dims: int) -> None:
+    if x.ndim != dims + 2:
+        raise ValueError(f"this is a {dims}-D prior: it denoises (B, C, {'D, ' if dims == 3 else ''}H, W) input, got "
+                         f"shape {tuple(x.shape)}")
 
 
 def modality_is_ct(modality: str | None, window: tuple[float, float] | None) -> bool:
@@ -87,28 +108,30 @@ def build_prior(config: PriorConfig) -> EDMDenoiser:
     return EDMDenoiser(UNet(config.unet), sigma_data=config.sigma_data)
 
 
-def make_denoiser(model: EDMDenoiser, config: PriorConfig, mode: str = "padis", patch_size: int | None = None,
+def make_denoiser(model: EDMDenoiser, config: PriorConfig, mode: str = "padis", patch_size: Size | None = None,
                   generator: torch.Generator | None = None, chunk: int | None = 256) -> Denoiser:
-    """``denoise(x, sigma)`` for images x (B, 1, N, N); sigma a float, 0-d or (B,) tensor.
+    """``denoise(x, sigma)`` for x (B, 1, H, W) (2-D prior) or (B, 1, D, H, W) (3-D prior), any size per axis;
+    sigma a float, 0-d or (B,) tensor. Returns the denoised x, same shape.
 
     For a patch prior ``mode`` picks how patches make the image: 'padis' (random grid shift per call),
-    'stitch' (fixed grid) or 'average' (overlapping patches averaged); ``patch_size`` overrides the config's;
-    ``generator`` drives the shifts and the border noise; ``chunk`` caps patches per network call. A whole-image
-    prior ignores these.
+    'stitch' (fixed grid) or 'average' (overlapping patches averaged, overlap a quarter patch per axis);
+    ``patch_size`` (an int or one per axis) overrides the config's; ``generator`` drives the shifts and the border
+    noise; ``chunk`` caps patches per network call. A whole-image prior ignores these.
     """
+    dims = config.dims
     if config.kind == "whole":
         def denoise_whole(x: Tensor, sigma: Tensor | float) -> Tensor:
-            d = config.unet.divisor
-            h, w = x.shape[-2:]
-            ph, pw = (-h) % d, (-w) % d
-            if ph or pw:  # zero (air) padding to a size the UNet takes; cropped back after
-                out = model(F.pad(x, (0, pw, 0, ph)), sigma)
-                return out[..., :h, :w]
+            _check_input(x, dims)
+            spatial = x.shape[2:]
+            pads = [(-s) % config.unet.divisor for s in spatial]
+            if any(pads):  # zero (air) padding to a size the UNet takes; cropped back after
+                out = model(F.pad(x, [v for q in reversed(pads) for v in (0, q)]), sigma)
+                return out[(..., *[slice(0, s) for s in spatial])]
             return model(x, sigma)
         return denoise_whole
 
-    p = int(patch_size or config.patch_size)
-    if p % config.unet.divisor:
+    p = per_axis(patch_size or config.patch_size, dims, "patch size")
+    if any(q % config.unet.divisor for q in p):
         raise ValueError(f"patch size {p} must be a multiple of {config.unet.divisor} for this prior")
     if mode not in PATCH_MODES:
         raise ValueError(f"patch mode must be one of {PATCH_MODES}, got {mode!r}")
@@ -116,9 +139,13 @@ def make_denoiser(model: EDMDenoiser, config: PriorConfig, mode: str = "padis", 
     def net(patches: Tensor, sigma: Tensor, pos: Tensor) -> Tensor:
         return model(patches, sigma, extra=pos)
 
-    if mode == "padis":
-        return lambda x, sigma: denoise_random_shift(net, x, sigma, p, generator, chunk)
-    if mode == "stitch":
-        return lambda x, sigma: denoise_fixed_grid(net, x, sigma, p, generator, chunk)
-    return lambda x, sigma: denoise_overlapping(net, x, sigma, p, overlap=max(1, p // 4), generator=generator,
-                                                chunk=chunk)
+    def denoise_patches(x: Tensor, sigma: Tensor | float) -> Tensor:
+        _check_input(x, dims)
+        if mode == "padis":
+            return denoise_random_shift(net, x, sigma, p, generator, chunk)
+        if mode == "stitch":
+            return denoise_fixed_grid(net, x, sigma, p, generator, chunk)
+        return denoise_overlapping(net, x, sigma, p, overlap=tuple(max(1, q // 4) for q in p), generator=generator,
+                                   chunk=chunk)
+
+    return denoise_patches

@@ -37,8 +37,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from wavepatch.prior.precond import EDMDenoiser
-from wavepatch.prior.train import edm_loss
+from wavepatch.prior.precond import EDMDenoiser, edm_loss
 from wavepatch.prior.wavelet_denoiser import WaveletDenoiser, band_noise_std
 
 Tensor = torch.Tensor

@@ -1,12 +1,14 @@
-"""Whole-image denoising from a patch denoiser (PaDIS), and the two patch baselines.
+"""Whole-image denoising from a patch denoiser (PaDIS), and the two patch baselines, for images and volumes.
 
-Layout (PaDIS, Hu et al. 2024): an N x N image, patch side P, K = N // P + 1 patches per axis, M = K P - N.
-The image is zero-padded by M on every side; a grid offset (a, b) in {0..M}^2 picks K x K non-overlapping
-patches starting at (a + i P, b + j P). They tile a K P window that always contains the image, so every pixel is
-denoised exactly once; drawing a new offset at every step moves the seams. Patches are denoised as one batch.
+Layout (PaDIS, Hu et al. 2024), per axis: an n-pixel axis, patch side p, K = n // p + 1 patches, M = K p - n.
+The image is zero-padded by M on both sides of every axis; a grid offset (a_1, ..., a_d), a_i in {0..M_i}, picks
+K_1 x ... x K_d non-overlapping patches starting at (a_1 + j_1 p_1, ...). They tile a window of K_i p_i per axis
+that always contains the image, so every pixel (voxel) is denoised exactly once; drawing a new offset at every
+step moves the seams. Patches are denoised as one batch, row-major over the grid. Images are (B, C, H, W) or
+volumes (B, C, D, H, W), any size per axis; a patch size is an int (the same on every axis) or one per axis.
 
-Positions: each patch carries 2 extra channels holding the (row, column) coordinate of each of its pixels,
-normalised over the *unpadded* image: pixel i of an N-pixel axis has coordinate (2 i + 1) / N - 1, so the
+Positions: each patch carries d extra channels, channel i holding the coordinate along axis i of each of its
+pixels, normalised over the *unpadded* image: pixel j of an n-pixel axis has coordinate (2 j + 1) / n - 1, so the
 image spans [-1, 1] and the zero border lies outside. Unlike the official code (coordinates over the padded
 frame), this frame does not change with the padding, so training pad and inference pad need not match.
 
@@ -16,12 +18,25 @@ border is filled with fresh N(0, sigma^2) noise before cutting patches: the netw
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import numbers
+from collections.abc import Callable, Sequence
 
 import torch
 
 Tensor = torch.Tensor
-PatchNet = Callable[[Tensor, Tensor, Tensor], Tensor]  # (patches, sigma (n,), positions (n, 2, P, P)) -> denoised
+PatchNet = Callable[[Tensor, Tensor, Tensor], Tensor]  # (patches, sigma (n,), positions (n, d, *P)) -> denoised
+Size = int | Sequence[int]  # one value for every axis, or one per axis
+
+
+def per_axis(value: Size, d: int, name: str = "size") -> tuple[int, ...]:
+    """``value`` as a d-tuple of ints: an int is repeated on every axis, a sequence must have length d."""
+    if isinstance(value, numbers.Integral):
+        return (int(value),) * d
+    out = tuple(int(v) for v in value)
+    if len(out) != d:
+        raise ValueError(f"{name} {tuple(value)} has {len(out)} entries for {d} spatial axes")
+    return out
 
 
 def patch_layout(n: int, p: int) -> tuple[int, int]:
@@ -32,54 +47,91 @@ def patch_layout(n: int, p: int) -> tuple[int, int]:
     return k, k * p - n
 
 
-def position_channels(rows: Tensor, cols: Tensor, n: int) -> Tensor:
-    """Coordinate channels for patches whose pixels sit at image rows/cols (may be outside 0..n-1).
+def grid_layout(shape: Sequence[int], p: Size) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(K, M) per axis for an image of spatial ``shape`` and patch size ``p``: two d-tuples."""
+    ps = per_axis(p, len(shape), "patch size")
+    layout = [patch_layout(int(n), q) for n, q in zip(shape, ps, strict=True)]
+    return tuple(k for k, _ in layout), tuple(m for _, m in layout)
 
-    rows, cols: (B, P) integer pixel indices in the unpadded image. Returns (B, 2, P, P) float32 with
-    channel 0 = row coordinate, channel 1 = column coordinate, each (2 i + 1) / n - 1.
+
+def _axis_view(t: Tensor, axis: int, d: int) -> Tensor:
+    """(B, P) -> (B, 1, .., P, .., 1) with P at spatial position ``axis`` of d (for broadcasting over a patch)."""
+    return t.reshape(t.shape[0], *[t.shape[1] if i == axis else 1 for i in range(d)])
+
+
+def position_channels(indices: Sequence[Tensor], sizes: Size) -> Tensor:
+    """Coordinate channels for patches whose pixels sit at the given image indices (may be outside 0..n-1).
+
+    indices: d integer tensors (B, P_i), the pixel indices along axis i of the unpadded image; sizes: n_i, the
+    image size per axis (an int: the same on every axis). Returns (B, d, P_1, ..., P_d) float32, channel i the
+    coordinate along axis i, (2 j + 1) / n_i - 1.
     """
-    r = (2 * rows.float() + 1) / n - 1
-    c = (2 * cols.float() + 1) / n - 1
-    p_r, p_c = rows.shape[1], cols.shape[1]
-    return torch.stack([r[:, :, None].expand(-1, p_r, p_c), c[:, None, :].expand(-1, p_r, p_c)], dim=1)
+    d = len(indices)
+    ns = per_axis(sizes, d)
+    shape = [t.shape[1] for t in indices]
+    chans = [_axis_view((2 * t.float() + 1) / n - 1, i, d).expand(-1, *shape)
+             for i, (t, n) in enumerate(zip(indices, ns, strict=True))]
+    return torch.stack(chans, dim=1)
 
 
-def grid_positions(n: int, p: int, shift: tuple[int, int], batch: int, device=None) -> Tensor:
-    """Position channels of the K x K grid at offset ``shift`` for ``batch`` images: (batch K K, 2, P, P)."""
-    k, m = patch_layout(n, p)
-    start = torch.arange(k, device=device) * p - m  # patch starts in image coordinates (padding offset removed)
-    offs = torch.arange(p, device=device)
-    rows = (start[:, None] + shift[0] + offs)  # (K, P)
-    cols = (start[:, None] + shift[1] + offs)
-    rr = rows[:, None, :].expand(k, k, p).reshape(k * k, p)
-    cc = cols[None, :, :].expand(k, k, p).reshape(k * k, p)
-    pos = position_channels(rr, cc, n)
-    return pos.repeat(batch, 1, 1, 1)
+def _grid_indices(per_axis_idx: Sequence[Tensor]) -> list[Tensor]:
+    """Per-axis indices (K_i, P_i) of a grid's patches -> d tensors (K_1 ... K_d, P_i), row-major over the grid."""
+    counts = [t.shape[0] for t in per_axis_idx]
+    grid = torch.meshgrid(*[torch.arange(k, device=t.device) for k, t in zip(counts, per_axis_idx, strict=True)],
+                          indexing="ij")
+    return [t[g.reshape(-1)] for t, g in zip(per_axis_idx, grid, strict=True)]
 
 
-def extract_patches(window: Tensor, p: int) -> Tensor:
-    """(B, C, K P, K P) -> (B K K, C, P, P), row-major over the K x K grid."""
-    b, c, h, w = window.shape
-    k_r, k_c = h // p, w // p
-    if h != k_r * p or w != k_c * p:
-        raise ValueError(f"window {h}x{w} is not a whole number of {p}x{p} patches")
-    x = window.reshape(b, c, k_r, p, k_c, p).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b * k_r * k_c, c, p, p)
+def grid_positions(size: Size, p: Size, shift: Sequence[int], batch: int, device=None) -> Tensor:
+    """Position channels of the K_1 x ... x K_d grid at offset ``shift`` (one entry per axis) for ``batch``
+    images of spatial ``size``: (batch prod K, d, *P)."""
+    d = len(shift)
+    sizes, ps = per_axis(size, d), per_axis(p, d, "patch size")
+    ks, ms = grid_layout(sizes, ps)
+    idx = []
+    for k, m, q, s in zip(ks, ms, ps, shift, strict=True):
+        start = torch.arange(k, device=device) * q - m  # patch starts in image coordinates (padding offset removed)
+        idx.append(start[:, None] + s + torch.arange(q, device=device))  # (K, P)
+    pos = position_channels(_grid_indices(idx), sizes)
+    return pos.repeat(batch, *[1] * (d + 1))
 
 
-def stitch_patches(patches: Tensor, batch: int, k: int) -> Tensor:
-    """Inverse of ``extract_patches``: (B K K, C, P, P) -> (B, C, K P, K P)."""
-    _, c, p, _ = patches.shape
-    x = patches.reshape(batch, k, k, c, p, p).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(batch, c, k * p, k * p)
+def extract_patches(window: Tensor, p: Size) -> Tensor:
+    """(B, C, K_1 P_1, ..., K_d P_d) -> (B prod K, C, P_1, ..., P_d), row-major over the grid."""
+    b, c, *spatial = window.shape
+    d = len(spatial)
+    ps = per_axis(p, d, "patch size")
+    ks = [s // q for s, q in zip(spatial, ps, strict=True)]
+    if any(k * q != s for k, q, s in zip(ks, ps, spatial, strict=True)):
+        raise ValueError(f"window {tuple(spatial)} is not a whole number of {ps} patches")
+    x = window.reshape(b, c, *[v for k, q in zip(ks, ps, strict=True) for v in (k, q)])
+    x = x.permute(0, *range(2, 2 + 2 * d, 2), 1, *range(3, 3 + 2 * d, 2))
+    return x.reshape(b * math.prod(ks), c, *ps)
 
 
-def pad_with_noise(x: Tensor, m: int, sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Zero-pad (B, C, N, N) by m on every side, the border filled with N(0, sigma^2) (sigma scalar or (B,))."""
-    b, c, n, _ = x.shape
-    noise = _randn((b, c, n + 2 * m, n + 2 * m), generator, x)
-    out = noise * sigma.reshape(-1, 1, 1, 1).to(x.dtype) if sigma.ndim else noise * sigma.to(x.dtype)
-    out[:, :, m:m + n, m:m + n] = x
+def stitch_patches(patches: Tensor, batch: int, k: Size) -> Tensor:
+    """Inverse of ``extract_patches``: (B prod K, C, *P) -> (B, C, K_1 P_1, ..., K_d P_d); k per axis or an int."""
+    _, c, *ps = patches.shape
+    d = len(ps)
+    ks = per_axis(k, d, "patches per axis")
+    x = patches.reshape(batch, *ks, c, *ps)
+    x = x.permute(0, d + 1, *[v for i in range(d) for v in (1 + i, d + 2 + i)])
+    return x.reshape(batch, c, *[kk * q for kk, q in zip(ks, ps, strict=True)])
+
+
+def _crop(x: Tensor, starts: Sequence[int], sizes: Sequence[int]) -> Tensor:
+    """x[:, :, s_1:s_1 + n_1, ..., s_d:s_d + n_d]."""
+    return x[(slice(None), slice(None), *[slice(s, s + n) for s, n in zip(starts, sizes, strict=True)])]
+
+
+def pad_with_noise(x: Tensor, m: Size, sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Zero-pad (B, C, *spatial) by m (per axis or an int) on both sides, the border filled with N(0, sigma^2)
+    (sigma scalar or (B,))."""
+    b, c, *spatial = x.shape
+    ms = per_axis(m, len(spatial), "padding")
+    noise = _randn((b, c, *[n + 2 * mm for n, mm in zip(spatial, ms, strict=True)]), generator, x)
+    out = noise * sigma.reshape(-1, *[1] * (x.ndim - 1)).to(x.dtype) if sigma.ndim else noise * sigma.to(x.dtype)
+    _crop(out, ms, spatial)[...] = x
     return out
 
 
@@ -101,71 +153,78 @@ def _run_batched(net: PatchNet, patches: Tensor, sigma: Tensor, pos: Tensor, chu
     return torch.cat(outs)
 
 
-def denoise_shifted_grid(net: PatchNet, x: Tensor, sigma: Tensor | float, p: int, shift: tuple[int, int],
+def denoise_shifted_grid(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Size, shift: Sequence[int],
                          generator: torch.Generator | None = None, chunk: int | None = None) -> Tensor:
-    """Denoise (B, C, N, N) with non-overlapping P x P patches on the grid at offset ``shift`` in {0..M}^2.
-
-    Returns (B, C, N, N). ``chunk``: most patches per network call (memory); None = all at once.
-    """
-    b, c, n, n2 = x.shape
-    if n != n2:
-        raise ValueError(f"patch denoising needs square images, got {n}x{n2}")
-    k, m = patch_layout(n, p)
-    if not (0 <= shift[0] <= m and 0 <= shift[1] <= m):
-        raise ValueError(f"shift {shift} outside 0..{m}")
+    """Denoise (B, C, *spatial) with non-overlapping patches of size ``p`` on the grid at offset ``shift``,
+    shift_i in {0..M_i}. Returns (B, C, *spatial). ``chunk``: most patches per network call (memory); None = all."""
+    b, _, *spatial = x.shape
+    d = len(spatial)
+    ps = per_axis(p, d, "patch size")
+    ks, ms = grid_layout(spatial, ps)
+    if len(shift) != d or not all(0 <= s <= m for s, m in zip(shift, ms, strict=True)):
+        raise ValueError(f"shift {tuple(shift)} outside 0..{ms}")
     sig = _sigma_vector(sigma, b, x.device)
-    padded = pad_with_noise(x, m, sig, generator)
-    window = padded[:, :, shift[0]:shift[0] + k * p, shift[1]:shift[1] + k * p]
-    patches = extract_patches(window, p)
-    pos = grid_positions(n, p, shift, b, device=x.device)
-    out = _run_batched(net, patches, sig.repeat_interleave(k * k), pos, chunk)
-    stitched = stitch_patches(out, b, k)
-    top, left = m - shift[0], m - shift[1]  # image origin inside the window
-    return stitched[:, :, top:top + n, left:left + n]
+    padded = pad_with_noise(x, ms, sig, generator)
+    window = _crop(padded, shift, [k * q for k, q in zip(ks, ps, strict=True)])
+    patches = extract_patches(window, ps)
+    pos = grid_positions(spatial, ps, shift, b, device=x.device)
+    out = _run_batched(net, patches, sig.repeat_interleave(math.prod(ks)), pos, chunk)
+    stitched = stitch_patches(out, b, ks)
+    return _crop(stitched, [m - s for m, s in zip(ms, shift, strict=True)], spatial)  # image origin in the window
 
 
-def denoise_random_shift(net: PatchNet, x: Tensor, sigma: Tensor | float, p: int,
+def denoise_random_shift(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Size,
                          generator: torch.Generator | None = None, chunk: int | None = None) -> Tensor:
-    """PaDIS: one grid offset drawn uniformly from {0..M}^2 per call (shared by the batch)."""
-    _, m = patch_layout(x.shape[-1], p)
-    shift = torch.randint(0, m + 1, (2,), generator=generator, device=generator.device if generator else "cpu")
-    return denoise_shifted_grid(net, x, sigma, p, (int(shift[0]), int(shift[1])), generator, chunk)
+    """PaDIS: one grid offset drawn uniformly from {0..M_1} x ... x {0..M_d} per call (shared by the batch)."""
+    _, ms = grid_layout(x.shape[2:], p)
+    device = generator.device if generator else "cpu"
+    if len(set(ms)) == 1:  # one draw for all axes (the stream of square images)
+        shift = torch.randint(0, ms[0] + 1, (len(ms),), generator=generator, device=device)
+    else:
+        shift = torch.cat([torch.randint(0, m + 1, (1,), generator=generator, device=device) for m in ms])
+    return denoise_shifted_grid(net, x, sigma, p, tuple(int(s) for s in shift), generator, chunk)
 
 
-def denoise_fixed_grid(net: PatchNet, x: Tensor, sigma: Tensor | float, p: int,
+def denoise_fixed_grid(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Size,
                        generator: torch.Generator | None = None, chunk: int | None = None) -> Tensor:
-    """Patch stitching baseline: the same grid (offset M // 2, centred) at every call, so seams never move."""
-    _, m = patch_layout(x.shape[-1], p)
-    return denoise_shifted_grid(net, x, sigma, p, (m // 2, m // 2), generator, chunk)
+    """Patch stitching baseline: the same grid (offset M_i // 2, centred) at every call, so seams never move."""
+    _, ms = grid_layout(x.shape[2:], p)
+    return denoise_shifted_grid(net, x, sigma, p, tuple(m // 2 for m in ms), generator, chunk)
 
 
-def denoise_overlapping(net: PatchNet, x: Tensor, sigma: Tensor | float, p: int, overlap: int = 8,
+def denoise_overlapping(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Size, overlap: Size = 8,
                         generator: torch.Generator | None = None, chunk: int | None = None) -> Tensor:
-    """Patch averaging baseline: P x P patches at stride P - overlap covering the image, outputs averaged."""
-    b, c, n, _ = x.shape
-    stride = p - overlap
-    if stride < 1:
-        raise ValueError(f"overlap {overlap} must be smaller than the patch size {p}")
-    count = max(1, -(-(n - p) // stride) + 1) if n > p else 1
-    frame = max(p, (count - 1) * stride + p)
-    m = frame - n  # pad total, split between both sides
-    lo = m // 2
+    """Patch averaging baseline: patches of size p at stride p - overlap (per axis) covering the image, outputs
+    averaged. (B, C, *spatial) -> (B, C, *spatial)."""
+    b, c, *spatial = x.shape
+    d = len(spatial)
+    ps, overlaps = per_axis(p, d, "patch size"), per_axis(overlap, d, "overlap")
+    idx, frames, los = [], [], []
+    for n, q, o in zip(spatial, ps, overlaps, strict=True):
+        stride = q - o
+        if stride < 1:
+            raise ValueError(f"overlap {o} must be smaller than the patch size {q}")
+        count = max(1, -(-(n - q) // stride) + 1) if n > q else 1
+        frame = max(q, (count - 1) * stride + q)
+        frames.append(frame)
+        los.append((frame - n) // 2)  # pad total frame - n, split between both sides
+        idx.append((torch.arange(count, device=x.device) * stride)[:, None] + torch.arange(q, device=x.device))
+    idx = _grid_indices(idx)  # d tensors (count, P_i): frame coordinates of every patch, row-major
+    count = idx[0].shape[0]
     sig = _sigma_vector(sigma, b, x.device)
-    noise = _randn((b, c, frame, frame), generator, x)
-    padded = noise * sig.reshape(-1, 1, 1, 1).to(x.dtype)
-    padded[:, :, lo:lo + n, lo:lo + n] = x
-    starts = torch.arange(count, device=x.device) * stride
-    idx = starts[:, None] + torch.arange(p, device=x.device)  # (count, P) frame coordinates
-    rr = idx[:, None, :].expand(count, count, p).reshape(-1, p)
-    cc = idx[None, :, :].expand(count, count, p).reshape(-1, p)
-    patches = padded[:, :, rr[:, :, None], cc[:, None, :]]  # (B, C, count^2, P, P)
-    patches = patches.permute(0, 2, 1, 3, 4).reshape(b * count * count, c, p, p)
-    pos = position_channels(rr - lo, cc - lo, n).repeat(b, 1, 1, 1)
-    out = _run_batched(net, patches, sig.repeat_interleave(count * count), pos, chunk)
-    out = out.reshape(b, count * count, c, p, p).permute(0, 2, 1, 3, 4)
-    acc = torch.zeros((b, c, frame, frame), device=x.device, dtype=out.dtype)
-    weight = torch.zeros((frame, frame), device=x.device, dtype=out.dtype)
-    flat_index = (rr[:, :, None] * frame + cc[:, None, :]).reshape(-1)
+    noise = _randn((b, c, *frames), generator, x)
+    padded = noise * sig.reshape(-1, *[1] * (d + 1)).to(x.dtype)
+    _crop(padded, los, spatial)[...] = x
+    views = [_axis_view(t, i, d) for i, t in enumerate(idx)]  # broadcast to (count, *P)
+    patches = padded[(slice(None), slice(None), *views)]  # (B, C, count, *P)
+    patches = patches.transpose(1, 2).reshape(b * count, c, *ps)
+    pos = position_channels([t - lo for t, lo in zip(idx, los, strict=True)], spatial).repeat(b, *[1] * (d + 1))
+    out = _run_batched(net, patches, sig.repeat_interleave(count), pos, chunk)
+    out = out.reshape(b, count, c, *ps).transpose(1, 2)
+    acc = torch.zeros((b, c, *frames), device=x.device, dtype=out.dtype)
+    weight = torch.zeros(tuple(frames), device=x.device, dtype=out.dtype)
+    strides = [math.prod(frames[i + 1:]) for i in range(d)]
+    flat_index = sum(v * s for v, s in zip(views, strides, strict=True)).reshape(-1)
     acc.view(b, c, -1).index_add_(2, flat_index, out.reshape(b, c, -1))
     weight.view(-1).index_add_(0, flat_index, torch.ones_like(flat_index, dtype=out.dtype))
-    return (acc / weight)[:, :, lo:lo + n, lo:lo + n]
+    return _crop(acc / weight, los, spatial)

@@ -28,6 +28,22 @@ def edm_loss_weight(sigma: Tensor, sigma_data: float) -> Tensor:
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
+def edm_loss(model: nn.Module, x0: Tensor, generator: torch.Generator, p_mean: float, p_std: float,
+             extra: Tensor | None = None) -> Tensor:
+    """EDM denoising score matching loss on x0 (B, C, *spatial): the mean of lambda(sigma) ||D(x0 + sigma z) - x0||^2.
+
+    ``model`` is an ``EDMDenoiser`` (or one wrapped by DistributedDataParallel); ln sigma ~ N(p_mean, p_std^2)
+    per item; the squared error is averaged over all non-batch dims (channels, pixels or voxels); ``extra``:
+    conditioning channels passed to the model (patch positions).
+    """
+    b = x0.shape[0]
+    sigma = (torch.randn(b, generator=generator, device=generator.device) * p_std + p_mean).exp().to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
+    denoised = model(x0 + sigma.reshape(-1, *[1] * (x0.ndim - 1)) * noise, sigma, extra)
+    weight = edm_loss_weight(sigma, getattr(model, "module", model).sigma_data)  # DDP wraps the model
+    return (weight * ((denoised - x0) ** 2).mean(dim=tuple(range(1, x0.ndim)))).mean()
+
+
 def score_from_denoised(x: Tensor, denoised: Tensor, sigma: Tensor | float) -> Tensor:
     """Tweedie: grad log p_sigma(x) = (D(x, sigma) - x) / sigma^2."""
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)

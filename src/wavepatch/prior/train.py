@@ -9,6 +9,9 @@ All writes are atomic, so a run killed at any moment leaves the last complete ch
 re-seeded from (seed, rank, step) at every checkpoint, so a resumed run continues exactly as an uninterrupted one
 would have.
 
+Priors of 3-D volumes (``dims=3``, patch or whole) train on a ``VolumeDataset`` of whole volumes, with 3-D
+patches and 3 position channels; the wavelet prior and the noisy-data options are 2-D only.
+
 Multi-process: launch with ``torchrun --nproc_per_node N -m wavepatch.cli train ...``; each process draws its own
 batches, gradients are averaged by DistributedDataParallel (NCCL on GPUs, gloo on CPU); rank 0 writes files.
 """
@@ -31,12 +34,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from wavepatch.io.atomic import atomic_path, atomic_write_bytes
-from wavepatch.io.dataset import SliceDataset
+from wavepatch.io.dataset import SliceDataset, VolumeDataset
 from wavepatch.prior.checkpoint import CheckpointError, check_state_matches, save_prior
 from wavepatch.prior.model import PriorConfig, build_prior
 from wavepatch.prior.noisy_data import default_level, noise_report, noise_sampler, noisy_training_set
-from wavepatch.prior.patches import position_channels
-from wavepatch.prior.precond import EDMDenoiser, edm_loss_weight
+from wavepatch.prior.patches import per_axis, position_channels
+from wavepatch.prior.precond import edm_loss
 from wavepatch.prior.unet import UNetConfig
 from wavepatch.prior.wavelet import WaveletPrior, WaveletPriorConfig, coefficient_stats, wsgm_loss
 
@@ -44,7 +47,7 @@ Tensor = torch.Tensor
 
 # Fields that fix the architecture or the data: a resumed run must keep them.
 _FROZEN = ("prior", "size", "window", "base_channels", "channel_mult", "num_blocks", "attention", "sigma_data",
-           "patch_sizes", "pad", "axis", "levels", "wavelet", "noisy_data", "noise_level", "wavelet_denoiser")
+           "patch_sizes", "pad", "axis", "levels", "wavelet", "noisy_data", "noise_level", "wavelet_denoiser", "dims")
 
 
 @dataclass
@@ -56,12 +59,14 @@ class TrainConfig:
     images; its coefficient statistics are measured on the training set, flips included, when the run starts).
     levels, wavelet: J and the orthogonal wavelet of a wavelet prior. detail_crop: a wavelet prior's detail
     networks train on random periodic crops of this side of their bands (``wsgm_loss``; None: whole bands), so a
-    training step costs the same at every image size. size: training images are resized
-    to size x size. window: HU window (lo, hi) or None (min-max per volume). modality: ct / mri / other,
+    training step costs the same at every image size. dims: 2 (slices) or 3 (whole volumes, ``VolumeDataset``;
+    patch and whole priors only). size: training images are resized to size x size; volumes to size per axis (an
+    int, or (D, H, W) for dims 3). window: HU window (lo, hi) or None (min-max per volume). modality: ct / mri / other,
     stored in the prior (None: CT if the window is an HU window). axis: NIfTI slicing axis.
     patch_sizes / patch_probs: patch sides drawn per step (patch priors) and their probabilities; the batch
-    holds ``batch * (max(patch_sizes) / P)^2`` patches so every step sees about the same number of pixels.
-    patch_size: default inference patch side stored in the prior (default: largest training size).
+    holds ``batch * (max(patch_sizes) / P)^dims`` patches so every step sees about the same number of pixels.
+    patch_size: default inference patch size stored in the prior, an int or one per axis (default: largest
+    training size).
     pad: zero border around training images from which patches may be cut (default: max patch size).
     batch: images (whole, wavelet) or largest-size patches (patch) per step and process. lr: AdamW peak learning
     rate, reached linearly over warmup steps. ema_halflife: steps. p_mean, p_std: ln(sigma) ~ N(p_mean, p_std^2).
@@ -82,13 +87,14 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)
     out: str = "runs/prior"
     prior: str = "patch"
-    size: int = 128
+    dims: int = 2
+    size: int | tuple[int, ...] = 128
     window: tuple[float, float] | None = (-1000.0, 1000.0)
     modality: str | None = None
     axis: int = 2
     patch_sizes: tuple[int, ...] = (16, 32, 64)
     patch_probs: tuple[float, ...] = (0.2, 0.3, 0.5)
-    patch_size: int | None = None
+    patch_size: int | tuple[int, ...] | None = None
     pad: int | None = None
     levels: int = 2
     wavelet: str = "haar"
@@ -125,15 +131,20 @@ class TrainConfig:
         self.patch_sizes = tuple(int(p) for p in self.patch_sizes)
         self.patch_probs = tuple(float(p) for p in self.patch_probs)
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        self.size = self.size if isinstance(self.size, int) else tuple(int(s) for s in self.size)
+        if self.patch_size is not None and not isinstance(self.patch_size, int):
+            self.patch_size = tuple(int(s) for s in self.patch_size)
         if self.window is not None:
             self.window = (float(self.window[0]), float(self.window[1]))
         if self.prior not in ("whole", "patch", "wavelet"):
             raise ValueError(f"--prior must be whole, patch or wavelet, got {self.prior!r}")
+        self._check_dims()
+        sizes = per_axis(self.size, self.dims, "size")
         if self.sigma_data is None:
             self.sigma_data = 1.0 if self.prior == "wavelet" else 0.5
         if self.p_mean is None:
             self.p_mean = -1.2 + math.log(self.sigma_data / 0.5)
-        if self.size < 8 or self.batch < 1 or self.steps < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+        if min(sizes) < 8 or self.batch < 1 or self.steps < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("size >= 8, batch >= 1, steps >= 1, checkpoint_every >= 1, log_every >= 1 needed")
         if not self.lr > 0 or self.grad_clip < 0 or self.ema_halflife <= 0 or self.p_std <= 0:
             raise ValueError("lr > 0, grad_clip >= 0, ema_halflife > 0 and p_std > 0 needed")
@@ -149,8 +160,8 @@ class TrainConfig:
                 self.patch_size = max(self.patch_sizes)
             if self.pad is None:
                 self.pad = max(self.patch_sizes)
-            if max(self.patch_sizes) > self.size + 2 * self.pad:
-                frame = self.size + 2 * self.pad
+            if max(self.patch_sizes) > min(sizes) + 2 * self.pad:
+                frame = min(sizes) + 2 * self.pad
                 raise ValueError(f"largest patch {max(self.patch_sizes)} exceeds the padded image ({frame})")
         elif self.prior == "wavelet":
             if self.levels < 1 or self.size % (2**self.levels * divisor):
@@ -158,7 +169,7 @@ class TrainConfig:
                                  f"{2 ** max(self.levels, 0) * divisor} (levels >= 1)")
             if self.detail_crop is not None and (self.detail_crop < divisor or self.detail_crop % divisor):
                 raise ValueError(f"--detail-crop {self.detail_crop} must be a positive multiple of {divisor}")
-        elif self.size % divisor:
+        elif any(s % divisor for s in sizes):
             raise ValueError(f"whole-image size {self.size} must be a multiple of {divisor}")
         if self.detail_crop is not None and self.prior != "wavelet":
             raise ValueError("--detail-crop is for wavelet priors (--prior wavelet)")
@@ -176,10 +187,20 @@ class TrainConfig:
             if not self.denoiser_lr > 0 or self.feedback < 0 or self.feedback_after < 0:
                 raise ValueError("denoiser_lr > 0, feedback >= 0 and feedback_after >= 0 needed")
 
+    def _check_dims(self) -> None:
+        if self.dims not in (2, 3):
+            raise ValueError(f"dims must be 2 (slices) or 3 (volumes), got {self.dims}")
+        if self.dims == 2 and not isinstance(self.size, int):
+            raise ValueError(f"2-D training slices are square: size must be one int, got {self.size}")
+        if self.dims == 3 and self.prior == "wavelet":
+            raise ValueError("the wavelet (WSGM) prior is 2-D only: dims=3 needs --prior patch or whole")
+        if self.dims == 3 and (self.noisy_data is not None or self.wavelet_denoiser):
+            raise ValueError("noisy training data and the wavelet denoiser are 2-D only: not with dims=3")
+
     def _unet(self, in_channels: int, out_channels: int) -> UNetConfig:
         return UNetConfig(in_channels=in_channels, out_channels=out_channels, base_channels=self.base_channels,
                           channel_mult=self.channel_mult, num_blocks=self.num_blocks, attention=self.attention,
-                          dropout=self.dropout)
+                          dropout=self.dropout, dims=self.dims)
 
     def prior_config(self, images: Tensor | None = None) -> PriorConfig | WaveletPriorConfig:
         """The prior's config; a wavelet prior's needs the training ``images`` (S, 1, N, N) for its statistics."""
@@ -191,10 +212,9 @@ class TrainConfig:
             return WaveletPriorConfig(levels=self.levels, wavelet=self.wavelet, coarse_unet=self._unet(1, 1),
                                       detail_unet=self._unet(4, 3), sigma_data=self.sigma_data,
                                       image_size=self.size, window=self.window, modality=self.modality, **stats)
-        unet = self._unet(1 + (2 if self.prior == "patch" else 0), 1)
+        unet = self._unet(1 + (self.dims if self.prior == "patch" else 0), 1)
         return PriorConfig(kind=self.prior, unet=unet, sigma_data=self.sigma_data, image_size=self.size,
-                           patch_size=int(self.patch_size or self.size), window=self.window,
-                           modality=self.modality)
+                           patch_size=self.patch_size or self.size, window=self.window, modality=self.modality)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -205,43 +225,34 @@ class TrainConfig:
         return cls(**d)
 
 
-def edm_loss(model: EDMDenoiser, x0: Tensor, generator: torch.Generator, p_mean: float, p_std: float,
-             extra: Tensor | None = None) -> Tensor:
-    """EDM denoising score matching loss on a batch x0 (B, C, H, W): mean of lambda(sigma) ||D(x0 + sigma z) - x0||^2.
+def draw_batch(data: SliceDataset | VolumeDataset, cfg: TrainConfig,
+               generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """One training batch on the CPU: (images or patches (B, 1, *S), position channels (B, d, *S) or None).
 
-    ln sigma ~ N(p_mean, p_std^2) per item; the squared error is averaged over pixels.
+    S: the image (volume) size, or the patch size drawn for this step, on each of the d = 2 or 3 spatial axes.
     """
-    b = x0.shape[0]
-    sigma = (torch.randn(b, generator=generator, device=generator.device) * p_std + p_mean).exp().to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
-    denoised = model(x0 + sigma.reshape(-1, 1, 1, 1) * noise, sigma, extra)
-    weight = edm_loss_weight(sigma, getattr(model, "module", model).sigma_data)  # DDP wraps the model
-    return (weight * ((denoised - x0) ** 2).mean(dim=(1, 2, 3))).mean()
-
-
-def draw_batch(data: SliceDataset, cfg: TrainConfig, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-    """One training batch on the CPU: (images or patches (B, 1, S, S), position channels (B, 2, S, S) or None)."""
     if cfg.prior in ("whole", "wavelet"):
         idx = torch.randint(0, len(data), (cfg.batch,), generator=generator)
         x = data.images[idx]
         if cfg.flip:
             lr = torch.rand(cfg.batch, generator=generator) < 0.5
-            x = torch.where(lr[:, None, None, None], x.flip(-1), x)
+            x = torch.where(lr.reshape(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)
         return x, None
+    d = data.images.ndim - 2
     k = torch.multinomial(torch.tensor(cfg.patch_probs), 1, generator=generator).item()
     p = cfg.patch_sizes[k]
-    n = max(1, round(cfg.batch * (max(cfg.patch_sizes) / p) ** 2))
+    n = max(1, round(cfg.batch * (max(cfg.patch_sizes) / p) ** d))
     patches, positions = data.random_patches(n, p, generator=generator, pad=cfg.pad, flip=False)
     offs = torch.arange(p)
-    rows = positions[:, 0, None] - cfg.pad + offs
-    cols = positions[:, 1, None] - cfg.pad + offs
-    pos = position_channels(rows, cols, cfg.size)
+    pos = position_channels([positions[:, i, None] - cfg.pad + offs for i in range(d)], data.images.shape[2:])
     if cfg.flip:
         # flip patch and position channels together: the patch as cut from the mirrored image, with mirrored
-        # content and the mirrored image's column coordinates (pixel j shows original column q, at -c_q there)
-        f_lr = (torch.rand(n, generator=generator) < 0.5)[:, None, None, None]
+        # content and the mirrored image's last-axis coordinates (pixel j shows original column q, at -c_q there)
+        f_lr = (torch.rand(n, generator=generator) < 0.5).reshape(n, *[1] * (d + 1))
         patches = torch.where(f_lr, patches.flip(-1), patches)
-        mirrored = pos.flip(-1) * torch.tensor([1.0, -1.0]).reshape(1, 2, 1, 1)
+        sign = torch.ones(d)
+        sign[-1] = -1.0
+        mirrored = pos.flip(-1) * sign.reshape(1, d, *[1] * d)
         pos = torch.where(f_lr, mirrored, pos)
     return patches, pos
 
@@ -363,7 +374,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     elif state_path.exists():
         raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
 
-    data = SliceDataset(cfg.data, size=cfg.size, window=cfg.window, axis=cfg.axis)
+    dataset = VolumeDataset if cfg.dims == 3 else SliceDataset
+    data = dataset(cfg.data, size=cfg.size, window=cfg.window, axis=cfg.axis)
     extra_info = {}
     if cfg.noisy_data is not None:
         clean = data.images
@@ -395,8 +407,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     elapsed_before = rows[-1][3] if rows else 0.0
     gen = _stream(cfg.seed, rank, start)
     torch.manual_seed(cfg.seed + 17 * rank + start)
+    items = "volumes" if cfg.dims == 3 else "slices"
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress or rank != 0,
-               desc=f"train {cfg.prior} prior ({n_params / 1e6:.2f} M params, {len(data)} slices, {device})")
+               desc=f"train {cfg.prior} prior ({n_params / 1e6:.2f} M params, {len(data)} {items}, {device})")
     model.train()
     for step in bar:
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))

@@ -23,16 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wavepatch.linalg import soft_threshold
 from wavepatch.wavelets import dwt2_periodized, idwt2_periodized
 
 Tensor = torch.Tensor
 
 MAD_TO_STD = 0.6744897501960817  # median |N(0, 1)|
-
-
-def soft_threshold(c: Tensor, t: Tensor | float) -> Tensor:
-    """sign(c) max(|c| - t, 0): the proximal map of t |c| (differentiable in c and t almost everywhere)."""
-    return torch.sign(c) * F.relu(c.abs() - t)
 
 
 def band_noise_std(noise: Tensor, levels: int, wavelet: str = "haar") -> Tensor:

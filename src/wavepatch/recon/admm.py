@@ -1,28 +1,29 @@
 """ADMM reconstructions: TV (split z = grad x) and plug-and-play with any denoiser.
 
-Data term 0.5 ||A x - y||^2 / L with L = ||A||^2 (see fista.py), so penalties are operator-independent.
+Data term 0.5 ||A_w x - y_w||^2 / L with (A_w, y_w) = ``fidelity.quadratic()`` (the measurement's least-squares
+form: A, y for Gaussian noise; count-weighted for post-log CT) and L = ||A_w||^2 (see fista.py), so penalties are
+operator-independent.
 The x-update is a linear solve done by a few warm-started conjugate-gradient iterations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from tqdm.auto import tqdm
 
 from wavepatch.linalg import conjugate_gradient
-from wavepatch.physics.base import LinearOperator
+from wavepatch.fidelity import DataFidelity
 from wavepatch.recon.tv import div2d, grad2d, shrink_isotropic
+from wavepatch.types import Denoiser
 
 Tensor = torch.Tensor
-Denoiser = Callable[[Tensor, float], Tensor]
 
 
-def admm_tv(op: LinearOperator, y: Tensor, lam: float = 1e-3, rho: float = 0.05, n_iter: int = 50,
+def admm_tv(fidelity: DataFidelity, lam: float = 1e-3, rho: float = 0.05, n_iter: int = 50,
             x0: Tensor | None = None, cg_iter: int = 10, nonnegative: bool = True,
             progress: bool = False) -> Tensor:
-    """min_x 0.5||Ax - y||^2 / L + lam ||grad x||_{2,1} by ADMM with z = grad x (isotropic TV)."""
+    """min_x 0.5||A_w x - y_w||^2 / L + lam ||grad x||_{2,1} by ADMM with z = grad x (isotropic TV)."""
+    op, y = fidelity.quadratic()
     lip = op.norm() ** 2
     x = op.image_zeros(y.shape[0], dtype=y.real.dtype) if x0 is None else x0.clone()
     z = grad2d(x)
@@ -42,11 +43,12 @@ def admm_tv(op: LinearOperator, y: Tensor, lam: float = 1e-3, rho: float = 0.05,
     return x
 
 
-def pnp_admm(op: LinearOperator, y: Tensor, denoiser: Denoiser, sigma: float = 0.05, rho: float = 1.0,
+def pnp_admm(fidelity: DataFidelity, denoiser: Denoiser, sigma: float = 0.05, rho: float = 1.0,
              n_iter: int = 30, x0: Tensor | None = None, cg_iter: int = 10, progress: bool = False) -> Tensor:
     """Plug-and-play ADMM (Venkatakrishnan et al. 2013): the prox of the prior is replaced by
     ``denoiser(v, sigma)``; ``rho`` weighs the coupling ||x - (z - u)||^2 against the data term.
     Returns the denoised iterate z (B, C, H, W)."""
+    op, y = fidelity.quadratic()
     lip = op.norm() ** 2
     x = op.image_zeros(y.shape[0], dtype=y.real.dtype) if x0 is None else x0.clone()
     z, u = x.clone(), torch.zeros_like(x)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from wavepatch.recon.tv import soft_threshold, tv_prox
-from wavepatch.wavelets import dwt2_periodized, idwt2_periodized
+from wavepatch.recon.tv import tv_prox
+from wavepatch.wavelets import wavelet_shrink
 
 Tensor = torch.Tensor
 
@@ -71,9 +71,7 @@ def wavelet_denoiser(
     thresh = k * _per_item(sigma, x)
     shifts = _spin_shifts(cycle_spins, levels)
     out = torch.zeros_like(xp)
-    for dy, dx in shifts:
-        low, details = dwt2_periodized(torch.roll(xp, (dy, dx), dims=(-2, -1)), wavelet, levels)
-        est = idwt2_periodized(low, [soft_threshold(d, thresh) for d in details], wavelet)
-        out = out + torch.roll(est, (-dy, -dx), dims=(-2, -1))
+    for shift in shifts:
+        out = out + wavelet_shrink(xp, thresh, wavelet, levels, shift)
     return (out / len(shifts))[..., :H, :W]
 

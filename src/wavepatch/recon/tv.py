@@ -53,12 +53,6 @@ def _per_item(t: float | Tensor, like: Tensor) -> Tensor:
     return t.reshape((-1,) + (1,) * (like.dim() - 1)) if t.dim() else t
 
 
-def soft_threshold(x: Tensor, t: float | Tensor) -> Tensor:
-    """Elementwise soft threshold sign(x) max(|x| - t, 0), the prox of t|.|_1; t a float or (B,) tensor."""
-    t = _per_item(t, x)
-    return torch.sign(x) * (x.abs() - t).clamp_min(0.0)
-
-
 def shrink_isotropic(p: Tensor, thresh: float | Tensor) -> Tensor:
     """Group soft threshold of a gradient field (B, C, 2, H, W): p (1 - t/|p|)_+ per pixel, |p| over dim 2.
 

@@ -7,13 +7,19 @@ final sample; NFE = number of denoiser calls, stated per function. VE process th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from tqdm.auto import tqdm
 
+from wavepatch.sampling.steps import (
+    Counted,
+    corrector_step,
+    euler_maruyama_step,
+    langevin_step,
+    positive_levels,
+)
+from wavepatch.types import Denoiser
+
 Tensor = torch.Tensor
-Denoiser = Callable[[Tensor, Tensor | float], Tensor]
 
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
@@ -75,8 +81,7 @@ def euler_maruyama(denoise: Denoiser, x: Tensor, sigmas: Tensor, generator: torc
         if s_next == 0:
             x = denoised
             break
-        var = s**2 - s_next**2
-        x = x + var * (denoised - x) / s**2 + var**0.5 * randn_like(x, generator)
+        x = euler_maruyama_step(x, (denoised - x) / s**2, s, s_next, generator)
     return x
 
 
@@ -87,12 +92,11 @@ def annealed_langevin(denoise: Denoiser, x: Tensor, sigmas: Tensor, n_inner: int
     x <- x + a score + sqrt(2 a) z with a = eps sigma^2 / 2 (so a score = eps/2 (D - x): at most a half step to
     the denoiser for eps <= 1). Ends with the denoiser's estimate at the smallest level.
     NFE = n_inner (len(sigmas) - 1) + 1."""
-    levels = [float(s) for s in sigmas if s > 0]
+    levels = positive_levels(sigmas)
     for s in tqdm(levels, disable=not progress, desc="Langevin", leave=False):
         a = eps * s**2 / 2
         for _ in range(n_inner):
-            score = (denoise(x, s) - x) / s**2
-            x = x + a * score + (2 * a) ** 0.5 * randn_like(x, generator)
+            x = langevin_step(x, (denoise(x, s) - x) / s**2, a, generator)
     return denoise(x, levels[-1])
 
 
@@ -100,32 +104,17 @@ def annealed_langevin(denoise: Denoiser, x: Tensor, sigmas: Tensor, n_inner: int
 def predictor_corrector(denoise: Denoiser, x: Tensor, sigmas: Tensor, snr: float = 0.16, n_corrector: int = 1,
                         generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
     """Predictor-corrector (Song et al. 2021): reverse-SDE Euler-Maruyama predictor, then ``n_corrector``
-    Langevin corrector steps at the new level with step 2 (snr ||z|| / ||score||)^2 (score_sde's rule, norms
-    averaged over the batch).
-    NFE = (1 + n_corrector) (len(sigmas) - 2) + 1."""
+    Langevin corrector steps at the new level (:func:`~wavepatch.sampling.steps.corrector_step`, score_sde's
+    rule). NFE = (1 + n_corrector) (len(sigmas) - 2) + 1."""
     for i in _bar(len(sigmas) - 1, progress, "PC"):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = denoise(x, s)
         if s_next == 0:
             return denoised
-        var = s**2 - s_next**2
-        x = x + var * (denoised - x) / s**2 + var**0.5 * randn_like(x, generator)
+        x = euler_maruyama_step(x, (denoised - x) / s**2, s, s_next, generator)
         for _ in range(n_corrector):
-            score = (denoise(x, s_next) - x) / s_next**2
-            z = randn_like(x, generator)
-            # batch-mean norms, as score_sde does: a step that depends on each sample's own state breaks the
-            # Langevin kernel's invariance (per-item steps inflate the variance by ~40% on a Gaussian test)
-            ratio = z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
-            step = float(2 * (snr * ratio) ** 2)
-            x = x + step * score + (2 * step) ** 0.5 * z
+            x = corrector_step(x, (denoise(x, s_next) - x) / s_next**2, snr, generator)
     return x
-
-
-def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like x on x's device, drawn from ``generator`` (on its own device) if given."""
-    if generator is None:
-        return torch.randn_like(x)
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
 
 
 SAMPLERS = ("heun", "euler", "langevin", "pc")
@@ -140,12 +129,7 @@ def sample(denoise: Denoiser, shape: tuple[int, ...], sampler: str = "heun", ste
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, device=device)
     noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
     x = noise.to(device, torch.float32) * float(sigmas[0])
-    calls = [0]
-
-    def counted(xx: Tensor, s) -> Tensor:
-        calls[0] += 1
-        return denoise(xx, s)
-
+    counted = Counted(denoise)
     if sampler == "heun":
         x = edm_heun(counted, x, sigmas, progress=progress)
     elif sampler == "euler":
@@ -154,4 +138,4 @@ def sample(denoise: Denoiser, shape: tuple[int, ...], sampler: str = "heun", ste
         x = annealed_langevin(counted, x, sigmas, generator=generator, progress=progress, **options)
     else:
         x = predictor_corrector(counted, x, sigmas, generator=generator, progress=progress, **options)
-    return x, calls[0]
+    return x, counted.nfe

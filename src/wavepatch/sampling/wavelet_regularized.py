@@ -27,33 +27,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from wavepatch.fidelity import DataFidelity
 from wavepatch.physics.base import LinearOperator
-from wavepatch.prior.wavelet_denoiser import soft_threshold
-from wavepatch.sampling.unconditional import randn_like
-from wavepatch.wavelets import dwt2_periodized, idwt2_periodized
+from wavepatch.sampling.steps import Callback, Counted, langevin_step, positive_levels, report
+from wavepatch.types import Denoiser
+from wavepatch.wavelets import wavelet_shrink
 
 Tensor = torch.Tensor
-Denoiser = Callable[[Tensor, Tensor | float], Tensor]
-
-
-def wavelet_shrink(x: Tensor, tau: float, levels: int = 3, wavelet: str = "haar") -> Tensor:
-    """u = W^-1 soft(W x, tau) with the low-pass band kept: the proximal map of tau ||detail coefficients||_1.
-    x (B, C, H, W); ``levels`` is capped at the number of times H and W halve exactly (0: u = x)."""
-    levels = min(levels, _halvings(x.shape[-2]), _halvings(x.shape[-1]))
-    if levels == 0 or tau <= 0:
-        return x
-    low, details = dwt2_periodized(x, wavelet, levels)
-    return idwt2_periodized(low, [soft_threshold(d, tau) for d in details], wavelet)
-
-
-def _halvings(n: int) -> int:
-    k = 0
-    while n % 2 == 0 and n > 1:
-        n //= 2
-        k += 1
-    return k
 
 
 def data_step(op: LinearOperator) -> Callable[[Tensor, Tensor], Tensor]:
@@ -70,25 +51,31 @@ def data_step(op: LinearOperator) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 @torch.no_grad()
-def wavelet_regularized_langevin(denoise: Denoiser, op: LinearOperator, y: Tensor, x: Tensor, sigmas: Tensor,
+def wavelet_regularized_langevin(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *,
                                  n_inner: int = 3, eps: float = 1.5, omega: float = 1.9, beta: float = 0.8,
                                  lam: float = 0.5, tau: float = 0.005, levels: int = 3, wavelet: str = "haar",
-                                 generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+                                 generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
     """Annealed Langevin + ART-type data consistency + wavelet-TV coupling (Wu et al.); module docstring.
 
-    denoise: the prior's D(x, sigma); op, y: the operator and measurement (B, ...); x: the start (B, C, H, W),
-    sigmas[0] z for a cold start; sigmas: decreasing, ending in 0 (``geometric_sigmas``). n_inner, eps: Langevin
-    iterations per level and step factor. omega, beta: data-step relaxation and momentum. lam: coupling weight
-    of the wavelet term; tau: its soft threshold (data units, unit images); levels, wavelet: its transform.
-    Returns the estimate (B, C, H, W). NFE = n_inner * (number of sigmas > 0) + 1."""
-    levels_sigma = [float(s) for s in sigmas if s > 0]
-    delta = data_step(op)
+    denoise: the prior's D(x, sigma); fidelity: the measurement's data term (its operator and measurement y
+    (B, ...) drive the SART step); x: the start (B, C, H, W), sigmas[0] z for a cold start; sigmas: decreasing,
+    ending in 0 (``geometric_sigmas``). n_inner, eps: Langevin iterations per level and step factor. omega,
+    beta: data-step relaxation and momentum. lam: coupling weight of the wavelet term; tau: its soft threshold
+    (data units, unit images); levels, wavelet: its transform. Returns the estimate (B, C, H, W).
+    NFE = n_inner * (number of sigmas > 0) + 1."""
+    denoise = Counted(denoise)
+    levels_sigma = positive_levels(sigmas)
+    y = fidelity.y
+    delta = data_step(fidelity.op)
     v = torch.zeros_like(x)
-    for s in tqdm(levels_sigma, disable=not progress, desc="wavelet-regularised Langevin", leave=False):
+    for i, s in enumerate(levels_sigma):
         a = eps * s**2 / 2
+        d = None
         for _ in range(n_inner):
-            x = x + a * (denoise(x, s) - x) / s**2 + (2 * a) ** 0.5 * randn_like(x, generator)
+            d = denoise(x, s)
+            x = langevin_step(x, (d - x) / s**2, a, generator)
             v = beta * v + omega * delta(x, y)
             x = x + v
-            x = (x + lam * wavelet_shrink(x, tau, levels, wavelet)) / (1 + lam)
+            x = (x + lam * wavelet_shrink(x, tau, wavelet, levels)) / (1 + lam)
+        report(callback, i, len(levels_sigma), s, x, d, denoise)
     return denoise(x, levels_sigma[-1])

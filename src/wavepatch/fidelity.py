@@ -1,0 +1,214 @@
+"""Data fidelities: -log p(y | x) for a measurement y = A x + noise, the one interface between a measurement and
+every posterior sampler and classical solver.
+
+A task builds its fidelity from its operator and noise model (:func:`make_fidelity`); solvers see only this:
+
+- ``residual(x)`` (B,): -2 log p(y | x) + const, >= 0 and 0 at a perfect fit. Gaussian noise of std s:
+  ||A x - y||^2 / s^2 (s = 0, noiseless data: ||A x - y||^2, unit weight); post-log CT counts: the Poisson
+  deviance. Differentiable (DPS differentiates it through the denoiser).
+- ``grad(x)``: the gradient of residual / 2, i.e. -grad_x log p(y | x).
+- ``prox(x0, weight)``: the MAP step argmin_x residual(x) / 2 + weight / 2 ||x - x0||^2, by ``n_iter`` CGLS
+  iterations (exact in the limit for Gaussian noise; the count-weighted quadratic model for Poisson data).
+- ``project(x)``: noiseless data only: x - A^+(A x - y), onto {A x = y} (exact where the operator has a
+  closed-form pseudo-inverse, else ``n_iter`` CGLS iterations, whose early stopping keeps it stable).
+- ``pinv(r)``: A^+ r, as used by ``project`` (MCG projects onto a noised measurement set with it).
+- ``annealed_grad(x, sigma)``: grad_x log N(y; A x, V + sigma^2 ||A||^2 I), the likelihood of an estimate
+  that carries noise of level sigma (annealed Langevin, predictor-corrector); V the noise variance per entry.
+- ``quadratic()``: (A_w, y_w) with residual(x) = ||A_w x - y_w||^2 up to a constant factor (Gaussian) or its
+  count-weighted quadratic model (Poisson, penalised weighted least squares): what the classical solvers
+  minimise (they normalise by ||A_w||^2, so constant factors cancel).
+- ``scale``: ||A_w|| / sqrt(n), n = pixels per image: a data step of size zeta / scale moves the image by about
+  zeta per pixel whatever the operator's scale and the image size.
+- ``noiseless``: whether ``project`` applies.
+
+Shapes: x (B, *image_shape) of the operator, y (B, ...) as ``op.A`` returns. A fidelity built for one
+measurement serves K posterior samples after ``expand(K)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from wavepatch.linalg import cgls
+from wavepatch.physics.base import LinearOperator
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class GaussianNoise:
+    """White Gaussian noise of std ``std`` per entry (measurement units); 0 for noiseless data."""
+
+    std: float = 0.0
+
+
+@dataclass(frozen=True)
+class PoissonNoise:
+    """Post-log CT data y = -log(counts / I0) / mu in operator units (line integrals / mu); counts ~
+    Poisson(I0 exp(-mu A x)). i0: incident photons per bin; mu: attenuation per unit image value and pixel."""
+
+    i0: float
+    mu: float
+
+
+NoiseModel = GaussianNoise | PoissonNoise
+
+
+class RowWeighted(LinearOperator):
+    """diag(w) A for a weight w that broadcasts against A's output (a tensor, or a scalar)."""
+
+    def __init__(self, op: LinearOperator, weight: Tensor | float) -> None:
+        self.op, self.weight, self.image_shape = op, weight, op.image_shape
+        if not torch.is_tensor(weight):  # exact norm, no power iteration
+            self._norm_cache = op.norm() * abs(float(weight))
+
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        return self.weight * self.op.A(x)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        return self.op.A_adjoint(self.weight * y)
+
+    @property
+    def device(self) -> torch.device:
+        return self.op.device
+
+
+def _pixels(op: LinearOperator) -> int:
+    return math.prod(int(d) for d in op.image_shape)
+
+
+def _sum(v: Tensor) -> Tensor:
+    return (v.abs() ** 2 if v.is_complex() else v**2).flatten(1).sum(dim=1)
+
+
+class DataFidelity:
+    """Base: the operator-level pieces shared by every noise model (``pinv``, ``project``, ``expand``).
+    Subclasses implement residual, grad, prox, annealed_grad, quadratic, scale and ``_with_y``."""
+
+    op: LinearOperator
+    y: Tensor
+    noiseless: bool = False
+
+    def pinv(self, r: Tensor, n_iter: int = 10) -> Tensor:
+        """A^+ r: the operator's closed-form pseudo-inverse where it has one, else ``n_iter`` CGLS iterations."""
+        if getattr(self.op, "closed_form_dagger", False):
+            return self.op.A_dagger(r)
+        return cgls(self.op, r, n_iter=n_iter)
+
+    def project(self, x: Tensor, n_iter: int = 10) -> Tensor:
+        """x - A^+(A x - y): onto the noiseless measurement set; refused for noisy data."""
+        if not self.noiseless:
+            raise ValueError(f"{type(self).__name__}: the measurement is noisy, there is no exact projection")
+        return x - self.pinv(self.op.A(x) - self.y, n_iter)
+
+    def expand(self, k: int) -> DataFidelity:
+        """The same fidelity for a batch of k estimates of one measurement (y of batch 1 repeated)."""
+        if self.y.shape[0] == k:
+            return self
+        if self.y.shape[0] != 1:
+            raise ValueError(f"cannot expand a measurement batch of {self.y.shape[0]} to {k}")
+        return self._with_y(self.y.expand(k, *self.y.shape[1:]))
+
+    def _with_y(self, y: Tensor) -> DataFidelity:
+        raise NotImplementedError
+
+
+class GaussianFidelity(DataFidelity):
+    """y = A x + n, n ~ N(0, std^2) per entry (std 0: noiseless, unit weight)."""
+
+    def __init__(self, op: LinearOperator, y: Tensor, std: float = 0.0) -> None:
+        if std < 0 or not math.isfinite(std):
+            raise ValueError(f"noise std must be finite and >= 0, got {std}")
+        self.op, self.y, self.std = op, y, float(std)
+        self.noiseless = self.std == 0
+        self._w = 1.0 / self.std if self.std > 0 else 1.0  # whitening weight
+
+    def residual(self, x: Tensor) -> Tensor:
+        r = _sum(self.op.A(x) - self.y)
+        return r * self._w**2 if self._w != 1.0 else r
+
+    def grad(self, x: Tensor) -> Tensor:
+        return self.op.A_adjoint(self.op.A(x) - self.y) * self._w**2
+
+    def prox(self, x0: Tensor, weight: float, n_iter: int = 10) -> Tensor:
+        # argmin ||A x - y||^2 / s^2 + weight ||x - x0||^2 = argmin ||A x - y||^2 + s^2 weight ||x - x0||^2
+        damping = weight / self._w**2
+        return x0 + cgls(self.op, self.y - self.op.A(x0), n_iter=n_iter, damping=damping)
+
+    def annealed_grad(self, x: Tensor, sigma: float) -> Tensor:
+        return self.op.A_adjoint(self.y - self.op.A(x)) / (self.std**2 + sigma**2 * float(self.op.norm()) ** 2)
+
+    def quadratic(self) -> tuple[LinearOperator, Tensor]:
+        return self.op, self.y  # the whitening weight is a constant factor
+
+    @property
+    def scale(self) -> float:
+        return float(self.op.norm()) * self._w / _pixels(self.op) ** 0.5
+
+    def _with_y(self, y: Tensor) -> GaussianFidelity:
+        return GaussianFidelity(self.op, y, self.std)
+
+
+class PoissonFidelity(DataFidelity):
+    """Low-dose CT from post-log data y (operator units): counts c = I0 exp(-mu y), expected counts
+    lambda(x) = I0 exp(-mu A x); residual = deviance 2 sum(lambda - c + c log(c / lambda)), the exact Poisson
+    negative log-likelihood (times 2) up to a constant. The quadratic model (prox, annealed_grad, quadratic) is
+    post-log weighted least squares: y has variance 1 / (mu^2 c) per bin, weight W = mu^2 c."""
+
+    def __init__(self, op: LinearOperator, y: Tensor, i0: float, mu: float) -> None:
+        if not (i0 > 0 and mu > 0):
+            raise ValueError(f"Poisson fidelity needs I0 > 0 and mu > 0, got {i0}, {mu}")
+        self.op, self.y, self.i0, self.mu = op, y, float(i0), float(mu)
+        self.counts = self.i0 * torch.exp(-self.mu * y)
+        self.weights = self.mu**2 * self.counts
+
+    def _log_lambda(self, x: Tensor) -> Tensor:
+        return math.log(self.i0) - self.mu * self.op.A(x)
+
+    def residual(self, x: Tensor) -> Tensor:
+        log_lam = self._log_lambda(x)
+        c = self.counts
+        dev = 2 * (log_lam.exp() - c + c * (torch.log(c.clamp_min(1e-12)) - log_lam))
+        return dev.flatten(1).sum(dim=1).clamp_min(0)
+
+    def nll(self, x: Tensor) -> Tensor:
+        """-log p(counts | x) up to a constant: sum(lambda - c log lambda); (B,)."""
+        log_lam = self._log_lambda(x)
+        return (log_lam.exp() - self.counts * log_lam).flatten(1).sum(dim=1)
+
+    def grad(self, x: Tensor) -> Tensor:
+        # d(-log p)/d(A x) = mu (c - lambda)
+        return self.op.A_adjoint(self.mu * (self.counts - self._log_lambda(x).exp()))
+
+    def prox(self, x0: Tensor, weight: float, n_iter: int = 10) -> Tensor:
+        sqrt_w = self.weights.sqrt()
+        return x0 + cgls(RowWeighted(self.op, sqrt_w), sqrt_w * (self.y - self.op.A(x0)), n_iter=n_iter,
+                         damping=weight)
+
+    def annealed_grad(self, x: Tensor, sigma: float) -> Tensor:
+        variance = 1.0 / self.weights.clamp_min(1e-12) + sigma**2 * float(self.op.norm()) ** 2
+        return self.op.A_adjoint((self.y - self.op.A(x)) / variance)
+
+    def quadratic(self) -> tuple[LinearOperator, Tensor]:
+        sqrt_w = (self.weights / self.weights.mean()).sqrt()  # normalised: only relative weights matter
+        return RowWeighted(self.op, sqrt_w), sqrt_w * self.y
+
+    @property
+    def scale(self) -> float:
+        # d sqrt(deviance) / d(A x) ~ mu sqrt(c) per bin: the operator seen through the counts
+        return float(self.op.norm()) * self.mu * float(self.counts.mean().sqrt()) / _pixels(self.op) ** 0.5
+
+    def _with_y(self, y: Tensor) -> PoissonFidelity:
+        return PoissonFidelity(self.op, y, self.i0, self.mu)
+
+
+def make_fidelity(op: LinearOperator, y: Tensor, noise: NoiseModel) -> DataFidelity:
+    """The fidelity of measurement y of ``op`` under ``noise`` (:class:`GaussianNoise` or :class:`PoissonNoise`)."""
+    if isinstance(noise, GaussianNoise):
+        return GaussianFidelity(op, y, noise.std)
+    if isinstance(noise, PoissonNoise):
+        return PoissonFidelity(op, y, noise.i0, noise.mu)
+    raise TypeError(f"unknown noise model {noise!r}")

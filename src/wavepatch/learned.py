@@ -1,0 +1,104 @@
+"""Reconstruction with a learned prior: a registered sampler, a data fidelity and a prior checkpoint -> posterior
+samples.
+
+``run_sampler`` loads the prior once per file (``cached_prior``), builds its denoiser (PaDIS random-shift patches
+for a patch prior, unless ``patch_mode`` says otherwise), the noise schedule the method declares, the start
+(pure noise at ``sigma_max``, or with ``fast`` the ADMM-TV reconstruction at ``sigma_start``), and calls the
+method's sampler with the method's own parameters. For PaDIS, fast mode runs the method's ``fast_run`` (DDNM's
+update with the random-shift patch denoiser and CG data consistency: the decomposed diffusion sampler of Chung et
+al. 2024): one denoiser call per level and no backpropagation through the network.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from wavepatch.fidelity import DataFidelity
+from wavepatch.methods import SCHEDULE_PARAMS, Method
+from wavepatch.prior.checkpoint import load_prior
+from wavepatch.prior.model import make_denoiser
+from wavepatch.resources import prior_path
+from wavepatch.sampling.posterior import warm_start
+from wavepatch.sampling.steps import Counted
+from wavepatch.sampling.unconditional import geometric_sigmas, karras_sigmas
+from wavepatch.types import Denoiser
+
+Tensor = torch.Tensor
+SCHEDULES = {"karras": karras_sigmas, "geometric": geometric_sigmas}
+
+
+def default_prior(task_name: str, kind: str = "whole") -> Path:
+    """The bundled prior for a task: MRI -> mri_patch256; CT and CT-image restoration -> ct_patch256 for a patch
+    prior (``kind``), ct_whole256 for a whole-image one."""
+    if task_name == "mri":
+        return prior_path("mri_patch256")
+    return prior_path("ct_patch256" if kind == "patch" else "ct_whole256")
+
+
+def cached_prior(path: str | Path, device: str = "cpu"):
+    """``load_prior`` once per (file, modification time, device): a bench run reconstructs many slices with the
+    same prior. The model is in eval mode and never modified by the samplers."""
+    p = Path(path)
+    return _load_cached(str(p.resolve()), p.stat().st_mtime_ns if p.exists() else 0, str(device))
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int, device: str):
+    return load_prior(path, device=device)
+
+
+def learned_denoiser(prior: str | Path, generator: torch.Generator, device: str = "cpu") -> Denoiser:
+    """A prior's ``denoise(x, sigma)`` (PaDIS random-shift patches for a patch prior) without autograd, for
+    PnP-ADMM / RED; inputs on any device, computed on ``device``."""
+    model, cfg = cached_prior(prior, device)
+    base = make_denoiser(model, cfg, mode="padis", generator=generator)
+
+    @torch.no_grad()
+    def denoise(x: Tensor, sigma: float) -> Tensor:
+        return base(x.to(device), sigma).to(x.device)
+
+    return denoise
+
+
+def noise_schedule(method: Method, params: dict, fast: bool = False, device: str = "cpu") -> Tensor:
+    """The method's noise levels: ``steps`` levels from sigma_max (sigma_start with ``fast``) to sigma_min, then 0."""
+    kind = (method.fast_schedule or method.schedule) if fast else method.schedule
+    top = params["sigma_start"] if fast else params["sigma_max"]
+    return SCHEDULES[kind](int(params["steps"]), params["sigma_min"], top).to(device)
+
+
+def run_sampler(method: Method, fidelity: DataFidelity, prior: str | Path, params: dict,
+                generator: torch.Generator, samples: int = 1, fast: bool = False, x_fast: Tensor | None = None,
+                patch_mode: str = "padis", device: str = "cpu", progress: bool = False) -> tuple[Tensor, int]:
+    """``samples`` posterior samples (K, *image_shape) of the measurement in ``fidelity`` (batch 1), on the CPU,
+    and the NFE per sample (the K samples run as one batch).
+
+    fast: warm start from ``x_fast`` (the ADMM-TV reconstruction, (1, *image_shape)) at sigma_start."""
+    model, cfg = cached_prior(prior, device)
+    if method.patch_only and cfg.kind != "patch":
+        raise ValueError(f"{method.name} needs a patch prior; {prior} is a {cfg.kind} prior")
+    denoise = Counted(make_denoiser(model, cfg, mode=patch_mode, generator=generator))
+    fidelity = fidelity.expand(samples)
+    sigmas = noise_schedule(method, params, fast, device)
+    shape = (samples, *fidelity.op.image_shape)
+    if fast:
+        if x_fast is None:
+            raise ValueError("fast mode needs the warm-start image")
+        x = warm_start(x_fast.to(device).expand(shape), float(sigmas[0]), generator)
+    else:
+        x = float(sigmas[0]) * torch.randn(shape, generator=generator).to(device)
+    run = method.fast_run if fast and method.fast_run is not None else method.run
+    accepted = inspect.signature(run).parameters
+    kwargs = {k: v for k, v in params.items() if k not in SCHEDULE_PARAMS and k in accepted}
+    with tqdm(total=len(sigmas) - 1, disable=not progress, desc=method.name, leave=False) as bar:
+        def callback(state: dict) -> None:
+            bar.total = state["n"]
+            bar.update(1)
+
+        out = run(denoise, fidelity, x, sigmas, generator=generator, callback=callback, **kwargs)
+    return out.detach().float().cpu(), denoise.nfe

@@ -1,0 +1,355 @@
+"""Every reconstruction method by name: one function plus one entry declaring its parameters.
+
+An entry (:class:`Method`) names the function that runs, and each parameter (:class:`Param`: name, type,
+default — one value or one per task —, valid range or choices, one line of help). The CLI's ``--method``
+choices and help, ``--param`` validation, ``wavepatch methods``, ``bench`` and the table in docs/methods.md are
+all generated from :data:`REGISTRY`. Adding a method = one function + ``register(Method(...))``.
+
+Two kinds:
+- ``classical``: ``run(fidelity, x0, *, progress, **params) -> x`` (x0: the task's baseline reconstruction;
+  a parameter declared with ``denoiser=True`` arrives as a ``denoise(x, sigma)`` callable).
+- ``sampler``: a posterior sampler ``run(denoise, fidelity, x_init, sigmas, *, generator, callback, **params)``
+  (:mod:`wavepatch.sampling.posterior`); the schedule parameters (``steps``, ``sigma_max``, ``sigma_min``,
+  ``sigma_start``) build ``sigmas`` and are not passed on. ``fast_run``: the function used with ``--fast``
+  (default: ``run`` itself, warm-started from ADMM-TV at ``sigma_start``).
+
+Defaults: the classical ones per task are the best of a small grid on training data (two CT slices of the
+training patient, two planes of the MRI template; never a test slice), by mean PSNR, found by
+``benchmarks/tune_classical.py`` (``benchmarks/results/tune_classical.json``). The samplers' are stated at their
+entries, with the training slices they were chosen on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wavepatch.linalg import cgls
+from wavepatch.recon.admm import admm_tv, pnp_admm
+from wavepatch.recon.fista import fista_tv, l1_wavelet
+from wavepatch.recon.red import red
+from wavepatch.sampling import posterior as P
+from wavepatch.sampling.wavelet_regularized import wavelet_regularized_langevin
+
+KINDS = ("classical", "sampler")
+SCHEDULE_PARAMS = ("steps", "sigma_max", "sigma_min", "sigma_start")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A method parameter. default: a value, or a dict {task name: value} with "*" for the other tasks.
+    low / high: inclusive bounds (``low_open``: strictly above low); choices: the allowed strings.
+    applies: "always", or "fast" / "slow" for a sampler parameter used only with / without ``--fast``.
+    denoiser: the value names a denoiser ('wavelet', 'tv', 'learned'), handed to ``run`` as a callable."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[str, ...] | None = None
+    applies: str = "always"
+    denoiser: bool = False
+
+    def default_for(self, task: str) -> Any:
+        if isinstance(self.default, dict):
+            return self.default.get(task, self.default["*"])
+        return self.default
+
+    def parse(self, method: str, raw: Any) -> Any:
+        """``raw`` (a string from the command line, or a value) as this parameter's type; ValueError (one line,
+        naming method and parameter) if it does not convert or lies outside the valid range."""
+        where = f"{method} parameter {self.name}"
+        try:
+            if self.type is int:
+                value = int(float(raw)) if isinstance(raw, str) and float(raw).is_integer() else int(raw)
+                if isinstance(raw, float) and not raw.is_integer():
+                    raise ValueError
+            elif self.type is float:
+                value = float(raw)
+            else:
+                value = str(raw)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{where} must be {self.type.__name__}, got {raw!r}") from None
+        if self.type is float and not math.isfinite(value):
+            raise ValueError(f"{where} must be finite, got {raw!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{where} must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            raise ValueError(f"{where} must be {'>' if self.low_open else '>='} {self.low:g}, got {value:g}")
+        if self.high is not None and value > self.high:
+            raise ValueError(f"{where} must be <= {self.high:g}, got {value:g}")
+        return value
+
+    def range_text(self) -> str:
+        if self.choices:
+            return " | ".join(self.choices)
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        hi = "" if self.high is None else f"<= {self.high:g}"
+        return ", ".join(t for t in (lo, hi) if t)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A reconstruction method (module docstring). prior: the kind of bundled prior a sampler takes by default
+    ('patch' or 'whole'); patch_only: refuses whole-image priors; gradient: backpropagates through the network;
+    schedule: 'karras' or 'geometric' noise levels (``fast_schedule`` in fast mode); fast_defaults: defaults
+    that change with ``--fast``; variants: {param: {value: defaults}}, defaults that follow another parameter's
+    value (PnP with the learned denoiser)."""
+
+    name: str
+    kind: str
+    run: Callable
+    help: str
+    params: tuple[Param, ...] = ()
+    prior: str = "whole"
+    patch_only: bool = False
+    gradient: bool = False
+    schedule: str = "karras"
+    fast_run: Callable | None = None
+    fast_schedule: str | None = None
+    fast_defaults: dict = field(default_factory=dict)
+    variants: dict = field(default_factory=dict)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.params) or "none"
+        raise ValueError(f"method {self.name!r} has no parameter {name!r} (parameters: {known})")
+
+    def resolve(self, task: str, overrides: dict | None = None, fast: bool = False) -> dict:
+        """The parameters this method runs with on ``task``: defaults for the task (and fast mode, and the
+        variants' defaults), then the validated ``overrides``. ValueError (one line) for an unknown parameter,
+        a bad value, or one that does not apply in this mode."""
+        if fast and self.kind != "sampler":
+            raise ValueError(f"--fast is for the learned-prior methods; {self.name} is a classical method")
+        parsed = {}
+        for key, raw in (overrides or {}).items():
+            p = self.param(key)
+            if p.applies == ("slow" if fast else "fast"):
+                mode = "with --fast" if fast else "without --fast"
+                raise ValueError(f"{self.name} parameter {key} does not apply {mode}")
+            parsed[key] = p.parse(self.name, raw)
+        values = {p.name: p.default_for(task) for p in self.params}
+        if fast:
+            values.update(self.fast_defaults)
+        for selector, table in self.variants.items():
+            values.update(table.get(parsed.get(selector, values[selector]), {}))
+        values.update(parsed)
+        return values
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the registry (replacing one of the same name) and return it."""
+    if method.kind not in KINDS:
+        raise ValueError(f"method kind must be one of {KINDS}, got {method.kind!r}")
+    REGISTRY[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; ValueError listing the choices otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(REGISTRY)}") from None
+
+
+def names(kind: str | None = None) -> tuple[str, ...]:
+    return tuple(n for n, m in REGISTRY.items() if kind is None or m.kind == kind)
+
+
+# ---------------------------------------------------------------------------------------------- classical
+
+def _per_task(base, **tasks) -> dict:
+    return {"*": base, **{k.replace("_", "-"): v for k, v in tasks.items()}}
+
+
+def _n_iter(default: int, what: str = "iterations") -> Param:
+    return Param("n_iter", int, default, what, low=1, high=100_000)
+
+
+_LAM = "regularisation weight (image-intensity units: the data term is normalised by ||A||^2)"
+_SIGMA = "denoiser strength: noise std on the unit image scale"
+_DENOISER = Param("denoiser", str, "wavelet", "the denoiser: classical wavelet / TV, or the prior's (learned)",
+                  choices=("wavelet", "tv", "learned"), denoiser=True)
+# PnP-ADMM / RED with the learned denoiser: strength and iterations (= NFE) chosen on training slices
+# (benchmarks/psnr_vs_nfe.py on A0001_B_025: 34.3 / 38.4 / 38.8 dB at 20 / 40 / 80 NFE; sigma 0.03 best of
+# {0.01, 0.03, 0.05, 0.1}, 0.05 as good), whatever the task's classical defaults
+_LEARNED_DENOISER = {"denoiser": {"learned": {"sigma": 0.03, "n_iter": 50}}}
+
+
+def _baseline(fidelity, x0, **_):
+    return x0
+
+
+def _cgls(fidelity, x0, *, n_iter: int, progress: bool = False):
+    op, y = fidelity.quadratic()
+    return cgls(op, y, n_iter=n_iter, progress=progress)
+
+
+def _fista_tv(fidelity, x0, *, lam: float, n_iter: int, progress: bool = False):
+    return fista_tv(fidelity, lam=lam, n_iter=n_iter, x0=x0, progress=progress)
+
+
+def _admm_tv(fidelity, x0, *, lam: float, rho: float, n_iter: int, progress: bool = False):
+    return admm_tv(fidelity, lam=lam, rho=rho, n_iter=n_iter, x0=x0, progress=progress)
+
+
+def _l1_wavelet(fidelity, x0, *, lam: float, n_iter: int, progress: bool = False):
+    return l1_wavelet(fidelity, lam=lam, n_iter=n_iter, x0=x0, progress=progress)
+
+
+def _pnp_admm(fidelity, x0, *, denoiser, sigma: float, rho: float, n_iter: int, progress: bool = False):
+    return pnp_admm(fidelity, denoiser, sigma=sigma, rho=rho, n_iter=n_iter, x0=x0, progress=progress)
+
+
+def _red(fidelity, x0, *, denoiser, sigma: float, lam: float, n_iter: int, progress: bool = False):
+    return red(fidelity, denoiser, sigma=sigma, lam=lam, n_iter=n_iter, x0=x0, progress=progress)
+
+
+register(Method("fbp", "classical", _baseline, "the task's baseline (FBP, zero-filled, ...)"))
+register(Method("adjoint", "classical", _baseline, "the task's baseline (same as fbp)"))
+register(Method("cgls", "classical", _cgls, "least squares by conjugate gradients (early stopping regularises)",
+                (_n_iter(30),)))
+register(Method("fista-tv", "classical", _fista_tv, "0.5||Ax-y||^2/L + lam TV(x), x >= 0, FISTA with an inner TV prox",
+                (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-4, mri=3e-5,
+                                               deblur=1e-3, sr=3e-3, inpaint=3e-3), _LAM, low=0),
+                 _n_iter(100))))
+register(Method("admm-tv", "classical", _admm_tv, "the same objective by ADMM (z = grad x)",
+                (Param("lam", float, _per_task(1e-3, ct_parallel=1e-4, ct_fan=1e-4, ct_lowdose=1e-4, mri=3e-4,
+                                               deblur=3e-4, sr=3e-3, inpaint=3e-3), _LAM, low=0),
+                 Param("rho", float, 0.05, "ADMM penalty on z = grad x", low=0, low_open=True),
+                 _n_iter(50))))
+register(Method("l1-wavelet", "classical", _l1_wavelet,
+                "0.5||Ax-y||^2/L + lam ||Wx||_1 (db4, 3 levels, random cycle spin), FISTA",
+                (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-4, mri=3e-5,
+                                               deblur=3e-4, sr=3e-3, inpaint=3e-3), _LAM, low=0),
+                 _n_iter(100))))
+register(Method("pnp-admm", "classical", _pnp_admm, "plug-and-play ADMM with a denoiser",
+                (Param("sigma", float, _per_task(0.03, ct_parallel=0.01, ct_fan=0.01, ct_lowdose=0.003, mri=0.03,
+                                                 deblur=0.01, sr=0.01, inpaint=0.03), _SIGMA, low=0,
+                       low_open=True, high=1),
+                 Param("rho", float, _per_task(1.0, ct_parallel=0.003, ct_fan=0.003, ct_lowdose=0.03, mri=0.03,
+                                               deblur=0.03, sr=0.3, inpaint=0.03),
+                       "coupling weight of ||x - (z - u)||^2 against the data term", low=0, low_open=True),
+                 _n_iter(30), _DENOISER), variants=_LEARNED_DENOISER))
+register(Method("red", "classical", _red, "regularisation by denoising, accelerated gradient",
+                (Param("sigma", float, _per_task(0.03, ct_parallel=0.01, ct_fan=0.01, ct_lowdose=0.01, mri=0.003,
+                                                 deblur=0.003, sr=0.003, inpaint=0.01), _SIGMA, low=0,
+                       low_open=True, high=1),
+                 Param("lam", float, _per_task(0.5, ct_parallel=0.01, ct_fan=0.01, ct_lowdose=0.01, mri=1.0,
+                                               deblur=0.1, sr=1.0, inpaint=1.0), "weight of the RED prior term",
+                       low=0),
+                 _n_iter(50), _DENOISER), variants=_LEARNED_DENOISER))
+
+# ---------------------------------------------------------------------------------------------- samplers
+# zeta is per-pixel normalised (0.01 corresponds to PaDIS' official 0.3); 0.1 was chosen for DPS (100 NFE:
+# 25.67 dB vs 16.65 at 0.3) and PaDIS (20 x 5 NFE: 23.13 dB) on 20-view CT of training slice A0001_B_025 (0.01
+# gave ~17 dB on the test slices), and MCG takes DPS' value (docs/results.md section 6). PaDIS' eta and cg act
+# only in fast mode; they were chosen on training slices A0001_B_025 / _045.
+
+
+def _steps(default: int) -> Param:
+    return Param("steps", int, default, "noise levels (--steps)", low=1, high=100_000)
+
+
+_SCHEDULE = (Param("sigma_max", float, 10.0, "first noise level of a cold start", low=0, low_open=True,
+                   applies="slow"),
+             Param("sigma_min", float, 0.003, "last noise level", low=0, low_open=True),
+             Param("sigma_start", float, 0.1, "first noise level of a warm start", low=0, low_open=True,
+                   applies="fast"))
+_ZETA = Param("zeta", float, 0.1, "data step size, per pixel (divided by the fidelity's scale)", low=0)
+_N_INNER = Param("n_inner", int, 3, "Langevin iterations per noise level", low=1, high=10_000)
+_CG = Param("cg", int, 10, "CGLS iterations of each data-consistency step", low=1, high=10_000)
+
+register(Method("padis", "sampler", P.padis, "PaDIS: random-shift patch prior, Langevin with a data step through "
+                "the denoiser (--fast: one denoiser call + CG data consistency per level, DDS)",
+                (_steps(20), Param("n_inner", int, 5, "Langevin iterations per level", low=1, high=10_000,
+                                   applies="slow"),
+                 Param("zeta", float, 0.1, _ZETA.help, low=0, applies="slow"),
+                 Param("eps", float, 0.5, "Langevin step factor: alpha = eps sigma^2", low=0, low_open=True,
+                       applies="slow"),
+                 Param("eta", float, 1.0, "fresh-noise fraction of each re-noising (fast mode)", low=0, high=1,
+                       applies="fast"),
+                 Param("cg", int, 10, _CG.help, low=1, high=10_000, applies="fast"), *_SCHEDULE),
+                prior="patch", patch_only=True, gradient=True, schedule="geometric", fast_run=P.ddnm,
+                fast_schedule="karras", fast_defaults={"steps": 50}))
+register(Method("dps", "sampler", P.dps, "diffusion posterior sampling (gradient through the denoiser)",
+                (_steps(100), _ZETA, *_SCHEDULE), gradient=True))
+register(Method("mcg", "sampler", P.mcg, "manifold-constrained gradient: DPS + projection on the noised data",
+                (_steps(100), _ZETA, _CG, *_SCHEDULE), gradient=True))
+register(Method("langevin", "sampler", P.langevin, "annealed Langevin on the posterior (noise-inflated likelihood)",
+                (_steps(50), _N_INNER, Param("eps", float, 0.5, "step factor: a = eps sigma^2 / 2", low=0,
+                                             low_open=True), *_SCHEDULE), schedule="geometric"))
+register(Method("pc", "sampler", P.predictor_corrector, "predictor-corrector (ancestral predictor, Langevin "
+                "corrector)", (_steps(100), Param("snr", float, 0.16, "corrector signal-to-noise ratio", low=0,
+                                                  low_open=True),
+                               Param("n_corrector", int, 1, "corrector steps per level", low=0, high=100),
+                               *_SCHEDULE)))
+register(Method("ddnm", "sampler", P.ddnm, "DDNM: null-space data consistency on the Tweedie estimate",
+                (_steps(100), Param("eta", float, 0.85, "fresh-noise fraction of each re-noising", low=0, high=1),
+                 _CG, *_SCHEDULE)))
+# Wu et al.: Langevin + SART data step with momentum + wavelet-TV coupling; eps, omega, beta, lam, tau picked on
+# training slices by benchmarks/tune_wavelet_langevin.py (docs/results.md section 9, two sweeps: 25.1 -> 32.6 ->
+# 33.5 dB mean over low-dose CT, 20-view CT and MRI x4)
+register(Method("wavelet-langevin", "sampler", wavelet_regularized_langevin,
+                "annealed Langevin + SART data step with momentum + wavelet-TV coupling (Wu et al.)",
+                (_steps(30), _N_INNER, Param("eps", float, 1.5, "Langevin step factor", low=0, low_open=True),
+                 Param("omega", float, 1.9, "SART relaxation", low=0, low_open=True, high=2),
+                 Param("beta", float, 0.8, "momentum of the data step", low=0, high=0.999),
+                 Param("lam", float, 0.5, "wavelet-TV coupling weight", low=0),
+                 Param("tau", float, 0.005, "wavelet soft threshold (unit image)", low=0), *_SCHEDULE),
+                schedule="geometric"))
+
+
+# ---------------------------------------------------------------------------------------------- docs
+
+DOCS_INTRO = """Generated from the registry in `src/wavepatch/methods.py` by `wavepatch methods --markdown > docs/methods.md`
+(a test checks it is current). Set a parameter with `--param KEY=VALUE` (repeatable; `--steps T` sets `steps`).
+A value of the wrong type, outside its range, a parameter the method does not have, or one that does not apply in
+the chosen mode (`--fast` or not) is refused in one line. Defaults of the form `*: a, task: b` are per task (`*`:
+every other task); with `denoiser=learned`, PnP-ADMM and RED default to sigma 0.03 and 50 iterations.
+"""
+
+
+def methods_doc() -> str:
+    """docs/methods.md: heading, how parameters are set, and :func:`methods_table`."""
+    return "# Methods and parameters\n\n" + DOCS_INTRO + "\n" + methods_table()
+
+
+def methods_table() -> str:
+    """The Markdown table of every registered method and parameter (docs/methods.md)."""
+    def cell(text) -> str:
+        return str(text).replace("|", "\\|")
+
+    lines = ["| method | kind | parameter | type | default | valid | meaning |", "|---|---|---|---|---|---|---|"]
+    for m in REGISTRY.values():
+        lines.append(f"| `{m.name}` | {m.kind} | | | | | {cell(m.help)} |")
+        for p in m.params:
+            default = p.default
+            if isinstance(default, dict):
+                default = ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in default.items())
+            extra = {"fast": " (--fast only)", "slow": " (not with --fast)"}.get(p.applies, "")
+            fast = f"; --fast: {m.fast_defaults[p.name]}" if p.name in m.fast_defaults else ""
+            lines.append(f"| | | `{p.name}` | {p.type.__name__} | {cell(default)}{fast} | {cell(p.range_text())} | "
+                         f"{cell(p.help)}{extra} |")
+    return "\n".join(lines) + "\n"
+
+
+def method_help(name: str) -> str:
+    """One method's parameters as plain text (``wavepatch methods NAME``)."""
+    m = get_method(name)
+    out = [f"{m.name} ({m.kind}): {m.help}"]
+    for p in m.params:
+        default = p.default if not isinstance(p.default, dict) else ", ".join(f"{k}={v}" for k, v in p.default.items())
+        out.append(f"  {p.name} ({p.type.__name__}; default {default}; {p.range_text() or 'any'}): {p.help}")
+    return "\n".join(out)

@@ -1,0 +1,146 @@
+"""One reconstruction experiment: clean image -> simulated measurement -> method -> metrics.
+
+Shared by ``wavepatch reconstruct`` (one image, files for a person) and ``wavepatch bench`` (many images and
+methods, tables). Methods come from the registry (:mod:`wavepatch.methods`); samplers run through
+:func:`wavepatch.learned.run_sampler`; everything a method sees of the measurement is the task's data fidelity.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wavepatch.fidelity import DataFidelity
+from wavepatch.learned import cached_prior, default_prior, learned_denoiser, run_sampler
+from wavepatch.methods import Method, get_method
+from wavepatch.metrics import image_metrics
+from wavepatch.recon.denoisers import tv_denoiser, wavelet_denoiser
+from wavepatch.sampling.steps import Counted
+from wavepatch.tasks import Task, TaskOptions, make_task
+from wavepatch.types import Denoiser
+
+Tensor = torch.Tensor
+CLASSICAL_DENOISERS = {"tv": tv_denoiser, "wavelet": wavelet_denoiser}
+
+
+@dataclass
+class RunResult:
+    """recon / baseline: (1, 1, H, W); std: (1, 1, H, W) posterior std or None; seconds: method wall time;
+    nfe: denoiser evaluations per sample (learned priors) or None; params: everything the method ran with;
+    compared: {method: (recon (1, 1, H, W), metrics, seconds)} for the ``compare`` methods, run on the same
+    measurement."""
+
+    task: Task
+    recon: Tensor
+    baseline: Tensor
+    std: Tensor | None
+    seconds: float
+    nfe: int | None
+    params: dict
+    metrics: dict
+    baseline_metrics: dict
+    compared: dict = field(default_factory=dict)
+
+
+def run_classical(method: Method, fidelity: DataFidelity, x0: Tensor, params: dict, progress: bool = False,
+                  learned: Denoiser | None = None) -> Tensor:
+    """Run classical ``method`` from the baseline x0 with ``params`` (resolved); a denoiser parameter becomes the
+    named classical denoiser, or ``learned`` for 'learned'."""
+    kwargs = dict(params)
+    for p in method.params:
+        if p.denoiser:
+            kwargs[p.name] = learned if kwargs[p.name] == "learned" else CLASSICAL_DENOISERS[kwargs[p.name]]
+    return method.run(fidelity, x0, progress=progress, **kwargs)
+
+
+def reconstruct(task: Task, y: Tensor, method: str, overrides: dict | None = None, progress: bool = False) -> Tensor:
+    """A classical method with its defaults for ``task`` (and ``overrides``) on measurement y; (B, 1, H, W)."""
+    entry = get_method(method)
+    if entry.kind != "classical":
+        raise ValueError(f"{method} is a learned-prior method; use run_reconstruction")
+    params = entry.resolve(task.name, overrides)
+    if any(p.denoiser and params[p.name] == "learned" for p in entry.params):
+        raise ValueError(f"{method} with the learned denoiser needs a prior; use run_reconstruction")
+    return run_classical(entry, task.fidelity(y), task.baseline(y), params, progress)
+
+
+def _check_options(entry: Method, samples: int, fast: bool, prior, patch_mode: str, params: dict) -> None:
+    """Refuse options that do not apply to ``entry`` (one line each) rather than ignore them."""
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {samples}")
+    if entry.kind == "sampler":
+        return
+    learned = any(p.denoiser and params[p.name] == "learned" for p in entry.params)
+    for flag, given in (("--samples", samples != 1), ("--patch-mode", patch_mode != "padis"),
+                        ("--prior", prior is not None and not learned)):
+        if given:
+            raise ValueError(f"{flag} is for the learned-prior methods (or pnp-admm / red with denoiser=learned); "
+                             f"{entry.name} does not use it")
+
+
+def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, method: str,
+                       overrides: dict | None = None, seed: int = 0, prior: str | Path | None = None,
+                       samples: int = 1, fast: bool = False, patch_mode: str = "padis", device: str = "cpu",
+                       progress: bool = False, compare: tuple[str, ...] = ()) -> RunResult:
+    """Simulate the measurement of ``img`` (H, W) in [0, 1] for ``task_name`` and reconstruct it with ``method``.
+
+    ``compare``: classical methods (with their tuned defaults) also run on the same measurement; in fast mode
+    the ADMM-TV warm start is reused rather than recomputed (its time is part of the learned method's).
+
+    Seeds: the task (masks) uses ``seed``, the measurement noise ``seed + 1``, posterior sampling ``seed + 2``."""
+    entry = get_method(method)
+    task = make_task(task_name, tuple(img.shape[-2:]), opts, torch.Generator().manual_seed(seed))
+    params = entry.resolve(task.name, overrides, fast)
+    _check_options(entry, samples, fast, prior, patch_mode, params)
+    compare_entries = [get_method(c) for c in compare]
+    for c in compare_entries:
+        if c.kind != "classical":
+            raise ValueError(f"--compare takes classical methods; {c.name} is a learned-prior method")
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+    y = task.simulate(x, torch.Generator().manual_seed(seed + 1))
+    fidelity = task.fidelity(y)
+    baseline = task.baseline(y)
+    std, nfe = None, None
+    admm = get_method("admm-tv")
+    t0 = time.perf_counter()
+    if entry.kind == "sampler":
+        prior = Path(prior) if prior else default_prior(task.name, entry.prior)
+        t_fast = time.perf_counter()
+        x_fast = run_classical(admm, fidelity, baseline, admm.resolve(task.name)) if fast else None
+        t_fast = time.perf_counter() - t_fast
+        draws, nfe = run_sampler(entry, fidelity, prior, params, torch.Generator().manual_seed(seed + 2),
+                                 samples=samples, fast=fast, x_fast=x_fast, patch_mode=patch_mode, device=device,
+                                 progress=progress)
+        recon = draws.mean(dim=0, keepdim=True)
+        std = draws.std(dim=0, keepdim=True) if samples > 1 else None
+        params = {**params, "prior": str(prior), "samples": samples, "fast": fast, "patch_mode": patch_mode}
+    else:
+        learned = None
+        if any(p.denoiser and params[p.name] == "learned" for p in entry.params):
+            prior = Path(prior) if prior else default_prior(task.name, "patch")
+            cached_prior(prior, device)  # a bad checkpoint fails here, before any work
+            learned = Counted(learned_denoiser(prior, torch.Generator().manual_seed(seed + 2), device=device))
+        recon = run_classical(entry, fidelity, baseline, params, progress, learned)
+        if learned is not None:
+            nfe, params = learned.nfe, {**params, "prior": str(prior)}
+    seconds = time.perf_counter() - t0
+    if not torch.isfinite(recon).all():
+        raise ValueError(f"{method} produced non-finite values on {task_name}; try other --param values")
+    compared = {}
+    for other in compare_entries:
+        if other.name == method:
+            continue
+        t1 = time.perf_counter()
+        if other.name == "admm-tv" and entry.kind == "sampler" and fast:
+            rec, sec = x_fast, t_fast
+        else:
+            rec = run_classical(other, fidelity, baseline, other.resolve(task.name))
+            sec = time.perf_counter() - t1
+        compared[other.name] = (rec, image_metrics(rec, x), sec)
+    return RunResult(task, recon, baseline, std, seconds, nfe, params, image_metrics(recon, x),
+                     image_metrics(baseline, x), compared)
+

@@ -1,0 +1,17 @@
+"""Types shared by every layer. Imports nothing from wavepatch, so any module may use them.
+
+``Denoiser``: ``denoise(x, sigma) -> x_hat``, the one interface between priors (networks, classical denoisers)
+and samplers / solvers. x is (B, C, *spatial) in data units; sigma is the noise standard deviation in the same
+units, a float, a 0-d tensor or a (B,) tensor (one level per item); x_hat has x's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Tensor = torch.Tensor
+
+Denoiser = Callable[[Tensor, Tensor | float], Tensor]
+"""``denoise(x, sigma) -> x_hat``: x (B, C, *spatial) in data units, sigma a float, 0-d or (B,) tensor."""
