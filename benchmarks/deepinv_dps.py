@@ -7,14 +7,16 @@ deepinv pulls its own (CUDA) torch, so it lives in a separate venv with wavepatc
 Both samplers run in that venv, in one process, on the same torch, one thread (``--threads``).
 
 What is compared, on 20-view parallel-beam CT at 256^2 of the bundled test slice (noiseless sinogram, as the CLI):
-- wavepatch: ``sampling.posterior.dps`` through ``recon.diffusion.reconstruct_diffusion`` exactly as
-  ``wavepatch reconstruct --method dps`` runs it (Karras levels 10 -> 0.003, zeta 0.01, NFE = steps);
+- wavepatch: ``sampling.posterior.dps`` through ``learned.run_sampler`` with the registry's ``dps`` entry and the
+  task's data fidelity, exactly as ``wavepatch reconstruct --method dps`` runs it (Karras levels 10 -> 0.003,
+  zeta: the entry's default 0.1 unless ``--zeta``; the recorded results/deepinv_dps ran with 0.01, the default
+  then; NFE = steps);
 - deepinv 0.5: ``deepinv.sampling.DPS`` with its defaults (VP schedule beta 0.1..20, DDPM ancestral solver,
   "norm" guidance, float64 state), ``num_steps = NFE + 1`` (its last step, to t = 0, is the Tweedie estimate
   and calls no network), started from a shape (no least-squares A_dagger). ``weight`` is deepinv's default 1.0:
   on a training slice at 20 NFE weights 1 / 3 / 10 gave 25.59 / 25.67 / 22.80 dB (``--input
   ../shared/data/ct/train/A0001_B_025.dcm --nfe 20 --weights 1 3 10 --no-tomography``), so the default stays;
-- the denoiser is the same module for both: models/ct_whole256.safetensors (EDM D(x, sigma), x in [0, 1]) wrapped
+- the denoiser is the same module for both: the bundled ct_whole256 prior (EDM D(x, sigma), x in [0, 1]) wrapped
   as a ``deepinv.models.Denoiser``. No noise-level conversion is needed in the wrapper: deepinv keeps its VP state
   x_t = s (2 x0 - 1 + sigma n) in [-1, 1] and, for DPS, calls the unwrapped denoiser on (x_t / s + 1) / 2 with
   noise level sigma / 2, sigma = sqrt((1 - abar) / abar), abar = s^2: a VE image in [0, 1] and its std;
@@ -43,14 +45,15 @@ import numpy as np
 import torch
 
 from wavepatch.io import normalize_volume, read_image, resize_square
+from wavepatch.learned import cached_prior, run_sampler
+from wavepatch.methods import get_method
 from wavepatch.metrics import image_metrics
 from wavepatch.prior.model import make_denoiser
-from wavepatch.recon.diffusion import cached_prior, diffusion_params, reconstruct_diffusion
+from wavepatch.resources import data_path, prior_path
 from wavepatch.tasks import TaskOptions, make_task
 
-ROOT = Path(__file__).resolve().parents[1]
-PRIOR = ROOT / "models" / "ct_whole256.safetensors"
-SEED = 0  # task 0, measurement 1, sampler 2: as wavepatch.recon.run.run_reconstruction
+PRIOR = prior_path("ct_whole256")
+SEED = 0  # task 0, measurement 1, sampler 2: as wavepatch.run.run_reconstruction
 
 
 def timed(fn):
@@ -109,7 +112,7 @@ def run_deepinv(dinv, den, physics, y: torch.Tensor, shape: tuple, nfe: int, wei
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--input", default=str(ROOT / "data" / "ct" / "A0002_B40f_015.dcm"))
+    ap.add_argument("--input", default=str(data_path("ct/A0002_B40f_015.dcm")))
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--views", type=int, default=20)
     ap.add_argument("--nfe", type=int, nargs="+", default=[20])
@@ -133,7 +136,7 @@ def main() -> None:
     task = make_task("ct-parallel", n, TaskOptions(views=args.views), torch.Generator().manual_seed(SEED))
     y = task.simulate(x, torch.Generator().manual_seed(SEED + 1))
     op = task.op
-    model, cfg = cached_prior(PRIOR)  # the same module object reconstruct_diffusion uses
+    model, cfg = cached_prior(PRIOR)  # the same module object run_sampler uses
     denoise = make_denoiser(model, cfg)
     den = deepinv_denoiser(dinv, denoise)
     ours = dinv.physics.LinearPhysics(A=lambda v, **kw: op.A(v), A_adjoint=lambda v, **kw: op.A_adjoint(v))
@@ -160,13 +163,14 @@ def main() -> None:
     comp["wavepatch ||A|| power iteration (once per operator)"] = timed(op.norm)[1:]
     net = comp["network forward+backward, wavepatch callable"][1]
 
-    params = diffusion_params("dps")
-    zeta = params["zeta"] if args.zeta is None else args.zeta
+    method = get_method("dps")
+    fidelity = task.fidelity(y)
+    zeta = method.resolve(task.name)["zeta"] if args.zeta is None else args.zeta
     rows = []
     for nfe in args.nfe:
-        p = {**params, "steps": nfe, "zeta": zeta}
-        (out, calls), wall, cpu = timed(lambda p=p: reconstruct_diffusion(task, y, "dps", PRIOR, p,
-                                                                            torch.Generator().manual_seed(SEED + 2)))
+        p = method.resolve(task.name, {"steps": nfe, "zeta": zeta})
+        (out, calls), wall, cpu = timed(lambda p=p: run_sampler(method, fidelity, PRIOR, p,
+                                                                torch.Generator().manual_seed(SEED + 2)))
         rows.append({"sampler": "wavepatch dps", "physics": "wavepatch ParallelBeamCT",
                      "settings": f"Karras {p['sigma_max']:g}->{p['sigma_min']:g}, zeta {zeta:g}", "nfe_requested": nfe,
                      "nfe": calls, "seconds": wall, "cpu_seconds": cpu,

@@ -168,12 +168,12 @@ def reconstruct(prior: str, task, y: torch.Tensor, args, device: str, params: di
     n = task.op.image_shape[-1]
     sigmas = geometric_sigmas(args.steps, 0.003, 10.0)
     x = 10.0 * torch.randn((1, 1, n, n), generator=g)
+    fidelity = task.fidelity(y)  # the task's noise model: Gaussian, or the photon counts of low-dose CT
     with torch.no_grad():
         if args.sampler == "langevin":
-            noise = float(task.params.get("noise", 0.0) or 0.0)
-            out = langevin(denoise, task.op, y, x, sigmas, noise_std=noise, n_inner=args.n_inner, generator=g)
+            out = langevin(denoise, fidelity, x, sigmas, n_inner=args.n_inner, generator=g)
         else:
-            out = wavelet_regularized_langevin(denoise, task.op, y, x, sigmas, n_inner=args.n_inner, generator=g,
+            out = wavelet_regularized_langevin(denoise, fidelity, x, sigmas, n_inner=args.n_inner, generator=g,
                                                **(params or {}))
     return out.float().cpu()
 

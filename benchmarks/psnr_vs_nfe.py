@@ -24,10 +24,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from wavepatch.io import normalize_volume, read_image, resize_square  # noqa: E402
-from wavepatch.recon.run import run_reconstruction  # noqa: E402
+from wavepatch.resources import prior_path  # noqa: E402
+from wavepatch.run import run_reconstruction  # noqa: E402
 from wavepatch.tasks import TaskOptions  # noqa: E402
 
-PATCH = Path(__file__).resolve().parents[1] / "models" / "ct_patch256.safetensors"
+PATCH = prior_path("ct_patch256")
 
 
 def _level_inner(text: str) -> tuple[int, int]:

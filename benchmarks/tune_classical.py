@@ -3,9 +3,9 @@
 For every task and iterative method a small grid of the method's regularisation parameters is run on
 training images (chest CT of patient A0001 from ``../shared/data/ct/train``; for MRI two slices of the MNI
 template away from the bundled test planes), and the setting with the best mean PSNR is reported. The
-chosen values are copied by hand into ``TASK_PARAMS`` in ``src/wavepatch/recon/methods.py``, so the
-defaults are explicit and reviewable; the test patient (``data/ct``, ``../shared/data/ct/test``) is never
-used here.
+chosen values are copied by hand into the per-task ``default=`` dicts of the method entries in
+``src/wavepatch/methods.py`` (the registry), so the defaults are explicit and reviewable; the test patient
+(``data/ct``, ``../shared/data/ct/test``) is never used here.
 
     python benchmarks/tune_classical.py --out benchmarks/results/tune_classical.json
 
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from wavepatch.io import normalize_volume, read_image, resize_square
+from wavepatch.methods import get_method
 from wavepatch.metrics import image_metrics
-from wavepatch.recon.methods import method_params, reconstruct
+from wavepatch.run import reconstruct
 from wavepatch.tasks import TaskOptions, make_task
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -70,7 +71,7 @@ def evaluate(task_name: str, opts: TaskOptions, images, method: str, params: dic
     for k, x in enumerate(images):
         task = make_task(task_name, size, opts, torch.Generator().manual_seed(100 + k))
         y = task.simulate(x, torch.Generator().manual_seed(200 + k))
-        rec = reconstruct(task, y, method, {key: str(v) for key, v in params.items()})
+        rec = reconstruct(task, y, method, params)
         scores.append(image_metrics(rec, x)["psnr"])
     return float(np.mean(scores))
 
@@ -100,7 +101,7 @@ def main() -> None:
                 rows.append({"params": params, "psnr": score})
                 print(f"{key:24s} {params} {score:.2f} dB", flush=True)
             best = max(rows, key=lambda r: r["psnr"])
-            default = method_params(task_name, method)
+            default = get_method(method).resolve(task_name)
             results[key] = {"best": best, "grid": rows, "seconds": time.perf_counter() - t0,
                             "previous_default": {k: default[k] for k in grid}}
             print(f"==> {key}: best {best['params']} {best['psnr']:.2f} dB", flush=True)

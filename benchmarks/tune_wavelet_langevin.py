@@ -8,14 +8,14 @@ Uses the priors that ``benchmarks/noisy_data.py --train-only`` (or a full run) l
 ../shared/data/ct/train (patient A0001, the same HU window), MRI from the template planes outside z = 70..120
 (``mri_train<size>.npy`` in ``--work``). The tasks and seeds are those of noisy_data.py (low-dose CT, 20-view CT,
 x4 Gaussian-mask MRI). One sweep of coordinate search over eps, omega, beta, lam, tau, starting from the current
-defaults of :func:`wavelet_regularized_langevin`; the objective is the mean PSNR over all tasks and slices
+defaults of the ``wavelet-langevin`` entry in ``src/wavepatch/methods.py`` (where picked values go, with the
+signature defaults of :func:`wavelet_regularized_langevin`); the objective is the mean PSNR over all tasks and slices
 (one set of defaults for every task). Writes results.md / results.json to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import time
 from pathlib import Path
@@ -26,8 +26,8 @@ from noisy_data import CT_WINDOW, SHARED, TASKS, _pick, reconstruct
 
 from wavepatch.io import SliceDataset
 from wavepatch.io.atomic import atomic_write_bytes
+from wavepatch.methods import get_method
 from wavepatch.metrics import image_metrics
-from wavepatch.sampling.wavelet_regularized import wavelet_regularized_langevin
 from wavepatch.tasks import TaskOptions, make_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +36,9 @@ GRID = {"eps": [0.5, 1.0, 1.5, 2.0], "omega": [0.5, 1.0, 1.5, 1.9], "beta": [0.0
 
 
 def defaults() -> dict[str, float]:
-    sig = inspect.signature(wavelet_regularized_langevin).parameters
-    return {k: sig[k].default for k in GRID}
+    """The registry's defaults of the tuned parameters (one set for every task)."""
+    entry = get_method("wavelet-langevin")
+    return {k: entry.param(k).default for k in GRID}
 
 
 def training_slices(modality: str, args) -> list[tuple[str, np.ndarray]]:

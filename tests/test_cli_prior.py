@@ -199,18 +199,37 @@ def test_pnp_admm_with_the_learned_denoiser(tmp_path):
 @pytest.mark.parametrize("task,extra", [("ct-lowdose", ["--method", "padis", "--fast"]),
                                         ("deblur", ["--method", "ddnm"]), ("ct-parallel", ["--method", "ddnm"])])
 def test_noisy_tasks_use_the_map_data_step_noiseless_ones_the_projection(tmp_path, monkeypatch, task, extra):
-    from wavepatch.sampling import posterior as P
+    from wavepatch.fidelity import DataFidelity, GaussianFidelity, PoissonFidelity
+    from wavepatch.learned import noise_schedule
+    from wavepatch.methods import get_method
 
-    calls = []
-    real = P.proximal_data_step
-    monkeypatch.setattr(P, "proximal_data_step", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    calls = {"prox": [], "project": 0}
+
+    def spy(cls, name):
+        real = getattr(cls, name)
+
+        def wrapped(self, x, *args, **kwargs):
+            if name == "prox":
+                calls["prox"].append(args[0] if args else kwargs["weight"])
+            else:
+                calls["project"] += 1
+            return real(self, x, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, wrapped)
+
+    for cls in (GaussianFidelity, PoissonFidelity):
+        spy(cls, "prox")
+    spy(DataFidelity, "project")
     ct = Path(__file__).resolve().parents[1] / "data" / "ct" / "A0002_B40f_015.dcm"
     out = tmp_path / task
     assert main(["reconstruct", str(ct), "--task", task, *extra, "--size", "64", "--steps", "3", "--out", str(out),
                  "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["psnr"])
-    if task == "ct-parallel":  # noiseless: exact data consistency, no MAP step
-        assert calls == []
-    else:  # one MAP step per level, trusting the data less as the noise level falls (rho grows)
-        assert len(calls) == 3 and calls[0] < calls[1] < calls[2]
+    if task == "ct-parallel":  # noiseless: exact data consistency (one projection per level), no MAP step
+        assert calls["prox"] == [] and calls["project"] == 3
+    else:  # one MAP step per level with weight 1 / sigma^2: the data is trusted more as the noise level falls
+        method, fast = get_method(extra[1]), "--fast" in extra
+        sigmas = noise_schedule(method, method.resolve(task, {"steps": 3}, fast), fast)
+        assert calls["project"] == 0
+        assert calls["prox"] == pytest.approx([1 / float(s) ** 2 for s in sigmas[:-1]])

@@ -130,8 +130,8 @@ def test_a_sampler_defined_in_a_test_is_reachable(test_sampler, tmp_path):
         run_reconstruction(img, "mri", TaskOptions(), "shrink-to-data", {"gamma": "2"})
     np.save(tmp_path / "img.npy", img)
     out = tmp_path / "out"
-    code = main(["reconstruct", str(tmp_path / "img.npy"), "--task", "mri", "--method", "shrink-to-data", "--size", "32",
-                 "--steps", "2", "--out", str(out), "--no-progress"])
+    code = main(["reconstruct", str(tmp_path / "img.npy"), "--task", "mri", "--method", "shrink-to-data",
+                 "--size", "32", "--steps", "2", "--out", str(out), "--no-progress"])
     assert code == 0 and json.loads((out / "metrics.json").read_text())["nfe"] == 2
 
 

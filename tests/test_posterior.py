@@ -17,8 +17,8 @@ from wavepatch.physics.base import LinearOperator
 from wavepatch.physics.ct import ParallelBeamCT
 from wavepatch.physics.mri import SingleCoilMRI, uniform_1d_mask
 from wavepatch.sampling import posterior as P
-from wavepatch.tasks import make_task
 from wavepatch.sampling.unconditional import geometric_sigmas, karras_sigmas
+from wavepatch.tasks import make_task
 
 B = 2000
 

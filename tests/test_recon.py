@@ -6,15 +6,17 @@ import torch
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
+from wavepatch.fidelity import GaussianFidelity
 from wavepatch.linalg import cgls
+from wavepatch.methods import get_method, names
 from wavepatch.metrics import psnr
 from wavepatch.physics.ct import ParallelBeamCT
 from wavepatch.recon.admm import admm_tv, pnp_admm
 from wavepatch.recon.denoisers import tv_denoiser, wavelet_denoiser
 from wavepatch.recon.fista import fista_tv, l1_wavelet
-from wavepatch.recon.methods import METHODS, method_params, reconstruct
 from wavepatch.recon.red import red
 from wavepatch.recon.tv import tv_norm
+from wavepatch.run import reconstruct
 from wavepatch.tasks import TaskOptions, make_task
 from wavepatch.wavelets import wavelet_shrink
 
@@ -48,8 +50,9 @@ def test_fista_tv_and_admm_tv_minimise_the_same_objective():
     op = ParallelBeamCT(n, 12)
     y = op.A(phantom(n).double())
     x0 = op.fbp(y)
-    a = fista_tv(op, y, lam=lam, n_iter=400, x0=x0, tv_iter=50, nonnegative=False)
-    b = admm_tv(op, y, lam=lam, rho=0.05, n_iter=300, x0=x0, cg_iter=20, nonnegative=False)
+    fidelity = GaussianFidelity(op, y)
+    a = fista_tv(fidelity, lam=lam, n_iter=400, x0=x0, tv_iter=50, nonnegative=False)
+    b = admm_tv(fidelity, lam=lam, rho=0.05, n_iter=300, x0=x0, cg_iter=20, nonnegative=False)
     fa, fb, f0 = objective(op, y, a, lam), objective(op, y, b, lam), objective(op, y, x0, lam)
     assert fa < f0 and fb < f0
     assert abs(fa - fb) / fa < 0.02, (fa, fb)
@@ -62,8 +65,9 @@ def test_tv_methods_beat_fbp_on_sparse_view_ct():
     x = phantom(n)
     y = op.A(x)
     base = float(psnr(op.fbp(y, "hann").clamp(0, 1), x))
-    for rec in (fista_tv(op, y, lam=1e-4, n_iter=100, x0=op.fbp(y)),
-                admm_tv(op, y, lam=1e-4, n_iter=50, x0=op.fbp(y))):
+    fidelity = GaussianFidelity(op, y)
+    for rec in (fista_tv(fidelity, lam=1e-4, n_iter=100, x0=op.fbp(y)),
+                admm_tv(fidelity, lam=1e-4, n_iter=50, x0=op.fbp(y))):
         assert float(psnr(rec.clamp(0, 1), x)) > base + 5
 
 
@@ -78,7 +82,7 @@ def test_l1_wavelet_inpainting_improves_on_masked_image():
     task = make_task("inpaint", n, TaskOptions(keep=0.5))
     x = phantom(n)
     y = task.simulate(x, torch.Generator().manual_seed(0))
-    rec = l1_wavelet(task.op, y, lam=3e-3, n_iter=100, x0=task.baseline(y))
+    rec = l1_wavelet(task.fidelity(y), lam=3e-3, n_iter=100, x0=task.baseline(y))
     assert float(psnr(rec.clamp(0, 1), x)) > float(psnr(task.baseline(y), x)) + 5
 
 
@@ -89,20 +93,45 @@ def test_pnp_and_red_improve_deblurring(denoiser):
     x = phantom(n)
     y = task.simulate(x, torch.Generator().manual_seed(0))
     base = float(psnr(y.clamp(0, 1), x))
-    a = pnp_admm(task.op, y, denoiser, sigma=0.005, rho=0.1, n_iter=20, x0=y)
-    b = red(task.op, y, denoiser, sigma=0.005, lam=0.1, n_iter=40, x0=y)
+    fidelity = task.fidelity(y)
+    a = pnp_admm(fidelity, denoiser, sigma=0.005, rho=0.1, n_iter=20, x0=y)
+    b = red(fidelity, denoiser, sigma=0.005, lam=0.1, n_iter=40, x0=y)
     assert float(psnr(a.clamp(0, 1), x)) > base + 1.5
     assert float(psnr(b.clamp(0, 1), x)) > base + 1.5
 
 
-def test_method_params_overrides_and_errors():
-    p = method_params("ct-parallel", "admm-tv", {"lam": "0.01", "n_iter": "7"})
-    assert p["lam"] == 0.01 and p["n_iter"] == 7
+def test_resolve_applies_task_defaults_and_overrides():
+    admm = get_method("admm-tv")
+    assert admm.resolve("ct-parallel")["lam"] == 1e-4 and admm.resolve("mri")["lam"] == 3e-4
+    p = admm.resolve("ct-parallel", {"lam": "0.01", "n_iter": "7"})
+    assert p["lam"] == 0.01 and p["n_iter"] == 7 and p["rho"] == 0.05
+    assert get_method("pnp-admm").resolve("ct-parallel", {"denoiser": "learned"})["sigma"] == 0.03  # its variant
+
+
+BAD = {"unknown": {"bogus": "1"}, "type": {"n_iter": "many", "lam": "small", "rho": "x", "sigma": "y",
+                                             "denoiser": "bm3d"},
+       "range": {"n_iter": "-3", "lam": "-1", "rho": "0", "sigma": "0", "denoiser": "tv2"}}
+
+
+@pytest.mark.parametrize("method", names("classical"))
+def test_bad_parameters_are_refused_naming_the_parameter(method):
+    entry = get_method(method)
     with pytest.raises(ValueError, match="no parameter 'bogus'"):
-        method_params("ct-parallel", "admm-tv", {"bogus": "1"})
+        entry.resolve("ct-parallel", BAD["unknown"])
+    params = [p.name for p in entry.params]
+    if not params:  # fbp / adjoint: any --param is refused
+        with pytest.raises(ValueError, match=f"{method!r} has no parameter 'n_iter'"):
+            entry.resolve("ct-parallel", {"n_iter": "3"})
+    for name in params:
+        for kind in ("type", "range"):
+            with pytest.raises(ValueError, match=f"{method} parameter {name} must be"):
+                entry.resolve("ct-parallel", {name: BAD[kind][name]})
+    if "n_iter" in params:
+        with pytest.raises(ValueError, match="n_iter must be int"):
+            entry.resolve("ct-parallel", {"n_iter": "2.5"})
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", names("classical"))
 def test_every_method_runs_on_every_task_family(method):
     n = 32
     x = phantom(n)

@@ -33,8 +33,8 @@ from wavepatch.io import (
 from wavepatch.io.atomic import check_not_input
 from wavepatch.io.writers import save_dicom_series
 from wavepatch.methods import get_method, method_help, methods_doc, names
-from wavepatch.run import run_reconstruction
 from wavepatch.report import compare_figure, save_json, uncertainty_figure
+from wavepatch.run import run_reconstruction
 from wavepatch.tasks import TASKS, TaskOptions
 
 

@@ -313,11 +313,12 @@ register(Method("wavelet-langevin", "sampler", wavelet_regularized_langevin,
 
 # ---------------------------------------------------------------------------------------------- docs
 
-DOCS_INTRO = """Generated from the registry in `src/wavepatch/methods.py` by `wavepatch methods --markdown > docs/methods.md`
-(a test checks it is current). Set a parameter with `--param KEY=VALUE` (repeatable; `--steps T` sets `steps`).
-A value of the wrong type, outside its range, a parameter the method does not have, or one that does not apply in
-the chosen mode (`--fast` or not) is refused in one line. Defaults of the form `*: a, task: b` are per task (`*`:
-every other task); with `denoiser=learned`, PnP-ADMM and RED default to sigma 0.03 and 50 iterations.
+DOCS_INTRO = """Generated from the registry in `src/wavepatch/methods.py` by
+`wavepatch methods --markdown > docs/methods.md` (a test checks it is current). Set a parameter with
+`--param KEY=VALUE` (repeatable; `--steps T` sets `steps`). A value of the wrong type, outside its range, a
+parameter the method does not have, or one that does not apply in the chosen mode (`--fast` or not) is refused
+in one line. Defaults of the form `*: a, task: b` are per task (`*`: every other task); with
+`denoiser=learned`, PnP-ADMM and RED default to sigma 0.03 and 50 iterations.
 """
 
 

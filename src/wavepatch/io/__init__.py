@@ -1,7 +1,7 @@
-"""Files in and out: readers, writers (atomic), intensity/geometry transforms and the slice data set."""
+"""Files in and out: readers, writers (atomic), intensity/geometry transforms and the slice and volume data sets."""
 
 from wavepatch.io.atomic import atomic_dir, atomic_path, atomic_write_bytes, check_not_input
-from wavepatch.io.dataset import SliceDataset
+from wavepatch.io.dataset import SliceDataset, VolumeDataset
 from wavepatch.io.readers import (
     ImageReadError,
     ImageVolume,
@@ -32,6 +32,7 @@ __all__ = [
     "ImageReadError",
     "ImageVolume",
     "SliceDataset",
+    "VolumeDataset",
     "atomic_dir",
     "atomic_path",
     "atomic_write_bytes",

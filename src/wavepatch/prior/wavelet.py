@@ -232,7 +232,7 @@ def wsgm_loss(model: WaveletPrior | nn.Module, x0: Tensor, generator: torch.Gene
     """EDM loss of all J + 1 WSGM networks on clean images x0 (B, 1, N, N), summed over the networks.
 
     For every network and item, ln sigma ~ N(p_mean, p_std^2) independently; each term is
-    mean_b lambda(sigma) ||D(c + sigma z) - c||^2 / (values per item), as :func:`wavepatch.prior.train.edm_loss`,
+    mean_b lambda(sigma) ||D(c + sigma z) - c||^2 / (values per item), as :func:`wavepatch.prior.precond.edm_loss`,
     on that network's normalised coefficients c. ``model`` may be wrapped by DistributedDataParallel; ``extra``
     is unused (signature of ``edm_loss``).
 

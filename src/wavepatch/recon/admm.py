@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from wavepatch.linalg import conjugate_gradient
 from wavepatch.fidelity import DataFidelity
+from wavepatch.linalg import conjugate_gradient
 from wavepatch.recon.tv import div2d, grad2d, shrink_isotropic
 from wavepatch.types import Denoiser
 
