@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from wavepatch.bench import Method, Setting, results_markdown, run_suite
+from wavepatch.bench import Column, Setting, results_markdown, run_suite
 from wavepatch.cli import main
 
 
@@ -26,7 +26,7 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
 def test_results_markdown_mean_and_std():
     rows = [{"setting": "s", "method": "m", "slice": str(i), "psnr": p, "ssim": 0.5, "seconds": 2.0, "nfe": 10}
             for i, p in enumerate((30.0, 32.0))]
-    md = results_markdown(rows, [Setting("s", "ct-parallel", {})], [Method("m", "fbp")], "ct", 2, 64, 1.0)
+    md = results_markdown(rows, [Setting("s", "ct-parallel", {})], [Column("m", "fbp")], "ct", 2, 64, 1.0)
     assert "| m | 31.00 ± 1.00 | 0.500 ± 0.000 | 2.0 | 10 |" in md
 
 
