@@ -21,6 +21,7 @@ RANKS = {
     "wavepatch.linalg": 0,
     "wavepatch.wavelets": 0,
     "wavepatch.resources": 0,
+    "wavepatch.shapes": 0,
     "wavepatch.io": 0,
     "wavepatch.physics": 1,
     "wavepatch.fidelity": 2,

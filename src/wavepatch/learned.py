@@ -11,7 +11,6 @@ al. 2024): one denoiser call per level and no backpropagation through the networ
 
 from __future__ import annotations
 
-import inspect
 from functools import lru_cache
 from pathlib import Path
 
@@ -93,8 +92,9 @@ def run_sampler(method: Method, fidelity: DataFidelity, prior: str | Path, param
     else:
         x = float(sigmas[0]) * torch.randn(shape, generator=generator).to(device)
     run = method.fast_run if fast and method.fast_run is not None else method.run
-    accepted = inspect.signature(run).parameters
-    kwargs = {k: v for k, v in params.items() if k not in SCHEDULE_PARAMS and k in accepted}
+    mode = "fast" if fast else "slow"
+    kwargs = {p.name: params[p.name] for p in method.params
+              if p.name not in SCHEDULE_PARAMS and p.applies in ("always", mode)}
     with tqdm(total=len(sigmas) - 1, disable=not progress, desc=method.name, leave=False) as bar:
         def callback(state: dict) -> None:
             bar.total = state["n"]

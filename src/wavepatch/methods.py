@@ -64,6 +64,8 @@ class Param:
         """``raw`` (a string from the command line, or a value) as this parameter's type; ValueError (one line,
         naming method and parameter) if it does not convert or lies outside the valid range."""
         where = f"{method} parameter {self.name}"
+        if isinstance(raw, bool):
+            raise ValueError(f"{where} must be {self.type.__name__}, got {raw!r}")
         try:
             if self.type is int:
                 value = int(float(raw)) if isinstance(raw, str) and float(raw).is_integer() else int(raw)

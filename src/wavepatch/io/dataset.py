@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from wavepatch.io.readers import (
     read_image,
 )
 from wavepatch.io.transforms import normalize_volume, resize_square
+from wavepatch.shapes import axis_view, per_axis
 
 _IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, *PILLOW_SUFFIXES, ".npy")
 
@@ -50,20 +50,6 @@ def _all_specs(sources: PathLike | Sequence[PathLike]) -> list[tuple[Path, str |
     return specs
 
 
-def _per_axis(value: int | Sequence[int], d: int, name: str) -> tuple[int, ...]:
-    if isinstance(value, numbers.Integral):
-        return (int(value),) * d
-    out = tuple(int(v) for v in value)
-    if len(out) != d:
-        raise ValueError(f"{name} {tuple(value)} has {len(out)} entries for {d} spatial axes")
-    return out
-
-
-def _axis_view(t: torch.Tensor, axis: int, d: int) -> torch.Tensor:
-    """(n, P) -> (n, 1, .., P, .., 1), P at spatial position ``axis`` of d."""
-    return t.reshape(t.shape[0], *[t.shape[1] if i == axis else 1 for i in range(d)])
-
-
 def random_patches(
     images: torch.Tensor,
     n: int,
@@ -82,7 +68,7 @@ def random_patches(
     """
     s_count, _, *spatial = images.shape
     d = len(spatial)
-    ps, pads = _per_axis(patch_size, d, "patch_size"), _per_axis(pad, d, "pad")
+    ps, pads = per_axis(patch_size, d, "patch_size"), per_axis(pad, d, "pad")
     frames = [m + 2 * q for m, q in zip(spatial, pads, strict=True)]
     if min(pads) < 0 or not all(1 <= p <= f for p, f in zip(ps, frames, strict=True)):
         raise ValueError(f"patch_size {patch_size} must be in 1..{tuple(frames)} (size {tuple(spatial)} + 2 * pad "
@@ -97,8 +83,8 @@ def random_patches(
     idx = [positions[:, i, None] + torch.arange(p) - q for i, (p, q) in enumerate(zip(ps, pads, strict=True))]
     inside = torch.ones((), dtype=torch.bool)
     for i, (t, m) in enumerate(zip(idx, spatial, strict=True)):
-        inside = inside & _axis_view((t >= 0) & (t < m), i, d)  # (n, *P)
-    gather = [_axis_view(t.clamp(0, m - 1), i, d) for i, (t, m) in enumerate(zip(idx, spatial, strict=True))]
+        inside = inside & axis_view((t >= 0) & (t < m), i, d)  # (n, *P)
+    gather = [axis_view(t.clamp(0, m - 1), i, d) for i, (t, m) in enumerate(zip(idx, spatial, strict=True))]
     patches = images[:, 0][(which.reshape(n, *[1] * d), *gather)]
     patches = torch.where(inside, patches, torch.zeros((), dtype=patches.dtype))
     if flip:
@@ -120,7 +106,36 @@ def resize_volume(volume: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return x.reshape(d, h, w).numpy()
 
 
-class SliceDataset(torch.utils.data.Dataset):
+class _InMemory(torch.utils.data.Dataset):
+    """A data set held as one tensor ``images`` (S, 1, *spatial): indexing and uniform random patches."""
+
+    images: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """Item ``index`` (1, *spatial), float32 in [0, 1]."""
+        return self.images[index]
+
+    def random_patches(
+        self,
+        n: int,
+        patch_size: int | Sequence[int],
+        generator: torch.Generator | None = None,
+        pad: int | Sequence[int] = 0,
+        flip: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw n patches uniformly over all items, each zero-padded by ``pad`` on every side: (patches
+        (n, 1, *P) float32, positions (n, d) int64 of each patch's first pixel in the padded frame, uniform over
+        0..N + 2 pad - P per axis). Padding is zero, which is air for the default CT window and background for
+        min-max MRI, so patches may hang over the image edge as they do at sampling time. flip: also mirror each
+        patch along each axis with probability 1/2 (augmentation; it breaks anatomical left/right, so keep it off
+        when that matters). See ``random_patches``."""
+        return random_patches(self.images, n, patch_size, generator, pad, flip)
+
+
+class SliceDataset(_InMemory):
     """All slices of some images, normalised to [0, 1] and resized to size x size, held as one tensor.
 
     sources: a file or folder, or a list of them; anything ``read_image`` reads. A folder contributes every
@@ -169,34 +184,9 @@ class SliceDataset(torch.utils.data.Dataset):
         self.size = size
         self.images = torch.from_numpy(np.concatenate(stacks)).unsqueeze(1)
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        """Slice ``index`` as a (1, N, N) float32 tensor in [0, 1]."""
-        return self.images[index]
-
-    def random_patches(
-        self,
-        n: int,
-        patch_size: int,
-        generator: torch.Generator | None = None,
-        pad: int = 0,
-        flip: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw n patches uniformly over all slices, each slice zero-padded by ``pad`` pixels on every side.
-
-        Returns (patches (n, 1, P, P) float32, positions (n, 2) int64): positions are the (row, column) of
-        each patch's top-left pixel in the padded frame (N + 2 pad square), uniform over 0..N + 2 pad - P; the
-        slice is uniform over all S slices. Padding is zero, which is air for the default CT window and
-        background for min-max MRI, so patches may hang over the image edge as they do at sampling time.
-        flip: also flip each patch left-right and/or up-down, each with probability 1/2 (augmentation; it
-        breaks anatomical left/right, so keep it off when that matters). See ``random_patches``.
-        """
-        return random_patches(self.images, n, patch_size, generator, pad, flip)
 
 
-class VolumeDataset(torch.utils.data.Dataset):
+class VolumeDataset(_InMemory):
     """Whole 3-D volumes, normalised to [0, 1] as ``SliceDataset`` does and resized to ``size``, as one tensor.
 
     sources, window, axis, kind: as for ``SliceDataset``; a volume's slices (along ``axis`` for NIfTI) are its
@@ -217,7 +207,7 @@ class VolumeDataset(torch.utils.data.Dataset):
         axis: int = 2,
         kind: str | None = None,
     ) -> None:
-        self.size = _per_axis(size, 3, "size")
+        self.size = per_axis(size, 3, "size")
         if min(self.size) < 1:
             raise ValueError(f"volume size {self.size} must be positive")
         stacks, self.volumes = [], []
@@ -230,21 +220,3 @@ class VolumeDataset(torch.utils.data.Dataset):
             self.volumes.append({"source": str(path), "series": series, "kind": volume.kind,
                                  "shape": tuple(volume.data.shape), "spacing": volume.spacing, "normalization": info})
         self.images = torch.from_numpy(np.stack(stacks)).unsqueeze(1)
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        """Volume ``index`` as a (1, D, H, W) float32 tensor in [0, 1]."""
-        return self.images[index]
-
-    def random_patches(
-        self,
-        n: int,
-        patch_size: int | Sequence[int],
-        generator: torch.Generator | None = None,
-        pad: int | Sequence[int] = 0,
-        flip: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """n patches (n, 1, *P) and their first-voxel positions (n, 3) in the padded frame: ``random_patches``."""
-        return random_patches(self.images, n, patch_size, generator, pad, flip)

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.nn import functional as F
 
-from wavepatch.prior.patches import Size, denoise_fixed_grid, denoise_overlapping, denoise_random_shift, per_axis
+from wavepatch.prior.patches import denoise_fixed_grid, denoise_overlapping, denoise_random_shift
 from wavepatch.prior.precond import EDMDenoiser
 from wavepatch.prior.unet import UNet, UNetConfig
+from wavepatch.shapes import Size, per_axis
 from wavepatch.types import Denoiser
 
 Tensor = torch.Tensor

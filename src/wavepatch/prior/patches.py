@@ -19,24 +19,14 @@ border is filled with fresh N(0, sigma^2) noise before cutting patches: the netw
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 
 import torch
 
+from wavepatch.shapes import Size, axis_view, per_axis
+
 Tensor = torch.Tensor
 PatchNet = Callable[[Tensor, Tensor, Tensor], Tensor]  # (patches, sigma (n,), positions (n, d, *P)) -> denoised
-Size = int | Sequence[int]  # one value for every axis, or one per axis
-
-
-def per_axis(value: Size, d: int, name: str = "size") -> tuple[int, ...]:
-    """``value`` as a d-tuple of ints: an int is repeated on every axis, a sequence must have length d."""
-    if isinstance(value, numbers.Integral):
-        return (int(value),) * d
-    out = tuple(int(v) for v in value)
-    if len(out) != d:
-        raise ValueError(f"{name} {tuple(value)} has {len(out)} entries for {d} spatial axes")
-    return out
 
 
 def patch_layout(n: int, p: int) -> tuple[int, int]:
@@ -54,11 +44,6 @@ def grid_layout(shape: Sequence[int], p: Size) -> tuple[tuple[int, ...], tuple[i
     return tuple(k for k, _ in layout), tuple(m for _, m in layout)
 
 
-def _axis_view(t: Tensor, axis: int, d: int) -> Tensor:
-    """(B, P) -> (B, 1, .., P, .., 1) with P at spatial position ``axis`` of d (for broadcasting over a patch)."""
-    return t.reshape(t.shape[0], *[t.shape[1] if i == axis else 1 for i in range(d)])
-
-
 def position_channels(indices: Sequence[Tensor], sizes: Size) -> Tensor:
     """Coordinate channels for patches whose pixels sit at the given image indices (may be outside 0..n-1).
 
@@ -69,7 +54,7 @@ def position_channels(indices: Sequence[Tensor], sizes: Size) -> Tensor:
     d = len(indices)
     ns = per_axis(sizes, d)
     shape = [t.shape[1] for t in indices]
-    chans = [_axis_view((2 * t.float() + 1) / n - 1, i, d).expand(-1, *shape)
+    chans = [axis_view((2 * t.float() + 1) / n - 1, i, d).expand(-1, *shape)
              for i, (t, n) in enumerate(zip(indices, ns, strict=True))]
     return torch.stack(chans, dim=1)
 
@@ -215,7 +200,7 @@ def denoise_overlapping(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Size
     noise = _randn((b, c, *frames), generator, x)
     padded = noise * sig.reshape(-1, *[1] * (d + 1)).to(x.dtype)
     _crop(padded, los, spatial)[...] = x
-    views = [_axis_view(t, i, d) for i, t in enumerate(idx)]  # broadcast to (count, *P)
+    views = [axis_view(t, i, d) for i, t in enumerate(idx)]  # broadcast to (count, *P)
     patches = padded[(slice(None), slice(None), *views)]  # (B, C, count, *P)
     patches = patches.transpose(1, 2).reshape(b * count, c, *ps)
     pos = position_channels([t - lo for t, lo in zip(idx, los, strict=True)], spatial).repeat(b, *[1] * (d + 1))

@@ -38,10 +38,11 @@ from wavepatch.io.dataset import SliceDataset, VolumeDataset
 from wavepatch.prior.checkpoint import CheckpointError, check_state_matches, save_prior
 from wavepatch.prior.model import PriorConfig, build_prior
 from wavepatch.prior.noisy_data import default_level, noise_report, noise_sampler, noisy_training_set
-from wavepatch.prior.patches import per_axis, position_channels
+from wavepatch.prior.patches import position_channels
 from wavepatch.prior.precond import edm_loss
 from wavepatch.prior.unet import UNetConfig
 from wavepatch.prior.wavelet import WaveletPrior, WaveletPriorConfig, coefficient_stats, wsgm_loss
+from wavepatch.shapes import per_axis
 
 Tensor = torch.Tensor
 
