@@ -39,6 +39,19 @@ def test_bench_rejects_unknown_methods(tmp_path):
         run_suite("xray", tmp_path, progress=False)
 
 
+def test_bench_runs_any_registered_method_and_checks_columns_first(tmp_path):
+    rows = run_suite("ct", tmp_path / "b", quick=True, methods=["baseline", "cgls"], progress=False)
+    assert [r["method"] for r in rows] == ["baseline", "cgls"] and rows[1]["psnr"] > 0
+    import wavepatch.bench as bench
+
+    bad = (bench.QUICK[0], [Column("admm-tv", "admm-tv", {"overrides": {"rho": 0}})])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench, "QUICK", bad)
+        with pytest.raises(ValueError, match="rho"):  # refused before any reconstruction runs
+            run_suite("ct", tmp_path / "c", quick=True, progress=False)
+    assert not (tmp_path / "c").exists()
+
+
 def test_bench_resume_runs_only_missing_jobs(tmp_path, monkeypatch):
     out = tmp_path / "bench"
     rows = run_suite("ct", out, quick=True, progress=False)
