@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wavepatch.fidelity import GaussianFidelity, PoissonFidelity
+from wavepatch.fidelity import GaussianFidelity, GaussianNoise, PoissonFidelity, WeightedGaussianFidelity, make_fidelity
 from wavepatch.physics.base import LinearOperator
 from wavepatch.physics.ct import ParallelBeamCT
 from wavepatch.physics.mri import SingleCoilMRI, uniform_1d_mask
@@ -180,10 +180,16 @@ def _fidelity(kind: str, std: float, gen: torch.Generator):
     ax = op.A(torch.rand(2, 1, 16, 16, generator=gen, dtype=torch.float64))
     noise = torch.randn(ax.shape, generator=gen, dtype=torch.float64)
     y = ax + 0.05 * (noise.to(ax.dtype) if not ax.is_complex() else torch.complex(noise, noise.flip(0)))
+    if std == "weighted":  # a different std per entry
+        stds = 0.02 + 0.1 * torch.rand(y.shape, generator=gen, dtype=torch.float64)
+        fidelity = make_fidelity(op, y, GaussianNoise(stds))
+        assert isinstance(fidelity, WeightedGaussianFidelity) and torch.allclose(fidelity.weights, stds**-2)
+        return fidelity, x
     return GaussianFidelity(op, y, std=std), x
 
 
-@pytest.mark.parametrize("kind,std", [("ct", 0.0), ("ct", 0.05), ("mri", 0.0), ("mri", 0.05), ("poisson", None)])
+@pytest.mark.parametrize("kind,std", [("ct", 0.0), ("ct", 0.05), ("ct", "weighted"), ("mri", 0.0), ("mri", 0.05),
+                                      ("mri", "weighted"), ("poisson", None)])
 def test_grad_is_the_gradient_of_half_the_residual(kind, std):
     fidelity, x = _fidelity(kind, std, torch.Generator().manual_seed(3))
     xg = x.clone().requires_grad_(True)
@@ -193,7 +199,7 @@ def test_grad_is_the_gradient_of_half_the_residual(kind, std):
     assert torch.allclose(g, ref, rtol=1e-8, atol=1e-10 * float(ref.abs().max()))
 
 
-@pytest.mark.parametrize("kind", ["gaussian-noiseless", "gaussian", "poisson"])
+@pytest.mark.parametrize("kind", ["gaussian-noiseless", "gaussian", "weighted", "poisson"])
 def test_prox_is_the_weighted_ridge_solution(kind):
     # argmin_x residual(x)/2 + weight/2 ||x - x0||^2, residual = (A x - y)^T W (A x - y): W = I / std^2 (std > 0),
     # I (noiseless), mu^2 counts (Poisson: the post-log weighted least-squares model)
@@ -204,6 +210,9 @@ def test_prox_is_the_weighted_ridge_solution(kind):
     if kind == "poisson":
         fidelity = PoissonFidelity(op, y3, i0=10.0, mu=0.5)
         w = fidelity.weights
+    elif kind == "weighted":
+        w = 1.0 + 9.0 * torch.rand(y3.shape, generator=gen, dtype=torch.float64)
+        fidelity = WeightedGaussianFidelity(op, y3, w)
     else:
         std = 0.05 if kind == "gaussian" else 0.0
         fidelity = GaussianFidelity(op, y3, std=std)

@@ -4,8 +4,9 @@ every posterior sampler and classical solver.
 A task builds its fidelity from its operator and noise model (:func:`make_fidelity`); solvers see only this:
 
 - ``residual(x)`` (B,): -2 log p(y | x) + const, >= 0 and 0 at a perfect fit. Gaussian noise of std s:
-  ||A x - y||^2 / s^2 (s = 0, noiseless data: ||A x - y||^2, unit weight); post-log CT counts: the Poisson
-  deviance. Differentiable (DPS differentiates it through the denoiser).
+  ||A x - y||^2 / s^2 (s = 0, noiseless data: ||A x - y||^2, unit weight); weighted Gaussian (variance 1 / w
+  per entry): sum w (A x - y)^2; post-log CT counts: the Poisson deviance. Differentiable (DPS differentiates
+  it through the denoiser).
 - ``grad(x)``: the gradient of residual / 2, i.e. -grad_x log p(y | x).
 - ``prox(x0, weight)``: the MAP step argmin_x residual(x) / 2 + weight / 2 ||x - x0||^2, by ``n_iter`` CGLS
   iterations (exact in the limit for Gaussian noise; the count-weighted quadratic model for Poisson data).
@@ -40,9 +41,10 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class GaussianNoise:
-    """White Gaussian noise of std ``std`` per entry (measurement units); 0 for noiseless data."""
+    """Gaussian noise of std ``std`` per entry (measurement units): a float (white; 0 for noiseless data) or a
+    positive tensor shaped like the measurement (independent entries of different variance)."""
 
-    std: float = 0.0
+    std: float | Tensor = 0.0
 
 
 @dataclass(frozen=True)
@@ -152,18 +154,57 @@ class GaussianFidelity(DataFidelity):
         return GaussianFidelity(self.op, y, self.std)
 
 
-class PoissonFidelity(DataFidelity):
+class WeightedGaussianFidelity(DataFidelity):
+    """y = A x + n with independent Gaussian n of variance 1 / w per entry (``weights`` w > 0, shaped like y or
+    broadcasting against it): residual = sum w (A x - y)^2. Penalised weighted least squares."""
+
+    def __init__(self, op: LinearOperator, y: Tensor, weights: Tensor) -> None:
+        if not bool((weights > 0).all()) or not bool(torch.isfinite(weights).all()):
+            raise ValueError("Gaussian weights (inverse variances) must be positive and finite")
+        self.op, self.y, self.weights = op, y, weights
+
+    def residual(self, x: Tensor) -> Tensor:
+        d = self.op.A(x) - self.y
+        return (self.weights * (d.abs() ** 2 if d.is_complex() else d**2)).flatten(1).sum(dim=1)
+
+    def grad(self, x: Tensor) -> Tensor:
+        return self.op.A_adjoint(self.weights * (self.op.A(x) - self.y))
+
+    def prox(self, x0: Tensor, weight: float, n_iter: int = 10) -> Tensor:
+        sqrt_w = self.weights.sqrt()
+        return x0 + cgls(RowWeighted(self.op, sqrt_w), sqrt_w * (self.y - self.op.A(x0)), n_iter=n_iter,
+                         damping=weight)
+
+    def annealed_grad(self, x: Tensor, sigma: float) -> Tensor:
+        variance = 1.0 / self.weights + sigma**2 * float(self.op.norm()) ** 2
+        return self.op.A_adjoint((self.y - self.op.A(x)) / variance)
+
+    def quadratic(self) -> tuple[LinearOperator, Tensor]:
+        sqrt_w = (self.weights / self.weights.mean()).sqrt()  # normalised: only relative weights matter
+        return RowWeighted(self.op, sqrt_w), sqrt_w * self.y
+
+    @property
+    def scale(self) -> float:
+        # ||W^(1/2) A|| approximated by ||A|| sqrt(mean w), which needs no power iteration per measurement
+        return float(self.op.norm()) * float(self.weights.mean().sqrt()) / _pixels(self.op) ** 0.5
+
+    def _with_y(self, y: Tensor) -> WeightedGaussianFidelity:
+        return WeightedGaussianFidelity(self.op, y, self.weights.expand_as(y) if self.weights.ndim else self.weights)
+
+
+class PoissonFidelity(WeightedGaussianFidelity):
     """Low-dose CT from post-log data y (operator units): counts c = I0 exp(-mu y), expected counts
     lambda(x) = I0 exp(-mu A x); residual = deviance 2 sum(lambda - c + c log(c / lambda)), the exact Poisson
-    negative log-likelihood (times 2) up to a constant. The quadratic model (prox, annealed_grad, quadratic) is
-    post-log weighted least squares: y has variance 1 / (mu^2 c) per bin, weight W = mu^2 c."""
+    negative log-likelihood (times 2) up to a constant, and ``grad`` its gradient. The quadratic model (prox,
+    annealed_grad, quadratic, scale) is the weighted Gaussian one of post-log data: y has variance 1 / (mu^2 c)
+    per bin, so w = mu^2 c."""
 
     def __init__(self, op: LinearOperator, y: Tensor, i0: float, mu: float) -> None:
         if not (i0 > 0 and mu > 0):
             raise ValueError(f"Poisson fidelity needs I0 > 0 and mu > 0, got {i0}, {mu}")
-        self.op, self.y, self.i0, self.mu = op, y, float(i0), float(mu)
+        self.i0, self.mu = float(i0), float(mu)
         self.counts = self.i0 * torch.exp(-self.mu * y)
-        self.weights = self.mu**2 * self.counts
+        super().__init__(op, y, self.mu**2 * self.counts)
 
     def _log_lambda(self, x: Tensor) -> Tensor:
         return math.log(self.i0) - self.mu * self.op.A(x)
@@ -183,30 +224,15 @@ class PoissonFidelity(DataFidelity):
         # d(-log p)/d(A x) = mu (c - lambda)
         return self.op.A_adjoint(self.mu * (self.counts - self._log_lambda(x).exp()))
 
-    def prox(self, x0: Tensor, weight: float, n_iter: int = 10) -> Tensor:
-        sqrt_w = self.weights.sqrt()
-        return x0 + cgls(RowWeighted(self.op, sqrt_w), sqrt_w * (self.y - self.op.A(x0)), n_iter=n_iter,
-                         damping=weight)
-
-    def annealed_grad(self, x: Tensor, sigma: float) -> Tensor:
-        variance = 1.0 / self.weights.clamp_min(1e-12) + sigma**2 * float(self.op.norm()) ** 2
-        return self.op.A_adjoint((self.y - self.op.A(x)) / variance)
-
-    def quadratic(self) -> tuple[LinearOperator, Tensor]:
-        sqrt_w = (self.weights / self.weights.mean()).sqrt()  # normalised: only relative weights matter
-        return RowWeighted(self.op, sqrt_w), sqrt_w * self.y
-
-    @property
-    def scale(self) -> float:
-        # d sqrt(deviance) / d(A x) ~ mu sqrt(c) per bin: the operator seen through the counts
-        return float(self.op.norm()) * self.mu * float(self.counts.mean().sqrt()) / _pixels(self.op) ** 0.5
-
     def _with_y(self, y: Tensor) -> PoissonFidelity:
         return PoissonFidelity(self.op, y, self.i0, self.mu)
 
 
 def make_fidelity(op: LinearOperator, y: Tensor, noise: NoiseModel) -> DataFidelity:
-    """The fidelity of measurement y of ``op`` under ``noise`` (:class:`GaussianNoise` or :class:`PoissonNoise`)."""
+    """The fidelity of measurement y of ``op`` under ``noise`` (:class:`GaussianNoise` with a scalar std: white;
+    with a tensor std (shaped like y): weighted; or :class:`PoissonNoise`)."""
+    if isinstance(noise, GaussianNoise) and torch.is_tensor(noise.std):
+        return WeightedGaussianFidelity(op, y, noise.std.to(y.real.dtype) ** -2)
     if isinstance(noise, GaussianNoise):
         return GaussianFidelity(op, y, noise.std)
     if isinstance(noise, PoissonNoise):
