@@ -15,7 +15,8 @@ Two kinds:
 
 Defaults: the classical ones per task are the best of a small grid on training data (two CT slices of the
 training patient, two planes of the MRI template; never a test slice), by mean PSNR, found by
-``benchmarks/tune_classical.py`` (``benchmarks/results/tune_classical.json``). The samplers' are stated at their
+``benchmarks/tune_classical.py`` (``benchmarks/results/tune_classical.json``; ct-lowdose re-tuned for the
+count-weighted data term in ``benchmarks/results/tune_classical_pwls.json``). The samplers' are stated at their
 entries, with the training slices they were chosen on.
 """
 
@@ -223,29 +224,29 @@ register(Method("adjoint", "classical", _baseline, "the task's baseline (same as
 register(Method("cgls", "classical", _cgls, "least squares by conjugate gradients (early stopping regularises)",
                 (_n_iter(30),)))
 register(Method("fista-tv", "classical", _fista_tv, "0.5||Ax-y||^2/L + lam TV(x), x >= 0, FISTA with an inner TV prox",
-                (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-4, mri=3e-5,
+                (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-5, mri=3e-5,
                                                deblur=1e-3, sr=3e-3, inpaint=3e-3), _LAM, low=0),
                  _n_iter(100))))
 register(Method("admm-tv", "classical", _admm_tv, "the same objective by ADMM (z = grad x)",
-                (Param("lam", float, _per_task(1e-3, ct_parallel=1e-4, ct_fan=1e-4, ct_lowdose=1e-4, mri=3e-4,
+                (Param("lam", float, _per_task(1e-3, ct_parallel=1e-4, ct_fan=1e-4, ct_lowdose=3e-5, mri=3e-4,
                                                deblur=3e-4, sr=3e-3, inpaint=3e-3), _LAM, low=0),
                  Param("rho", float, 0.05, "ADMM penalty on z = grad x", low=0, low_open=True),
                  _n_iter(50))))
 register(Method("l1-wavelet", "classical", _l1_wavelet,
                 "0.5||Ax-y||^2/L + lam ||Wx||_1 (db4, 3 levels, random cycle spin), FISTA",
-                (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-4, mri=3e-5,
+                (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-5, mri=3e-5,
                                                deblur=3e-4, sr=3e-3, inpaint=3e-3), _LAM, low=0),
                  _n_iter(100))))
 register(Method("pnp-admm", "classical", _pnp_admm, "plug-and-play ADMM with a denoiser",
-                (Param("sigma", float, _per_task(0.03, ct_parallel=0.01, ct_fan=0.01, ct_lowdose=0.003, mri=0.03,
+                (Param("sigma", float, _per_task(0.03, ct_parallel=0.01, ct_fan=0.01, ct_lowdose=0.01, mri=0.03,
                                                  deblur=0.01, sr=0.01, inpaint=0.03), _SIGMA, low=0,
                        low_open=True, high=1),
-                 Param("rho", float, _per_task(1.0, ct_parallel=0.003, ct_fan=0.003, ct_lowdose=0.03, mri=0.03,
+                 Param("rho", float, _per_task(1.0, ct_parallel=0.003, ct_fan=0.003, ct_lowdose=0.003, mri=0.03,
                                                deblur=0.03, sr=0.3, inpaint=0.03),
                        "coupling weight of ||x - (z - u)||^2 against the data term", low=0, low_open=True),
                  _n_iter(30), _DENOISER), variants=_LEARNED_DENOISER))
 register(Method("red", "classical", _red, "regularisation by denoising, accelerated gradient",
-                (Param("sigma", float, _per_task(0.03, ct_parallel=0.01, ct_fan=0.01, ct_lowdose=0.01, mri=0.003,
+                (Param("sigma", float, _per_task(0.03, ct_parallel=0.01, ct_fan=0.01, ct_lowdose=0.003, mri=0.003,
                                                  deblur=0.003, sr=0.003, inpaint=0.01), _SIGMA, low=0,
                        low_open=True, high=1),
                  Param("lam", float, _per_task(0.5, ct_parallel=0.01, ct_fan=0.01, ct_lowdose=0.01, mri=1.0,
