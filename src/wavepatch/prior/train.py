@@ -437,7 +437,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         out_of_time = _out_of_time(cfg.minutes, t0, world, device)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time:
             if rank == 0:
-                _checkpoint(out, model, ema, opt, done, cfg, prior_cfg, rows, n_params, extra_info)
+                _checkpoint(out, model, ema, opt, done, cfg, prior_cfg, rows, n_params, extra_info,
+                            round(elapsed_before + time.time() - t0, 2))
             if world > 1:
                 dist.barrier()
             gen = _stream(cfg.seed, rank, done)
@@ -485,13 +486,16 @@ def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
 
 
 def _checkpoint(out: Path, model, ema, opt, step: int, cfg: TrainConfig,
-                prior_cfg: PriorConfig | WaveletPriorConfig, rows, n_params: int, extra_info: dict) -> None:
+                prior_cfg: PriorConfig | WaveletPriorConfig, rows, n_params: int, extra_info: dict,
+                seconds: float) -> None:
+    """Write the training state, the prior (EMA weights) and the log; ``seconds``: training wall time so far
+    (resumed runs included), also when the ``--minutes`` budget ends a run before its first logged step."""
     _save_state(out / "train_state.safetensors", model, ema, opt, step, cfg)
     recent = [r[1] for r in rows[-50:]]
     info = {
         "step": step,
         "params": n_params,
-        "train_seconds": rows[-1][3] if rows else None,
+        "train_seconds": seconds,
         "final_loss_mean_last_50_logged": (sum(recent) / len(recent)) if recent else None,
         "data": [str(d) for d in cfg.data],
         "train_config": asdict(cfg),
