@@ -60,12 +60,10 @@ NoiseModel = GaussianNoise | PoissonNoise
 
 
 class RowWeighted(LinearOperator):
-    """diag(w) A for a weight w that broadcasts against A's output (a tensor, or a scalar)."""
+    """diag(w) A for a weight tensor w that broadcasts against A's output."""
 
-    def __init__(self, op: LinearOperator, weight: Tensor | float) -> None:
+    def __init__(self, op: LinearOperator, weight: Tensor) -> None:
         self.op, self.weight, self.image_shape = op, weight, op.image_shape
-        if not torch.is_tensor(weight):  # exact norm, no power iteration
-            self._norm_cache = op.norm() * abs(float(weight))
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
         return self.weight * self.op.A(x)
@@ -82,8 +80,9 @@ def _pixels(op: LinearOperator) -> int:
     return math.prod(int(d) for d in op.image_shape)
 
 
-def _sum(v: Tensor) -> Tensor:
-    return (v.abs() ** 2 if v.is_complex() else v**2).flatten(1).sum(dim=1)
+def _abs2(v: Tensor) -> Tensor:
+    """|v|^2 per entry (real for complex v)."""
+    return v.abs() ** 2 if v.is_complex() else v**2
 
 
 class DataFidelity:
@@ -129,7 +128,7 @@ class GaussianFidelity(DataFidelity):
         self._w = 1.0 / self.std if self.std > 0 else 1.0  # whitening weight
 
     def residual(self, x: Tensor) -> Tensor:
-        r = _sum(self.op.A(x) - self.y)
+        r = _abs2(self.op.A(x) - self.y).flatten(1).sum(dim=1)
         return r * self._w**2 if self._w != 1.0 else r
 
     def grad(self, x: Tensor) -> Tensor:
@@ -164,8 +163,7 @@ class WeightedGaussianFidelity(DataFidelity):
         self.op, self.y, self.weights = op, y, weights
 
     def residual(self, x: Tensor) -> Tensor:
-        d = self.op.A(x) - self.y
-        return (self.weights * (d.abs() ** 2 if d.is_complex() else d**2)).flatten(1).sum(dim=1)
+        return (self.weights * _abs2(self.op.A(x) - self.y)).flatten(1).sum(dim=1)
 
     def grad(self, x: Tensor) -> Tensor:
         return self.op.A_adjoint(self.weights * (self.op.A(x) - self.y))
@@ -189,7 +187,7 @@ class WeightedGaussianFidelity(DataFidelity):
         return float(self.op.norm()) * float(self.weights.mean().sqrt()) / _pixels(self.op) ** 0.5
 
     def _with_y(self, y: Tensor) -> WeightedGaussianFidelity:
-        return WeightedGaussianFidelity(self.op, y, self.weights.expand_as(y) if self.weights.ndim else self.weights)
+        return WeightedGaussianFidelity(self.op, y, self.weights.expand_as(y))
 
 
 class PoissonFidelity(WeightedGaussianFidelity):

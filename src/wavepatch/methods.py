@@ -68,10 +68,11 @@ class Param:
         if isinstance(raw, bool):
             raise ValueError(f"{where} must be {self.type.__name__}, got {raw!r}")
         try:
-            if self.type is int:
-                value = int(float(raw)) if isinstance(raw, str) and float(raw).is_integer() else int(raw)
-                if isinstance(raw, float) and not raw.is_integer():
+            if self.type is int:  # "7", "1e3", 7 and 7.0 are ints; "2.5" and 2.5 are not
+                as_float = float(raw)
+                if not as_float.is_integer():
                     raise ValueError
+                value = int(as_float)
             elif self.type is float:
                 value = float(raw)
             else:
@@ -87,6 +88,12 @@ class Param:
         if self.high is not None and value > self.high:
             raise ValueError(f"{where} must be <= {self.high:g}, got {value:g}")
         return value
+
+    def default_text(self) -> str:
+        """The default as shown in the docs and help: a value, or "*: a, task: b, ..." when it is per task."""
+        if not isinstance(self.default, dict):
+            return str(self.default)
+        return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in self.default.items())
 
     def range_text(self) -> str:
         if self.choices:
@@ -124,6 +131,10 @@ class Method:
                 return p
         known = ", ".join(p.name for p in self.params) or "none"
         raise ValueError(f"method {self.name!r} has no parameter {name!r} (parameters: {known})")
+
+    def uses_learned_denoiser(self, params: dict) -> bool:
+        """Whether resolved ``params`` ask for the prior's denoiser (a denoiser parameter set to 'learned')."""
+        return any(p.denoiser and params[p.name] == "learned" for p in self.params)
 
     def resolve(self, task: str, overrides: dict | None = None, fast: bool = False) -> dict:
         """The parameters this method runs with on ``task``: defaults for the task (and fast mode, and the
@@ -339,9 +350,7 @@ def methods_table() -> str:
     for m in REGISTRY.values():
         lines.append(f"| `{m.name}` | {m.kind} | | | | | {cell(m.help)} |")
         for p in m.params:
-            default = p.default
-            if isinstance(default, dict):
-                default = ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in default.items())
+            default = p.default_text()
             extra = {"fast": " (--fast only)", "slow": " (not with --fast)"}.get(p.applies, "")
             fast = f"; --fast: {m.fast_defaults[p.name]}" if p.name in m.fast_defaults else ""
             lines.append(f"| | | `{p.name}` | {p.type.__name__} | {cell(default)}{fast} | {cell(p.range_text())} | "
@@ -354,6 +363,5 @@ def method_help(name: str) -> str:
     m = get_method(name)
     out = [f"{m.name} ({m.kind}): {m.help}"]
     for p in m.params:
-        default = p.default if not isinstance(p.default, dict) else ", ".join(f"{k}={v}" for k, v in p.default.items())
-        out.append(f"  {p.name} ({p.type.__name__}; default {default}; {p.range_text() or 'any'}): {p.help}")
+        out.append(f"  {p.name} ({p.type.__name__}; default {p.default_text()}; {p.range_text() or 'any'}): {p.help}")
     return "\n".join(out)

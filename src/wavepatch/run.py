@@ -63,18 +63,19 @@ def reconstruct(task: Task, y: Tensor, method: str, overrides: dict | None = Non
     if entry.kind != "classical":
         raise ValueError(f"{method} is a learned-prior method; use run_reconstruction")
     params = entry.resolve(task.name, overrides)
-    if any(p.denoiser and params[p.name] == "learned" for p in entry.params):
+    if entry.uses_learned_denoiser(params):
         raise ValueError(f"{method} with the learned denoiser needs a prior; use run_reconstruction")
     return run_classical(entry, task.fidelity(y), task.baseline(y), params, progress)
 
 
-def _check_options(entry: Method, samples: int, fast: bool, prior, patch_mode: str, params: dict) -> None:
-    """Refuse options that do not apply to ``entry`` (one line each) rather than ignore them."""
+def _check_options(entry: Method, samples: int, prior, patch_mode: str, params: dict) -> None:
+    """Refuse options that do not apply to ``entry`` (one line each) rather than ignore them (``--fast`` is
+    refused for classical methods by ``Method.resolve``)."""
     if samples < 1:
         raise ValueError(f"--samples must be at least 1, got {samples}")
     if entry.kind == "sampler":
         return
-    learned = any(p.denoiser and params[p.name] == "learned" for p in entry.params)
+    learned = entry.uses_learned_denoiser(params)
     for flag, given in (("--samples", samples != 1), ("--patch-mode", patch_mode != "padis"),
                         ("--prior", prior is not None and not learned)):
         if given:
@@ -95,7 +96,7 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
     entry = get_method(method)
     task = make_task(task_name, tuple(img.shape[-2:]), opts, torch.Generator().manual_seed(seed))
     params = entry.resolve(task.name, overrides, fast)
-    _check_options(entry, samples, fast, prior, patch_mode, params)
+    _check_options(entry, samples, prior, patch_mode, params)
     compare_entries = [get_method(c) for c in compare]
     for c in compare_entries:
         if c.kind != "classical":
@@ -105,11 +106,11 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
     fidelity = task.fidelity(y)
     baseline = task.baseline(y)
     std, nfe = None, None
-    admm = get_method("admm-tv")
     t0 = time.perf_counter()
     if entry.kind == "sampler":
         prior = Path(prior) if prior else default_prior(task.name, entry.prior)
         t_fast = time.perf_counter()
+        admm = get_method("admm-tv")
         x_fast = run_classical(admm, fidelity, baseline, admm.resolve(task.name)) if fast else None
         t_fast = time.perf_counter() - t_fast
         draws, nfe = run_sampler(entry, fidelity, prior, params, torch.Generator().manual_seed(seed + 2),
@@ -120,7 +121,7 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
         params = {**params, "prior": str(prior), "samples": samples, "fast": fast, "patch_mode": patch_mode}
     else:
         learned = None
-        if any(p.denoiser and params[p.name] == "learned" for p in entry.params):
+        if entry.uses_learned_denoiser(params):
             prior = Path(prior) if prior else default_prior(task.name, "patch")
             cached_prior(prior, device)  # a bad checkpoint fails here, before any work
             learned = Counted(learned_denoiser(prior, torch.Generator().manual_seed(seed + 2), device=device))
