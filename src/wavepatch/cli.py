@@ -30,12 +30,12 @@ from wavepatch.io import (
     save_npy,
     save_png,
 )
-from wavepatch.io.atomic import check_not_input
+from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import save_dicom_series
 from wavepatch.methods import get_method, method_help, methods_doc, names
 from wavepatch.report import compare_figure, save_json, uncertainty_figure
 from wavepatch.run import run_reconstruction
-from wavepatch.tasks import TASKS, TaskOptions
+from wavepatch.tasks import TASKS, task_options
 
 
 class UsageError(Exception):
@@ -73,17 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intensity window mapped to [0, 1] (CT default: -1000 1000 HU)")
     g = r.add_argument_group("task options")
     g.add_argument("--views", type=int, default=None, help="CT views (default 60; ct-lowdose 180)")
-    g.add_argument("--dose", type=float, default=1e4, help="ct-lowdose: incident photons per bin (I0)")
-    g.add_argument("--electronic-noise", type=float, default=0.0, help="ct-lowdose: electronic noise std")
-    g.add_argument("--pixel-mm", type=float, default=1.4, help="ct-lowdose: pixel size in mm")
-    g.add_argument("--accel", type=float, default=4.0, help="mri: acceleration factor")
+    g.add_argument("--dose", type=float, default=None, help="ct-lowdose: incident photons per bin (I0, default 1e4)")
+    g.add_argument("--electronic-noise", type=float, default=None, help="ct-lowdose: electronic noise std (default 0)")
+    g.add_argument("--pixel-mm", type=float, default=None, help="ct-lowdose: pixel size in mm (default 1.4)")
+    g.add_argument("--accel", type=float, default=None, help="mri: acceleration factor (default 4)")
     g.add_argument("--mask", default=None, help="mri: gaussian|uniform; inpaint: random|box")
     g.add_argument("--center-fraction", type=float, default=None, help="mri: fully sampled centre fraction")
-    g.add_argument("--kernel", default="gaussian", help="deblur: gaussian|uniform|motion|heavy")
-    g.add_argument("--factor", type=int, default=4, help="sr: downsampling factor")
-    g.add_argument("--keep", type=float, default=0.3, help="inpaint random: fraction of pixels observed")
+    g.add_argument("--kernel", default=None, help="deblur: gaussian (default)|uniform|motion|heavy")
+    g.add_argument("--factor", type=int, default=None, help="sr: downsampling factor (default 4)")
+    g.add_argument("--keep", type=float, default=None, help="inpaint random: fraction of pixels observed (default 0.3)")
     g.add_argument("--noise", type=float, default=None, help="Gaussian measurement noise std")
-    g.add_argument("--filter", dest="fbp_filter", default="hann", choices=("ramp", "hann"),
+    g.add_argument("--filter", dest="fbp_filter", default=None, choices=("ramp", "hann"),
                    help="CT FBP filter (default hann)")
     r.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, e.g. lam=0.002 or n_iter=200 (repeatable)")
@@ -145,24 +145,21 @@ def _load_slice(args) -> tuple[np.ndarray, dict, object]:
     if not 0 <= s < volume.data.shape[0]:
         raise UsageError(f"--slice {s} is out of range: {args.input} has {volume.data.shape[0]} slices")
     unit, info = normalize_volume(volume, tuple(args.window) if args.window else None)
-    if args.size < 16:
-        raise UsageError(f"--size must be at least 16, got {args.size}")
+    if not 16 <= args.size <= MAX_SIZE:
+        raise UsageError(f"--size must be between 16 and {MAX_SIZE}, got {args.size}")
     return resize_square(unit[s], args.size), info, (volume, s)
 
 
 def cmd_reconstruct(args) -> int:
     out = Path(args.out)
-    check_not_input(out, [args.input])
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    inp = Path(args.input).resolve()
-    if out.resolve() == inp or out.resolve() in inp.parents:
-        raise UsageError(f"--out {out} would write into the input {args.input}; choose another folder")
+    check_replaceable(out, [args.input])  # refused before any work, and again when publishing
     img, norm_info, (volume, s) = _load_slice(args)
-    opts = TaskOptions(views=args.views, dose=args.dose, electronic_noise=args.electronic_noise,
-                       pixel_mm=args.pixel_mm, accel=args.accel, mask=args.mask,
-                       center_fraction=args.center_fraction, kernel=args.kernel, factor=args.factor,
-                       keep=args.keep, noise=args.noise, fbp_filter=args.fbp_filter)
+    if args.dicom and (volume.kind != "ct" or norm_info["method"] != "window"):
+        raise UsageError("--dicom writes CT in HU; the input is not a CT image")
+    opts = task_options(args.task, views=args.views, dose=args.dose, electronic_noise=args.electronic_noise,
+                        pixel_mm=args.pixel_mm, accel=args.accel, mask=args.mask,
+                        center_fraction=args.center_fraction, kernel=args.kernel, factor=args.factor,
+                        keep=args.keep, noise=args.noise, fbp_filter=args.fbp_filter)
     if norm_info["method"] == "window":
         opts.window = (norm_info["lo"], norm_info["hi"])
     overrides = dict(args.param)
@@ -176,16 +173,7 @@ def cmd_reconstruct(args) -> int:
     task, recon, baseline, std, nfe, params = res.task, res.recon, res.baseline, res.std, res.nfe, res.params
     seconds, m, mb = res.seconds, res.metrics, res.baseline_metrics
     r = recon[0, 0].numpy()
-    out.mkdir(parents=True, exist_ok=True)
     protect = [args.input]
-    save_npy(out / "recon.npy", r, protect=protect)
-    save_png(out / "recon.png", np.clip(r, 0, 1), protect=protect)
-    compare_figure(out / "compare.png", img, [
-        (f"{task.baseline_name}: {mb['psnr']:.2f} dB / {mb['ssim']:.3f}", baseline[0, 0].numpy()),
-        *[(f"{name}: {cm['psnr']:.2f} dB / {cm['ssim']:.3f}", rec[0, 0].numpy())
-          for name, (rec, cm, _) in res.compared.items()],
-        (f"{args.method}{' (fast)' if args.fast else ''}: {m['psnr']:.2f} dB / {m['ssim']:.3f}", r),
-    ], r, suptitle=f"{args.task}: {task.description}", protect=protect)
     metrics = {"psnr": m["psnr"], "ssim": m["ssim"], "seconds": seconds, "task": args.task,
                "method": args.method, "baseline": task.baseline_name, "baseline_psnr": mb["psnr"],
                "baseline_ssim": mb["ssim"], "input": str(args.input), "slice": s, "size": args.size,
@@ -196,34 +184,46 @@ def cmd_reconstruct(args) -> int:
     if res.compared:
         metrics["compared"] = {name: {"psnr": cm["psnr"], "ssim": cm["ssim"], "seconds": sec}
                                for name, (_, cm, sec) in res.compared.items()}
-    if std is not None:
-        sd = std[0, 0].numpy()
-        save_npy(out / "std.npy", sd, protect=protect)
-        uncertainty_figure(out / "uncertainty.png", r, sd, np.abs(r - img), protect=protect)
-        metrics["mean_std"] = float(sd.mean())
-    if args.dicom:
-        metrics["dicom"] = str(_write_dicom(args, out, r, norm_info, volume, s))
-    save_json(out / "metrics.json", metrics, protect=protect)
-    print(f"{args.task} / {args.method}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, {seconds:.2f} s"
+    with staged_output(out, protect, command="reconstruct") as stage:
+        save_npy(stage / "recon.npy", r, protect=protect)
+        save_png(stage / "recon.png", np.clip(r, 0, 1), protect=protect)
+        compare_figure(stage / "compare.png", img, [
+            (f"{task.baseline_name}: {_db(mb['psnr'])} / {mb['ssim']:.3f}", baseline[0, 0].numpy()),
+            *[(f"{name}: {_db(cm['psnr'])} / {cm['ssim']:.3f}", rec[0, 0].numpy())
+              for name, (rec, cm, _) in res.compared.items()],
+            (f"{args.method}{' (fast)' if args.fast else ''}: {_db(m['psnr'])} / {m['ssim']:.3f}", r),
+        ], r, suptitle=f"{args.task}: {task.description}", protect=protect)
+        if std is not None:
+            sd = std[0, 0].numpy()
+            save_npy(stage / "std.npy", sd, protect=protect)
+            uncertainty_figure(stage / "uncertainty.png", r, sd, np.abs(r - img), protect=protect)
+            metrics["mean_std"] = float(sd.mean())
+        if args.dicom:
+            _write_dicom(args, stage / "recon_dicom", r, norm_info, volume, s)
+            metrics["dicom"] = str(out / "recon_dicom")
+        save_json(stage / "metrics.json", metrics, protect=protect)
+    print(f"{args.task} / {args.method}: PSNR {_db(m['psnr'])}, SSIM {m['ssim']:.4f}, {seconds:.2f} s"
           f"{f', {nfe} NFE' if nfe else ''} "
-          f"({task.baseline_name}: {mb['psnr']:.2f} dB"
-          + "".join(f", {name}: {cm['psnr']:.2f} dB" for name, (_, cm, _) in res.compared.items())
+          f"({task.baseline_name}: {_db(mb['psnr'])}"
+          + "".join(f", {name}: {_db(cm['psnr'])}" for name, (_, cm, _) in res.compared.items())
           + f") -> {out}")
     return 0
 
 
-def _write_dicom(args, out: Path, recon: np.ndarray, norm_info: dict, volume, s: int) -> Path:
+def _db(psnr: float) -> str:
+    """PSNR for people: 'inf dB (identical)' for a perfect match (metrics.json stores null there)."""
+    return f"{psnr:.2f} dB" if np.isfinite(psnr) else "inf dB (identical to the reference)"
+
+
+def _write_dicom(args, folder: Path, recon: np.ndarray, norm_info: dict, volume, s: int) -> Path:
     """The reconstruction as a derived DICOM series in HU, filed next to the input's study."""
-    if volume.kind != "ct" or norm_info["method"] != "window":
-        raise UsageError("--dicom writes CT in HU; the input is not a CT image")
     hu = np.asarray(denormalize(np.clip(recon, 0, 1), norm_info), dtype=np.float32)[None]
     ref = read_image(args.input, axis=args.axis, slices=[s]) if volume.dicom_headers else None
     spacing = None
     if volume.spacing:
         h, w = volume.data.shape[1:]
         spacing = tuple(float(sp) * max(h, w) / args.size for sp in volume.spacing)
-    folder = out / "recon_dicom"
-    save_dicom_series(folder, hu, reference=ref, pixel_spacing=spacing, overwrite=True, protect=[args.input])
+    save_dicom_series(folder, hu, reference=ref, pixel_spacing=spacing, protect=[args.input])
     return folder
 
 
@@ -243,7 +243,26 @@ COMMANDS = {"reconstruct": cmd_reconstruct, "train": cmd_train, "sample": cmd_sa
             "bench": cmd_bench, "methods": cmd_methods}
 
 
+MAX_SIZE = 4096  # --size above this is refused: a 4096^2 float32 image is 64 MB, CT matrices grow as N^3
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for any exception: its message (file names included), else its type."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "alloc" in str(exc).lower()):
+        return f"out of memory ({str(exc).splitlines()[0][:160] if str(exc) else 'MemoryError'}); " \
+               "try a smaller --size or --batch"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, (UsageError, ImageReadError, ValueError, OSError)) and first:
+        return first
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; any failure is one line ``wavepatch: error: ...`` and exit 2 (traceback with --debug),
+    Ctrl-C exit 130."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     if not debug:
@@ -252,15 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (UsageError, ImageReadError, ValueError, OSError, FloatingPointError) as exc:
-        if debug:
-            raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"wavepatch: error: {msg}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("wavepatch: interrupted", file=sys.stderr)
         return 130
+    except SystemExit:
+        raise
+    except BaseException as exc:  # the CLI boundary: every failure is one line
+        if debug:
+            raise
+        print(f"wavepatch: error: {error_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -59,5 +60,18 @@ def uncertainty_figure(path: str | Path, mean: np.ndarray, std: np.ndarray, abs_
 
 
 def save_json(path: str | Path, data: dict, protect=()) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
-    return atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), protect)
+    """Write ``data`` as indented, strict JSON (non-finite floats such as an identical image's PSNR become null;
+    no ``Infinity`` / ``NaN`` tokens), atomically."""
+    text = json.dumps(strict_json(data), indent=2, sort_keys=True, allow_nan=False)
+    return atomic_write_bytes(path, (text + "\n").encode(), protect)
+
+
+def strict_json(value):
+    """``value`` with every non-finite float replaced by None (recursively through dicts, lists, tuples)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value

@@ -20,6 +20,7 @@ Defaults (documented in the README):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -78,13 +79,47 @@ class Task:
         return make_fidelity(self.op, y, self.noise)
 
 
+# The TaskOptions fields each task reads; any other option given for that task is refused, not ignored.
+TASK_OPTIONS = {
+    "ct-parallel": ("views", "noise", "fbp_filter"),
+    "ct-fan": ("views", "noise", "fbp_filter"),
+    "ct-lowdose": ("views", "dose", "electronic_noise", "pixel_mm", "fbp_filter"),
+    "mri": ("accel", "mask", "center_fraction", "noise"),
+    "deblur": ("kernel", "noise"),
+    "sr": ("factor", "noise"),
+    "inpaint": ("mask", "keep", "noise"),
+}
+
+
+def option_flag(name: str) -> str:
+    """The CLI flag of a TaskOptions field."""
+    return "--filter" if name == "fbp_filter" else "--" + name.replace("_", "-")
+
+
+def task_options(task: str, **given) -> TaskOptions:
+    """TaskOptions from the options a user gave (None = not given); ValueError for one that ``task`` does not use."""
+    if task not in TASK_OPTIONS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    for name, value in given.items():
+        if value is not None and name not in TASK_OPTIONS[task]:
+            users = [t for t, names in TASK_OPTIONS.items() if name in names]
+            raise ValueError(f"{option_flag(name)} does not apply to {task} (it is an option of {', '.join(users)})")
+    return TaskOptions(**{k: v for k, v in given.items() if v is not None})
+
+
 def _gaussian_simulate(op: LinearOperator, std: float) -> Callable[[Tensor, torch.Generator], Tensor]:
     return lambda x, g: gaussian_noise(op.A(x), std, g)
 
 
 def _check_options(opts: TaskOptions) -> None:
     """Reject option values no task can use, with the CLI flag in the message."""
+    for name in ("dose", "electronic_noise", "pixel_mm", "accel", "center_fraction", "keep", "noise"):
+        value = getattr(opts, name)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{option_flag(name)} must be a finite number, got {value}")
     checks = [
+        (opts.views is None or opts.views <= 100_000, f"--views must be at most 100000, got {opts.views}"),
+        (opts.factor <= 64, f"--factor must be at most 64, got {opts.factor}"),
         (opts.views is None or opts.views >= 1, f"--views must be at least 1, got {opts.views}"),
         (opts.dose > 0, f"--dose (I0) must be positive, got {opts.dose:g}"),
         (opts.electronic_noise >= 0, f"--electronic-noise must be >= 0, got {opts.electronic_noise:g}"),
