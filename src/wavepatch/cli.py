@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wavepatch.cli_measured import cmd_measured, save_measurement
 from wavepatch.cli_prior import add_eval_parser, add_sample_parser, add_train_parser, cmd_eval, cmd_sample, cmd_train
 from wavepatch.io import (
     ImageReadError,
@@ -35,7 +36,7 @@ from wavepatch.io.writers import save_dicom_series
 from wavepatch.methods import get_method, method_help, methods_doc, names
 from wavepatch.report import compare_figure, save_json, uncertainty_figure
 from wavepatch.run import run_reconstruction
-from wavepatch.tasks import TASKS, task_options
+from wavepatch.tasks import TASKS, TaskOptions, task_options
 
 
 class UsageError(Exception):
@@ -59,9 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("reconstruct", help="simulate a measurement from a clean image and reconstruct it",
+    r = sub.add_parser("reconstruct", help="reconstruct a measured sinogram (--measurement), or simulate a "
+                       "measurement from a clean image and reconstruct it",
                        epilog=_methods_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("input", help="clean image: DICOM file or series folder, NIfTI, PNG or .npy")
+    r.add_argument("input", nargs="?", default=None,
+                   help="clean image to simulate from: DICOM file or series folder, NIfTI, PNG or .npy")
+    r.add_argument("--measurement", default=None, metavar="FILE",
+                   help="a measured CT sinogram (.npy or NIfTI, views x detector bins) instead of a clean image")
+    r.add_argument("--save-measurement", action="store_true",
+                   help="also write the simulated measurement (CT: post-log line integrals, measurement.npy)")
+    r.add_argument("--counts", action="store_true",
+                   help="--measurement holds raw detector counts (needs --dose I0), not post-log line integrals")
     r.add_argument("--task", required=True, choices=TASKS)
     r.add_argument("--method", required=True, choices=names(), help="see the list below, or `wavepatch methods`")
     r.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
@@ -75,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--views", type=int, default=None, help="CT views (default 60; ct-lowdose 180)")
     g.add_argument("--dose", type=float, default=None, help="ct-lowdose: incident photons per bin (I0, default 1e4)")
     g.add_argument("--electronic-noise", type=float, default=None, help="ct-lowdose: electronic noise std (default 0)")
-    g.add_argument("--pixel-mm", type=float, default=None, help="ct-lowdose: pixel size in mm (default 1.4)")
+    g.add_argument("--pixel-mm", type=float, default=None,
+                   help="CT: pixel size in mm (default 1.4): attenuation scale of low-dose and measured sinograms")
     g.add_argument("--accel", type=float, default=None, help="mri: acceleration factor (default 4)")
     g.add_argument("--mask", default=None, help="mri: gaussian|uniform; inpaint: random|box")
     g.add_argument("--center-fraction", type=float, default=None, help="mri: fully sampled centre fraction")
@@ -83,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--factor", type=int, default=None, help="sr: downsampling factor (default 4)")
     g.add_argument("--keep", type=float, default=None, help="inpaint random: fraction of pixels observed (default 0.3)")
     g.add_argument("--noise", type=float, default=None, help="Gaussian measurement noise std")
+    g.add_argument("--detectors", type=int, default=None, help="CT: detector bins (default: cover the diagonal)")
+    g.add_argument("--arc", type=float, default=None, help="parallel-beam CT: angular range in degrees (default 180)")
+    g.add_argument("--source-distance", type=float, default=None, help="ct-fan: source to centre, pixels (default 2N)")
+    g.add_argument("--detector-distance", type=float, default=None,
+                   help="ct-fan: centre to detector, pixels (default 2N)")
+    g.add_argument("--det-spacing", type=float, default=None,
+                   help="ct-fan: detector bin width in pixels (default: one pixel at the centre)")
     g.add_argument("--filter", dest="fbp_filter", default=None, choices=("ramp", "hann"),
                    help="CT FBP filter (default hann)")
     r.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
@@ -145,28 +162,47 @@ def _load_slice(args) -> tuple[np.ndarray, dict, object]:
     if not 0 <= s < volume.data.shape[0]:
         raise UsageError(f"--slice {s} is out of range: {args.input} has {volume.data.shape[0]} slices")
     unit, info = normalize_volume(volume, tuple(args.window) if args.window else None)
-    if not 16 <= args.size <= MAX_SIZE:
-        raise UsageError(f"--size must be between 16 and {MAX_SIZE}, got {args.size}")
     return resize_square(unit[s], args.size), info, (volume, s)
 
 
-def cmd_reconstruct(args) -> int:
-    out = Path(args.out)
-    check_replaceable(out, [args.input])  # refused before any work, and again when publishing
-    img, norm_info, (volume, s) = _load_slice(args)
-    if args.dicom and (volume.kind != "ct" or norm_info["method"] != "window"):
-        raise UsageError("--dicom writes CT in HU; the input is not a CT image")
-    opts = task_options(args.task, views=args.views, dose=args.dose, electronic_noise=args.electronic_noise,
+def _task_options(args) -> TaskOptions:
+    return task_options(args.task, views=args.views, dose=args.dose, electronic_noise=args.electronic_noise,
                         pixel_mm=args.pixel_mm, accel=args.accel, mask=args.mask,
                         center_fraction=args.center_fraction, kernel=args.kernel, factor=args.factor,
-                        keep=args.keep, noise=args.noise, fbp_filter=args.fbp_filter)
-    if norm_info["method"] == "window":
-        opts.window = (norm_info["lo"], norm_info["hi"])
+                        keep=args.keep, noise=args.noise, fbp_filter=args.fbp_filter, detectors=args.detectors,
+                        arc=args.arc, source_distance=args.source_distance,
+                        detector_distance=args.detector_distance, det_spacing=args.det_spacing)
+
+
+def _overrides(args) -> dict:
     overrides = dict(args.param)
     if args.steps is not None:
         if get_method(args.method).kind != "sampler":
             raise UsageError(f"--steps is for the learned-prior methods; {args.method} takes --param n_iter=K")
         overrides["steps"] = args.steps
+    return overrides
+
+
+def cmd_reconstruct(args) -> int:
+    if (args.input is None) == (args.measurement is None):
+        raise UsageError("give either a clean image to simulate from (INPUT) or --measurement FILE")
+    if not 16 <= args.size <= MAX_SIZE:
+        raise UsageError(f"--size must be between 16 and {MAX_SIZE}, got {args.size}")
+    opts = _task_options(args)
+    if args.measurement is not None:
+        if args.window:
+            opts.window = tuple(args.window)
+        return cmd_measured(args, opts, _overrides(args))
+    if args.counts:
+        raise UsageError("--counts describes a --measurement file")
+    out = Path(args.out)
+    check_replaceable(out, [args.input])  # refused before any work, and again when publishing
+    img, norm_info, (volume, s) = _load_slice(args)
+    if args.dicom and (volume.kind != "ct" or norm_info["method"] != "window"):
+        raise UsageError("--dicom writes CT in HU; the input is not a CT image")
+    if norm_info["method"] == "window":
+        opts.window = (norm_info["lo"], norm_info["hi"])
+    overrides = _overrides(args)
     res = run_reconstruction(img, args.task, opts, args.method, overrides, seed=args.seed, prior=args.prior,
                              samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
                              progress=not args.no_progress, compare=tuple(args.compare))
@@ -201,6 +237,8 @@ def cmd_reconstruct(args) -> int:
         if args.dicom:
             _write_dicom(args, stage / "recon_dicom", r, norm_info, volume, s)
             metrics["dicom"] = str(out / "recon_dicom")
+        if args.save_measurement:
+            metrics["measurement"] = save_measurement(stage, args.task, opts, res.y, protect)
         save_json(stage / "metrics.json", metrics, protect=protect)
     print(f"{args.task} / {args.method}: PSNR {_db(m['psnr'])}, SSIM {m['ssim']:.4f}, {seconds:.2f} s"
           f"{f', {nfe} NFE' if nfe else ''} "

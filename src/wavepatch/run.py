@@ -44,6 +44,7 @@ class RunResult:
     metrics: dict
     baseline_metrics: dict
     compared: dict = field(default_factory=dict)
+    y: Tensor | None = None  # the measurement (simulated or read), in the operator's units
 
 
 def run_classical(method: Method, fidelity: DataFidelity, x0: Tensor, params: dict, progress: bool = False,
@@ -93,16 +94,36 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
     the ADMM-TV warm start is reused rather than recomputed (its time is part of the learned method's).
 
     Seeds: the task (masks) uses ``seed``, the measurement noise ``seed + 1``, posterior sampling ``seed + 2``."""
-    entry = get_method(method)
     task = make_task(task_name, tuple(img.shape[-2:]), opts, torch.Generator().manual_seed(seed))
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+    y = task.simulate(x, torch.Generator().manual_seed(seed + 1))
+    return solve(task, y, method, overrides, seed, prior, samples, fast, patch_mode, device, progress, compare,
+                 truth=x)
+
+
+def data_metrics(fidelity: DataFidelity, x: Tensor) -> dict:
+    """What can be said without ground truth: the relative data residual ||A x - y|| / ||y|| and the data term
+    (-2 log-likelihood up to a constant, per measurement entry)."""
+    y = fidelity.y
+    rel = float((fidelity.op.A(x) - y).abs().pow(2).sum().sqrt() / y.abs().pow(2).sum().sqrt().clamp_min(1e-30))
+    return {"relative_residual": rel, "data_term_per_entry": float(fidelity.residual(x).sum()) / y.numel()}
+
+
+def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, seed: int = 0,
+          prior: str | Path | None = None, samples: int = 1, fast: bool = False, patch_mode: str = "padis",
+          device: str = "cpu", progress: bool = False, compare: tuple[str, ...] = (),
+          truth: Tensor | None = None) -> RunResult:
+    """Reconstruct measurement y of ``task`` (simulated, or measured and read from a file) with ``method``.
+
+    With ``truth`` (1, 1, H, W) the metrics are PSNR / SSIM against it; without (measured data) they are the
+    data-consistency figures of :func:`data_metrics`. Posterior sampling uses seed ``seed + 2``."""
+    entry = get_method(method)
     params = entry.resolve(task.name, overrides, fast)
     _check_options(entry, samples, prior, patch_mode, params)
     compare_entries = [get_method(c) for c in compare]
     for c in compare_entries:
         if c.kind != "classical":
             raise ValueError(f"--compare takes classical methods; {c.name} is a learned-prior method")
-    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
-    y = task.simulate(x, torch.Generator().manual_seed(seed + 1))
     fidelity = task.fidelity(y)
     baseline = task.baseline(y)
     std, nfe = None, None
@@ -130,7 +151,11 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
             nfe, params = learned.nfe, {**params, "prior": str(prior)}
     seconds = time.perf_counter() - t0
     if not torch.isfinite(recon).all():
-        raise ValueError(f"{method} produced non-finite values on {task_name}; try other --param values")
+        raise ValueError(f"{method} produced non-finite values on {task.name}; try other --param values")
+
+    def score(rec: Tensor) -> dict:
+        return image_metrics(rec, truth) if truth is not None else data_metrics(fidelity, rec)
+
     compared = {}
     for other in compare_entries:
         if other.name == method:
@@ -141,7 +166,5 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
         else:
             rec = run_classical(other, fidelity, baseline, other.resolve(task.name))
             sec = time.perf_counter() - t1
-        compared[other.name] = (rec, image_metrics(rec, x), sec)
-    return RunResult(task, recon, baseline, std, seconds, nfe, params, image_metrics(recon, x),
-                     image_metrics(baseline, x), compared)
-
+        compared[other.name] = (rec, score(rec), sec)
+    return RunResult(task, recon, baseline, std, seconds, nfe, params, score(recon), score(baseline), compared, y)

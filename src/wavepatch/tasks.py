@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from wavepatch.fidelity import DataFidelity, GaussianNoise, NoiseModel, PoissonNoise, make_fidelity
 from wavepatch.physics.base import LinearOperator
 from wavepatch.physics.blur import BLUR_KERNELS, Blur, make_blur_kernel
-from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT
+from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT, parallel_beam_angles
 from wavepatch.physics.inpaint import Inpainting, box_mask, random_pixel_mask
 from wavepatch.physics.mri import SingleCoilMRI, gaussian_1d_mask, uniform_1d_mask
 from wavepatch.physics.noise import attenuation_per_unit, gaussian_noise, low_dose_sinogram
@@ -58,6 +58,11 @@ class TaskOptions:
     noise: float | None = None  # Gaussian measurement noise std (measurement units); None: task default
     fbp_filter: str = "hann"  # CT baseline filter: ramp|hann
     window: tuple[float, float] = (-1000.0, 1000.0)  # HU window of the unit image (for ct-lowdose physics)
+    detectors: int | None = None  # CT: detector bins (default: enough to cover the image diagonal)
+    arc: float | None = None  # parallel-beam CT: angular range in degrees (default 180)
+    source_distance: float | None = None  # ct-fan: source to rotation centre, in pixels (default 2 N)
+    detector_distance: float | None = None  # ct-fan: rotation centre to detector, in pixels (default 2 N)
+    det_spacing: float | None = None  # ct-fan: detector bin width in pixels (default: one pixel at the centre)
 
 
 @dataclass
@@ -81,9 +86,10 @@ class Task:
 
 # The TaskOptions fields each task reads; any other option given for that task is refused, not ignored.
 TASK_OPTIONS = {
-    "ct-parallel": ("views", "noise", "fbp_filter"),
-    "ct-fan": ("views", "noise", "fbp_filter"),
-    "ct-lowdose": ("views", "dose", "electronic_noise", "pixel_mm", "fbp_filter"),
+    "ct-parallel": ("views", "noise", "fbp_filter", "pixel_mm", "detectors", "arc"),
+    "ct-fan": ("views", "noise", "fbp_filter", "pixel_mm", "detectors", "source_distance", "detector_distance",
+               "det_spacing"),
+    "ct-lowdose": ("views", "dose", "electronic_noise", "pixel_mm", "fbp_filter", "detectors", "arc"),
     "mri": ("accel", "mask", "center_fraction", "noise"),
     "deblur": ("kernel", "noise"),
     "sr": ("factor", "noise"),
@@ -113,13 +119,20 @@ def _gaussian_simulate(op: LinearOperator, std: float) -> Callable[[Tensor, torc
 
 def _check_options(opts: TaskOptions) -> None:
     """Reject option values no task can use, with the CLI flag in the message."""
-    for name in ("dose", "electronic_noise", "pixel_mm", "accel", "center_fraction", "keep", "noise"):
+    for name in ("dose", "electronic_noise", "pixel_mm", "accel", "center_fraction", "keep", "noise", "arc",
+                 "source_distance", "detector_distance", "det_spacing"):
         value = getattr(opts, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{option_flag(name)} must be a finite number, got {value}")
     checks = [
         (opts.views is None or opts.views <= 100_000, f"--views must be at most 100000, got {opts.views}"),
         (opts.factor <= 64, f"--factor must be at most 64, got {opts.factor}"),
+        (opts.detectors is None or 1 <= opts.detectors <= 100_000, f"--detectors must be in [1, 100000], got "
+         f"{opts.detectors}"),
+        (opts.arc is None or 0 < opts.arc <= 360, f"--arc must be in (0, 360] degrees, got {opts.arc}"),
+        (opts.det_spacing is None or opts.det_spacing > 0, f"--det-spacing must be positive, got {opts.det_spacing}"),
+        (opts.detector_distance is None or opts.detector_distance >= 0,
+         f"--detector-distance must be >= 0, got {opts.detector_distance}"),
         (opts.views is None or opts.views >= 1, f"--views must be at least 1, got {opts.views}"),
         (opts.dose > 0, f"--dose (I0) must be positive, got {opts.dose:g}"),
         (opts.electronic_noise >= 0, f"--electronic-noise must be >= 0, got {opts.electronic_noise:g}"),
@@ -135,6 +148,14 @@ def _check_options(opts: TaskOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+
+
+def _ct_operator(name: str, n: int, views: int, opts: TaskOptions) -> ParallelBeamCT | FanBeamCT:
+    """The CT operator of ``name`` with the geometry options of ``opts`` (defaults: see TaskOptions)."""
+    if name == "ct-fan":
+        return FanBeamCT(n, views, opts.source_distance, opts.detector_distance, opts.det_spacing, opts.detectors)
+    arc = 180.0 if opts.arc is None else opts.arc
+    return ParallelBeamCT(n, angles=parallel_beam_angles(views, arc), n_detectors=opts.detectors)
 
 
 def _image_shape(image_shape: int | tuple[int, ...]) -> tuple[int, int]:
@@ -159,15 +180,16 @@ def make_task(name: str, image_shape: int | tuple[int, int], opts: TaskOptions |
         raise ValueError(f"{name} reconstructs square images; got {h} x {w}")
     if name in ("ct-parallel", "ct-fan"):
         views = 60 if opts.views is None else opts.views
-        op = ParallelBeamCT(n, views) if name == "ct-parallel" else FanBeamCT(n, views)
+        op = _ct_operator(name, n, views, opts)
         std = opts.noise or 0.0
-        geometry = "parallel beam over 180 deg" if name == "ct-parallel" else "fan beam over 360 deg"
+        geometry = (f"parallel beam over {180.0 if opts.arc is None else opts.arc:g} deg" if name == "ct-parallel"
+                    else "fan beam over 360 deg")
         return Task(name, op, _gaussian_simulate(op, std), lambda y: op.fbp(y, opts.fbp_filter),
                     f"fbp-{opts.fbp_filter}", f"{views}-view {geometry}, noise std {std:g}", GaussianNoise(std),
                     {"views": views, "noise": std})
     if name == "ct-lowdose":
         views = 180 if opts.views is None else opts.views
-        op = ParallelBeamCT(n, views)
+        op = _ct_operator(name, n, views, opts)
         mu = attenuation_per_unit(opts.pixel_mm, opts.window)
 
         def simulate(x: Tensor, gen: torch.Generator) -> Tensor:

@@ -95,11 +95,19 @@ class ParallelBeamCT(_RayTransform):
         """Filtered back-projection (B, C, V, D) -> (B, C, N, N), ``filter_name`` 'ramp' or 'hann'.
 
         The same discretisation as ``skimage.transform.iradon`` (Kak & Slaney ramp, linear interpolation);
-        exact for dense views over 180 degrees.
+        exact for dense views over 180 degrees. Over another arc each view weighs d(theta) / 2 with the arc
+        counted up to 180 degrees (a 360 degree scan measures each ray twice; a shorter one is incomplete).
         """
         q = ramp_filter(y, filter_name)
         matrix = _parallel_fbp_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors)
-        return _backproject(q, matrix) * (math.pi / (2 * self.n_views))
+        return _backproject(q, matrix) * (min(self.arc, math.pi) / (2 * self.n_views))
+
+    @property
+    def arc(self) -> float:
+        """Angular range in radians: V equispaced steps of the first angle spacing (pi for a single view)."""
+        if self.n_views < 2:
+            return math.pi
+        return float(self.angles[-1] - self.angles[0]) * self.n_views / (self.n_views - 1)
 
 
 @lru_cache(maxsize=8)
