@@ -68,7 +68,7 @@ def atomic_path(path: PathLike, protect: Iterable[PathLike | None] = ()) -> Iter
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
+        if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":
             # disk full, file size limit, permissions: name the file the user asked for, not the temporary one
             reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
             raise OSError(getattr(exc, "errno", None), f"cannot write: {reason}", str(target)) from exc
