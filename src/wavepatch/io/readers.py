@@ -5,7 +5,9 @@ Supported inputs (``read_image`` picks by extension, or by content for DICOM fil
 * DICOM: a single file (one slice, or a multi-frame file with NumberOfFrames > 1), or a folder holding a
   series. Stored values go through RescaleSlope/RescaleIntercept, so CT comes out in Hounsfield units.
   A series is sorted along the slice normal (ImagePositionPatient projected on
-  ImageOrientationPatient's row x column direction), falling back to InstanceNumber.
+  ImageOrientationPatient's row x column direction), falling back to InstanceNumber. Compressed transfer
+  syntaxes (JPEG Baseline/Extended/Lossless, JPEG-LS, JPEG 2000, RLE) are decoded by the pylibjpeg plugins
+  (pylibjpeg-libjpeg, -openjpeg, -rle); a missing decoder is reported with the package to install.
 * NIfTI (``.nii``, ``.nii.gz``): reoriented to RAS+ first, then sliced along ``axis`` and shown in the
   radiological view DICOM viewers use (see ``nifti_to_display``).
 * PNG / JPEG / TIFF through Pillow, as grayscale; 16-bit PNG/TIFF values are kept; multi-page TIFF pages
@@ -161,9 +163,13 @@ def _dicom_spacing(ds) -> tuple[float, float] | None:
     if spacing is None:
         item = _functional_group_item(ds, 0, "PixelMeasuresSequence")
         spacing = item.get("PixelSpacing") if item is not None else None
-    if spacing is None or len(spacing) != 2:
+    try:
+        if spacing is None or len(spacing) != 2:
+            return None
+        row, col = float(spacing[0]), float(spacing[1])
+    except (TypeError, ValueError):  # a malformed DS value: the image is still usable without spacing
         return None
-    return float(spacing[0]), float(spacing[1])
+    return (row, col) if np.isfinite(row) and np.isfinite(col) and row > 0 and col > 0 else None
 
 
 def _rescale(arr: np.ndarray, ds) -> np.ndarray:
@@ -183,18 +189,79 @@ def _rescale(arr: np.ndarray, ds) -> np.ndarray:
     return out
 
 
+# Which pip packages give pydicom a decoder for each compressed transfer syntax (pydicom itself decodes the
+# uncompressed ones, Deflated and RLE Lossless; pylibjpeg-rle only makes RLE faster). These are dependencies
+# of wavepatch, so a missing one means a broken or partial installation.
+_LIBJPEG = ("pylibjpeg", "pylibjpeg-libjpeg")
+_OPENJPEG = ("pylibjpeg", "pylibjpeg-openjpeg")
+_DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": _LIBJPEG,  # JPEG Baseline (process 1), 8-bit
+    "1.2.840.10008.1.2.4.51": _LIBJPEG,  # JPEG Extended (processes 2 and 4), 12-bit
+    "1.2.840.10008.1.2.4.57": _LIBJPEG,  # JPEG Lossless, non-hierarchical (process 14)
+    "1.2.840.10008.1.2.4.70": _LIBJPEG,  # JPEG Lossless, process 14, selection value 1
+    "1.2.840.10008.1.2.4.80": _LIBJPEG,  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": _LIBJPEG,  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": _OPENJPEG,  # JPEG 2000 lossless only
+    "1.2.840.10008.1.2.4.91": _OPENJPEG,  # JPEG 2000 (lossless or lossy)
+    "1.2.840.10008.1.2.4.201": _OPENJPEG,  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202": _OPENJPEG,  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203": _OPENJPEG,  # HTJ2K
+    "1.2.840.10008.1.2.5": ("pylibjpeg", "pylibjpeg-rle"),  # RLE Lossless
+}
+
+
+def _transfer_syntax(ds):
+    return getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+
+
+def _syntax_name(ds) -> str:
+    uid = _transfer_syntax(ds)
+    if uid is None:
+        return "unknown"
+    name = getattr(uid, "name", "") or str(uid)
+    return name if name == str(uid) else f"{name}, {uid}"
+
+
+def _check_decoder(ds, path: Path) -> None:
+    """ImageReadError naming the transfer syntax and the package to install when pydicom cannot decode it."""
+    uid = _transfer_syntax(ds)
+    if uid is None or "PixelData" not in ds:
+        return
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError as exc:  # private or retired syntaxes (JPIP, MPEG, HEVC video ...)
+        raise _fail(path, f"unsupported DICOM transfer syntax {_syntax_name(ds)}: no pixel data decoder exists "
+                    "in pydicom for it") from exc
+    except Exception:  # a malformed UID: let pixel_array report it
+        return
+    if not decoder.is_available:
+        packages = _DECODER_PACKAGES.get(str(uid), _LIBJPEG + _OPENJPEG[1:] + ("pylibjpeg-rle",))
+        raise _fail(path, f"cannot decode DICOM pixel data: no decoder installed for transfer syntax "
+                    f"{_syntax_name(ds)}; install {' and '.join(packages)} (pip install {' '.join(packages)})")
+
+
 def _dicom_pixels(ds, path: Path) -> np.ndarray:
     """Decoded, rescaled pixels of one DICOM dataset as (F, H, W) float64."""
+    try:
+        return _dicom_pixels_unchecked(ds, path)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # malformed header values (IS/DS strings, VRs) surface as assorted types
+        raise _fail(path, "invalid DICOM image header", exc) from exc
+
+
+def _dicom_pixels_unchecked(ds, path: Path) -> np.ndarray:
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise _fail(path, "DICOM file holds no pixel data")
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise _fail(path, f"colour DICOM (SamplesPerPixel={ds.SamplesPerPixel}) is not supported")
+    _check_decoder(ds, path)
     try:
         arr = ds.pixel_array
     except Exception as exc:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", str(syntax))
-        raise _fail(path, f"cannot decode DICOM pixel data (transfer syntax {name})", exc) from exc
+        raise _fail(path, f"cannot decode DICOM pixel data (transfer syntax {_syntax_name(ds)})", exc) from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     arr = np.asarray(arr)
     if frames == 1 and arr.ndim == 2:
@@ -211,6 +278,13 @@ def _read_dicom_file(path: Path, slices: SliceSelection, kind: str | None) -> Im
         if tag in ds:  # headers are kept for writing derived series; the pixels already live in ``data``
             delattr(ds, tag)
     return ImageVolume(data, kind or _kind_from_modality(ds), _dicom_spacing(ds), str(path), [ds])
+
+
+def _dicom_header_rows_columns(path: Path, ds) -> tuple[int, int]:
+    try:
+        return int(ds.Rows), int(ds.Columns)
+    except Exception as exc:
+        raise _fail(path, "invalid DICOM image header (Rows/Columns)", exc) from exc
 
 
 def _dicom_candidates(folder: Path) -> list[Path]:
@@ -232,19 +306,27 @@ def find_dicom_series(folder: PathLike) -> dict[str, list[Path]]:
     return series
 
 
+def _header_int(ds, keyword: str, default: int) -> int:
+    """An integer header value, ``default`` when absent, empty or malformed (decoding reports those)."""
+    try:
+        return int(ds.get(keyword) or default)
+    except Exception:
+        return default
+
+
 def _slice_sort_keys(headers: list) -> list[float] | None:
     """Position of each slice along the series' slice normal (mm), or None when geometry is missing."""
     try:
         orient = np.asarray(headers[0].ImageOrientationPatient, dtype=np.float64)
         normal = np.cross(orient[:3], orient[3:])
         return [float(np.dot(np.asarray(h.ImagePositionPatient, dtype=np.float64), normal)) for h in headers]
-    except (AttributeError, ValueError, TypeError, IndexError):
+    except Exception:  # missing or malformed geometry: fall back to InstanceNumber
         return None
 
 
 def _sort_series(paths: list[Path], headers: list) -> tuple[list[Path], list]:
     positions = _slice_sort_keys(headers)
-    numbers = [int(h.get("InstanceNumber") or 0) for h in headers]
+    numbers = [_header_int(h, "InstanceNumber", 0) for h in headers]
     if positions is not None:
         order = sorted(range(len(paths)), key=lambda i: (positions[i], numbers[i], paths[i].name))
     else:
@@ -277,10 +359,10 @@ def _read_dicom_folder(
 
     headers = [_dcmread(p, stop_before_pixels=True) for p in paths]
     paths, headers = _sort_series(paths, headers)
-    shapes = {(int(h.Rows), int(h.Columns)) for h in headers}
+    shapes = {_dicom_header_rows_columns(p, h) for p, h in zip(paths, headers, strict=True)}
     if len(shapes) > 1:
         raise _fail(folder, f"DICOM series mixes slice sizes {sorted(shapes)}")
-    multi_frame = any(int(h.get("NumberOfFrames", 1) or 1) > 1 for h in headers)
+    multi_frame = any(_header_int(h, "NumberOfFrames", 1) > 1 for h in headers)
     if multi_frame:
         # Frames of several files: decode everything, then select; headers stay one per file.
         stack = np.concatenate([_dicom_pixels(_dcmread(p), p) for p in paths])
@@ -317,14 +399,39 @@ def display_to_nifti(volume: np.ndarray) -> np.ndarray:
     return np.flip(np.rot90(volume, k=-1, axes=(1, 2)), axis=1)
 
 
+_DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data more than ~1032:1
+
+
+def _check_nifti_size(path: Path, img) -> None:
+    """Refuse a header whose dimensions need more voxel bytes than the file can hold.
+
+    nibabel allocates the whole (header-sized) buffer before reading, so a corrupt dim field would otherwise
+    ask for terabytes. Compressed files are bounded by deflate's maximum expansion ratio."""
+    shape = tuple(int(n) for n in img.header.get_data_shape())
+    count = 1
+    for n in shape:
+        count *= n
+    expected = count * np.dtype(img.header.get_data_dtype()).itemsize + int(getattr(img.dataobj, "offset", 0) or 0)
+    size = path.stat().st_size
+    gz = path.name.lower().endswith(".gz")
+    available = size * _DEFLATE_MAX_RATIO + 4096 if gz else size
+    if expected > available:
+        raise _fail(path, f"corrupt NIfTI file: header dimensions {shape} need {expected} bytes, more than the "
+                    f"file {'can decompress to' if gz else 'holds'} ({available})")
+
+
 def _read_nifti(path: Path, axis: int, slices: SliceSelection, kind: str | None) -> ImageVolume:
     import nibabel as nib
 
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
     try:
-        img = nib.as_closest_canonical(nib.load(path))  # voxel axes become R, A, S whatever the file stores
+        img = nib.load(path)
+        _check_nifti_size(path, img)
+        img = nib.as_closest_canonical(img)  # voxel axes become R, A, S whatever the file stores
         data = np.asarray(img.get_fdata(dtype=np.float32))
+    except ImageReadError:
+        raise
     except Exception as exc:  # nibabel/gzip/zlib raise assorted types on bad files
         raise _fail(path, "corrupt or unreadable NIfTI file", exc) from exc
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -365,15 +472,57 @@ def _read_pillow(path: Path, slices: SliceSelection, kind: str | None) -> ImageV
     return ImageVolume(data, kind or "generic", None, str(path), None)
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _npy_header(path: Path) -> tuple[np.dtype, int]:
+    """Validate a .npy file's header without loading it: (dtype, bytes of array data the header promises)."""
+    from numpy.lib import format as npy_format
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(len(_NPY_MAGIC))
+        if head[:4] == _ZIP_MAGIC:
+            raise _fail(path, "is an .npz archive, expected a single .npy array")
+        if head != _NPY_MAGIC:
+            if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+                why = "looks like pickled Python objects, refused; only plain numeric arrays are read"
+            else:
+                why = "no NumPy header; save the array with numpy.save"
+            raise _fail(path, f"not a valid .npy array ({why})")
+        f.seek(0)
+        try:
+            version = npy_format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = npy_format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = npy_format.read_array_header_2_0(f)
+            else:  # 3.0 (UTF-8 field names) has no public header reader
+                shape, _, dtype = npy_format._read_array_header(f, version)
+        except Exception as exc:
+            raise _fail(path, "not a valid .npy array (corrupt header)", exc) from exc
+        offset = f.tell()
+    if dtype.hasobject:
+        raise _fail(path, "holds pickled Python objects, refused (only plain numeric arrays are read)")
+    count = 1
+    for n in shape:
+        count *= int(n)
+    expected = count * dtype.itemsize
+    if expected > size - offset:  # checked before loading: np.load allocates what the header claims
+        raise _fail(path, f"not a valid .npy array (truncated: header promises shape {shape} of {dtype}, "
+                    f"{expected} bytes, file holds {max(size - offset, 0)})")
+    return dtype, expected
+
+
 def _read_npy(path: Path, slices: SliceSelection, kind: str | None) -> ImageVolume:
     try:
+        _npy_header(path)
         arr = np.load(path, allow_pickle=False)  # never unpickle user files
-    except ValueError as exc:
-        raise _fail(
-            path, "holds pickled Python objects, refused (only plain numeric arrays are read)", exc
-        ) from exc
+    except ImageReadError:
+        raise
     except Exception as exc:
-        raise _fail(path, "corrupt or unreadable .npy file", exc) from exc
+        raise _fail(path, "not a valid .npy array (corrupt or unreadable file)", exc) from exc
     if not isinstance(arr, np.ndarray):
         raise _fail(path, "is an .npz archive, expected a single .npy array")
     if arr.dtype.kind not in "biuf":
