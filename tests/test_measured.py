@@ -88,7 +88,8 @@ def test_bad_measurements(tmp_path, capsys, ct_files):
     assert "real numbers" in _bad(tmp_path, capsys, good.astype(np.complex64), "--task", "ct-parallel")
     assert "does not match" in _bad(tmp_path, capsys, good, "--task", "ct-parallel", "--views", "30")
     assert "--dose" in _bad(tmp_path, capsys, good, "--task", "ct-lowdose", "--counts")
-    assert "CT sinograms" in _bad(tmp_path, capsys, good, "--task", "mri")
+    assert "clean image" in _bad(tmp_path, capsys, good, "--task", "deblur")
+    assert "complex" in _bad(tmp_path, capsys, good, "--task", "mri")
     assert "either" in _bad(tmp_path, capsys, good, "--task", "ct-parallel", ct_files[0])
     (tmp_path / "junk.npy").write_bytes(b"\x93NUMPY garbage")
     code, err = _run(["reconstruct", "--measurement", tmp_path / "junk.npy", "--task", "ct-parallel", "--method",

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input", nargs="?", default=None,
                    help="clean image to simulate from: DICOM file or series folder, NIfTI, PNG or .npy")
     r.add_argument("--measurement", default=None, metavar="FILE",
-                   help="a measured CT sinogram (.npy or NIfTI, views x detector bins) instead of a clean image")
+                   help="a measured CT sinogram (.npy or NIfTI, views x detector bins) or MRI k-space (complex .npy, "
+                   "BART .cfl, fastMRI .h5) instead of a clean image")
     r.add_argument("--save-measurement", action="store_true",
                    help="also write the simulated measurement (CT: post-log line integrals, measurement.npy)")
     r.add_argument("--counts", action="store_true",

@@ -13,14 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wavepatch.fidelity import GaussianNoise
 from wavepatch.io import denormalize, save_npy, save_png
+from wavepatch.io.kspace import read_kspace, sampling_mask
 from wavepatch.io.measurements import counts_to_line_integrals, read_sinogram, save_sinogram
 from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import save_dicom_series
+from wavepatch.physics.coil_maps import espirit_maps, phase_normalized
+from wavepatch.physics.mri import MultiCoilMRI
 from wavepatch.physics.noise import attenuation_per_unit
 from wavepatch.report import compare_figure, save_json
 from wavepatch.run import solve
-from wavepatch.tasks import TaskOptions, make_task
+from wavepatch.tasks import Task, TaskOptions, make_task
 
 CT_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose")
 
@@ -39,15 +43,43 @@ def save_measurement(folder: Path, task_name: str, opts: TaskOptions, y: torch.T
     return "measurement.npy"
 
 
+def mri_measured_task(path, slice_index: int | None, noise: float | None) -> tuple[Task, torch.Tensor, dict]:
+    """(task, y (1, C, H, W), info) for measured Cartesian k-space (centred layout) of C coils.
+
+    Mask: the file's own (fastMRI ``mask``) or the zero pattern. Coil maps: ESPIRiT (sigpy) for C > 1, a unit map
+    for one coil, both rotated by the low-resolution image phase so the image they explain is real (the priors
+    are magnitude images). y is scaled so the zero-filled coil-combined image's 99th percentile is 1."""
+    ks = read_kspace(path, slice=slice_index)
+    mask = torch.from_numpy(ks.mask if ks.mask is not None else sampling_mask(ks))
+    k = torch.from_numpy(ks.data)
+    maps = espirit_maps(k) if ks.n_coils > 1 else torch.ones_like(k)
+    maps = phase_normalized(maps, k)
+    op = MultiCoilMRI(mask, maps)
+    y = (k * mask)[None]
+    scale = float(torch.quantile(op.A_adjoint(y).abs().flatten(), 0.99).clamp_min(1e-30))
+    y = y / scale
+    std = (noise or 0.0)
+    task = Task("mri", op, lambda x, g: op.A(x), op.A_adjoint, "zero-filled",
+                f"measured {ks.n_coils}-coil Cartesian k-space ({float(mask.float().mean()):.0%} sampled)",
+                GaussianNoise(std), {"coils": ks.n_coils, "sampled_fraction": float(mask.float().mean()),
+                                     "scale": scale, "source": ks.source})
+    return task, y, {"coils": ks.n_coils, "shape": list(ks.data.shape[-2:])}
+
+
 def cmd_measured(args, opts: TaskOptions, overrides: dict) -> int:
     """Reconstruct ``args.measurement`` for ``args.task`` into ``args.out`` (staged, published as a whole)."""
-    if args.task not in CT_TASKS:
-        raise ValueError(f"--measurement reads CT sinograms in this version; {args.task} takes a clean image "
+    if args.task not in CT_TASKS + ("mri",):
+        raise ValueError(f"--measurement reads CT sinograms and MRI k-space; {args.task} takes a clean image "
                          "to simulate from")
     if args.save_measurement:
         raise ValueError("--save-measurement is for simulated runs; the measurement is already a file")
     out = Path(args.out)
     check_replaceable(out, [args.measurement])
+    if args.task == "mri":
+        if args.counts or args.dicom:
+            raise ValueError("--counts and --dicom are for CT measurements")
+        task, y, shape_info = mri_measured_task(args.measurement, args.slice, opts.noise)
+        return _reconstruct_and_publish(args, task, y, overrides, out, shape_info, opts)
     sino = read_sinogram(args.measurement)
     if args.counts:
         if args.dose is None:
@@ -61,14 +93,19 @@ def cmd_measured(args, opts: TaskOptions, overrides: dict) -> int:
     opts.views, opts.detectors = views, detectors
     task = make_task(args.task, args.size, opts)
     y = torch.from_numpy(sino / ct_line_integral_scale(opts))[None, None].float()
+    return _reconstruct_and_publish(args, task, y, overrides, out, {"views": views, "detectors": detectors}, opts)
+
+
+def _reconstruct_and_publish(args, task: Task, y: torch.Tensor, overrides: dict, out: Path, shape_info: dict,
+                             opts: TaskOptions) -> int:
     res = solve(task, y, args.method, overrides, seed=args.seed, prior=args.prior, samples=args.samples,
                 fast=args.fast, patch_mode=args.patch_mode, device=args.device, progress=not args.no_progress,
                 compare=tuple(args.compare))
     r = res.recon[0, 0].numpy()
     protect = [args.measurement]
     norm = {"method": "window", "lo": opts.window[0], "hi": opts.window[1]}
-    metrics = {"task": args.task, "method": args.method, "measurement": str(args.measurement),
-               "views": views, "detectors": detectors, "size": args.size, "seconds": res.seconds,
+    metrics = {"task": args.task, "method": args.method, "measurement": str(args.measurement), **shape_info,
+               "size": list(r.shape), "seconds": res.seconds,
                "data_consistency": res.metrics, "baseline": task.baseline_name,
                "baseline_data_consistency": res.baseline_metrics, "task_params": task.params,
                "method_params": res.params, "normalisation": norm, "seed": args.seed,
@@ -94,7 +131,7 @@ def cmd_measured(args, opts: TaskOptions, overrides: dict) -> int:
             metrics["dicom"] = str(out / "recon_dicom")
         save_json(stage / "metrics.json", metrics, protect=protect)
     rel = res.metrics["relative_residual"]
-    print(f"{args.task} / {args.method} on measured {views} x {detectors} sinogram: relative data residual "
+    print(f"{args.task} / {args.method} on {task.description}: relative data residual "
           f"{rel:.4f} ({task.baseline_name}: {res.baseline_metrics['relative_residual']:.4f}), {res.seconds:.2f} s"
           f"{f', {res.nfe} NFE' if res.nfe else ''} -> {out}")
     return 0
