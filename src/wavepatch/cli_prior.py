@@ -2,7 +2,8 @@
 
     wavepatch train DATA... --prior whole|patch|wavelet --size N --steps S --out RUN [--resume] [architecture options]
         [--noisy-data lowdose|lowdose-fbp|gaussian [--noise-level L] [--wavelet-denoiser]]   (noisy scans)
-    wavepatch sample --prior CKPT --n K --size N --sampler heun|euler|langevin|pc --steps T --out DIR
+    wavepatch sample [--prior CKPT | --modality ct|mri] --n K --size N --sampler heun|euler|langevin|pc --steps T
+        --out DIR   (without --prior: the bundled patch prior of the modality, default ct)
         (a wavelet prior samples coarse to fine with T steps at every scale)
     wavepatch eval-samples SAMPLES --real DATA... [--window LO HI] [--out FILE.json]
 """
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from wavepatch.io import save_npy, save_png, unit_to_hu
 from wavepatch.io.atomic import check_not_input
+from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import save_dicom_series, save_nifti
 from wavepatch.prior.checkpoint import load_prior, load_wavelet_prior, prior_kind
 from wavepatch.prior.model import PATCH_MODES, make_denoiser
@@ -152,12 +154,20 @@ def _looks_like_ct(paths) -> bool:
     return False
 
 
+SAMPLE_MAX_SIZE = 4096  # largest --size (pixels per side)
+SAMPLE_MAX_COUNT = 10_000  # largest --n, --batch and --steps
+
+
 def add_sample_parser(sub) -> None:
     s = sub.add_parser("sample", help="generate images from a trained prior")
-    s.add_argument("--prior", required=True, help="prior checkpoint (.safetensors)")
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--n", type=int, default=4, help="number of images")
-    s.add_argument("--size", type=int, default=None, help="image side (default: the prior's training size)")
+    s.add_argument("--prior", default=None,
+                   help="prior checkpoint (.safetensors; default: the bundled patch prior of --modality)")
+    s.add_argument("--modality", choices=("ct", "mri"), default="ct",
+                   help="without --prior: sample the bundled prior of this modality (default ct)")
+    s.add_argument("--out", required=True, help="output folder (replaced as a whole when the run succeeds)")
+    s.add_argument("--n", type=int, default=4, help=f"number of images (at most {SAMPLE_MAX_COUNT})")
+    s.add_argument("--size", type=int, default=None,
+                   help=f"image side, 8 to {SAMPLE_MAX_SIZE} (default: the prior's training size)")
     s.add_argument("--sampler", choices=SAMPLERS, default="heun")
     s.add_argument("--steps", type=int, default=32,
                    help="noise levels (Heun: 2 NFE per level); for a wavelet prior, per scale")
@@ -173,24 +183,37 @@ def add_sample_parser(sub) -> None:
     s.add_argument("--no-progress", action="store_true")
 
 
-def cmd_sample(args) -> int:
-    if args.n < 1 or args.steps < 1 or args.batch < 1:
-        raise ValueError("--n, --steps and --batch must be at least 1")
-    ckpt = Path(args.prior)
-    out = Path(args.out)
-    check_not_input(out, [ckpt])
-    device = resolve_device(args.device)
-    wavelet = prior_kind(ckpt) == "wavelet"
-    model, cfg = load_wavelet_prior(ckpt, device=device) if wavelet else load_prior(ckpt, device=device)
-    if args.dicom and not cfg.is_ct:
-        raise ValueError("--dicom writes CT in HU; this prior was not trained on CT")
-    size = args.size or cfg.image_size
-    if size < 8:
-        raise ValueError(f"--size must be at least 8, got {size}")
+def _check_sample_args(args) -> None:
+    """ValueError naming the first out-of-range numeric option of ``wavepatch sample``."""
+    for name, value in (("--n", args.n), ("--steps", args.steps), ("--batch", args.batch)):
+        if not 1 <= value <= SAMPLE_MAX_COUNT:
+            raise ValueError(f"{name} must be in [1, {SAMPLE_MAX_COUNT}], got {value}")
+    if args.size is not None and not 8 <= args.size <= SAMPLE_MAX_SIZE:
+        raise ValueError(f"--size must be in [8, {SAMPLE_MAX_SIZE}], got {args.size}")
+    if args.patch_size is not None and not 1 <= args.patch_size <= SAMPLE_MAX_SIZE:
+        raise ValueError(f"--patch-size must be in [1, {SAMPLE_MAX_SIZE}], got {args.patch_size}")
+    if not (np.isfinite(args.sigma_min) and np.isfinite(args.sigma_max) and 0 < args.sigma_min < args.sigma_max):
+        raise ValueError(f"need finite 0 < --sigma-min < --sigma-max, got {args.sigma_min} and {args.sigma_max}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be at least 0, got {args.seed}")
+
+
+def _sample_prior(args) -> Path:
+    """--prior, or the bundled patch prior of --modality (printed, so the user knows which was used)."""
+    if args.prior is not None:
+        return Path(args.prior)
+    from wavepatch.learned import default_prior
+
+    path = default_prior(args.modality, "patch")
+    print(f"no --prior given: using the bundled {args.modality} prior {path.stem} ({path})")
+    return path
+
+
+def _draw_samples(args, model, cfg, wavelet: bool, size: int, device) -> tuple[np.ndarray, int, dict | None]:
+    """(images (n, size, size) in [0, 1], NFE per image, WSGM info or None); ValueError if any is not finite."""
     gen = torch.Generator().manual_seed(args.seed)
     if not wavelet:
         denoise = make_denoiser(model, cfg, mode=args.patch_mode, patch_size=args.patch_size, generator=gen)
-    t0 = time.perf_counter()
     batches, nfe, wsgm_info = [], 0, None
     for start in tqdm(range(0, args.n, args.batch), disable=args.no_progress, desc="batches"):
         b = min(args.batch, args.n - start)
@@ -201,28 +224,49 @@ def cmd_sample(args) -> int:
         else:
             x, nfe = sample(denoise, (b, 1, size, size), args.sampler, args.steps, args.sigma_min, args.sigma_max,
                             generator=gen, device=device, progress=not args.no_progress)
-        batches.append(x.float().cpu())
+        x = x.float().cpu()
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+            raise ValueError(f"sampling produced NaN or infinite values ({bad} of the {b} images of batch "
+                             f"{start // args.batch + 1}); the prior may hold non-finite weights; nothing was "
+                             "written")
+        batches.append(x)
+    return torch.cat(batches)[:, 0].clamp(0, 1).numpy(), nfe, wsgm_info
+
+
+def cmd_sample(args) -> int:
+    _check_sample_args(args)
+    ckpt = _sample_prior(args)
+    wavelet = prior_kind(ckpt) == "wavelet"  # a missing or foreign file is refused first, from its header
+    out = Path(args.out)
+    check_replaceable(out, [ckpt])
+    device = resolve_device(args.device)
+    model, cfg = load_wavelet_prior(ckpt, device=device) if wavelet else load_prior(ckpt, device=device)
+    if args.dicom and not cfg.is_ct:
+        raise ValueError("--dicom writes CT in HU; this prior was not trained on CT")
+    size = args.size or cfg.image_size
+    t0 = time.perf_counter()
+    imgs, nfe, wsgm_info = _draw_samples(args, model, cfg, wavelet, size, device)
     seconds = time.perf_counter() - t0
-    imgs = torch.cat(batches)[:, 0].clamp(0, 1).numpy()
-    written = _write_samples(out, imgs, cfg, args.dicom)
     info = {
         "prior": str(ckpt), "kind": cfg.kind, "n": args.n, "size": size, "sampler": args.sampler,
         "steps": args.steps, "nfe_per_image": nfe, "seconds": seconds, "seconds_per_image": seconds / args.n,
         "patch_mode": args.patch_mode if cfg.kind == "patch" else None, "seed": args.seed, "device": str(device),
-        "files": written,
     }
     if wsgm_info is not None:
         info.update(levels=cfg.levels, steps_per_scale=args.steps, nfe_per_scale=wsgm_info["per_scale"],
                     nfe_pixel_weighted=wsgm_info["nfe_pixel_weighted"])
-    save_json(out / "sample_info.json", info)
+    with staged_output(out, [ckpt], command="sample") as stage:
+        info["files"] = _write_samples(stage, imgs, cfg, args.dicom)
+        save_json(stage / "sample_info.json", info)
     print(f"{args.n} samples {size}x{size} ({cfg.kind} prior, {args.sampler}, {nfe} NFE"
           f"{f' over {cfg.levels + 1} scales' if wavelet else ''}) in {seconds:.1f} s -> {out}")
     return 0
 
 
 def _write_samples(out: Path, imgs: np.ndarray, cfg, dicom: bool) -> list[str]:
-    """samples.npy, grid.png and NIfTI (in HU for a CT prior, with a DICOM series if asked) -> names written."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Into the (staged) folder ``out``: samples.npy (n, N, N) in [0, 1], grid.png and NIfTI (in HU for a CT
+    prior, with a DICOM series if asked) -> names written."""
     save_npy(out / "samples.npy", imgs)
     save_png(out / "grid.png", _grid(imgs))
     written = ["samples.npy", "grid.png"]
@@ -231,7 +275,7 @@ def _write_samples(out: Path, imgs: np.ndarray, cfg, dicom: bool) -> list[str]:
         save_nifti(out / "samples_hu.nii.gz", hu)
         written.append("samples_hu.nii.gz")
         if dicom:
-            save_dicom_series(out / "samples_dicom", hu, series_description="wavepatch samples", overwrite=True)
+            save_dicom_series(out / "samples_dicom", hu, series_description="wavepatch samples")
             written.append("samples_dicom/")
     else:
         save_nifti(out / "samples.nii.gz", imgs)

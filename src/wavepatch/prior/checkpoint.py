@@ -51,6 +51,9 @@ def save_prior(path: PathLike, model: nn.Module, config: PriorConfig | WaveletPr
 def read_prior_metadata(path: PathLike) -> dict:
     """The metadata dict of a prior checkpoint (format, version, config, info); CheckpointError if not one."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"prior checkpoint {path} is a folder; give the prior's .safetensors file "
+                              "(e.g. RUN/prior.safetensors)")
     if not path.is_file():
         raise CheckpointError(f"prior checkpoint {path} does not exist")
     try:
@@ -90,7 +93,7 @@ def load_prior(path: PathLike, device: str | torch.device = "cpu",
     config = _parse_config(PriorConfig, path)
     if expect_kind is not None and config.kind != expect_kind:
         raise CheckpointError(f"{path} is a {config.kind} prior; a {expect_kind} prior is needed here")
-    return _load_weights(path, build_prior(config), device), config
+    return _load_weights(path, build_prior, config, device), config
 
 
 def load_wavelet_prior(path: PathLike, device: str | torch.device = "cpu") -> tuple[WaveletPrior, WaveletPriorConfig]:
@@ -99,7 +102,7 @@ def load_wavelet_prior(path: PathLike, device: str | torch.device = "cpu") -> tu
     if kind != "wavelet":
         raise CheckpointError(f"{path} is a {kind} prior; a wavelet (WSGM) prior is needed here")
     config = _parse_config(WaveletPriorConfig, path)
-    return _load_weights(path, WaveletPrior(config), device), config
+    return _load_weights(path, WaveletPrior, config, device), config
 
 
 def _parse_config(cls, path: PathLike):
@@ -109,11 +112,34 @@ def _parse_config(cls, path: PathLike):
         raise CheckpointError(f"{path}: invalid prior config ({exc})") from None
 
 
-def _load_weights(path: PathLike, model: nn.Module, device: str | torch.device):
-    tensors = load_file(str(path))
-    check_state_matches(model.state_dict(), tensors, str(path))
+def _load_weights(path: PathLike, build, config, device: str | torch.device):
+    """``build(config)`` with the weights of ``path``, in eval mode on ``device``.
+
+    The architecture is first built on the meta device (no memory) and its tensor shapes compared with the
+    file's header, so a small file whose config declares a huge network is refused before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            skeleton = build(config)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: invalid prior config ({exc})") from None
+    check_state_matches(skeleton.state_dict(), tensor_shapes(path), str(path))
+    del skeleton
+    model = build(config)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is corrupt or truncated ({exc})") from None
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return model.to(device).eval()
+
+
+def tensor_shapes(path: PathLike) -> dict[str, torch.Size]:
+    """Name -> shape of every tensor in a safetensors file, read from its header only (no tensor data loaded)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is corrupt or truncated ({exc})") from None
 
 
 def check_state_matches(expected: dict, found: dict, what: str) -> None:
@@ -127,6 +153,11 @@ def check_state_matches(expected: dict, found: dict, what: str) -> None:
             f"{' (e.g. ' + unexpected[0] + ')' if unexpected else ''}"
         )
     for key, value in expected.items():
-        if tuple(found[key].shape) != tuple(value.shape):
+        if tuple(_shape(found[key])) != tuple(value.shape):
             raise CheckpointError(f"{what} does not match its architecture: {key} has shape "
-                                  f"{tuple(found[key].shape)}, expected {tuple(value.shape)}")
+                                  f"{tuple(_shape(found[key]))}, expected {tuple(value.shape)}")
+
+
+def _shape(value) -> tuple[int, ...]:
+    """A tensor's shape, or ``value`` itself when it already is one (``tensor_shapes``)."""
+    return tuple(value.shape) if hasattr(value, "shape") else tuple(value)

@@ -51,6 +51,18 @@ _FROZEN = ("prior", "size", "window", "base_channels", "channel_mult", "num_bloc
            "patch_sizes", "pad", "axis", "levels", "wavelet", "noisy_data", "noise_level", "wavelet_denoiser", "dims")
 
 
+MAX_SIZE = 4096  # largest image / patch side (pixels)
+MAX_COUNT = 10_000  # largest batch
+MAX_CHANNELS = 1024  # largest UNet base width
+
+
+def _in_range(name: str, value: int, lo: int, hi: int | None) -> None:
+    """ValueError unless ``lo <= value <= hi`` (``hi`` None: no upper bound)."""
+    if value < lo or (hi is not None and value > hi):
+        bound = f"at least {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on; saved as train_config.json.
@@ -149,14 +161,11 @@ class TrainConfig:
             raise ValueError("size >= 8, batch >= 1, steps >= 1, checkpoint_every >= 1, log_every >= 1 needed")
         if not self.lr > 0 or self.grad_clip < 0 or self.ema_halflife <= 0 or self.p_std <= 0:
             raise ValueError("lr > 0, grad_clip >= 0, ema_halflife > 0 and p_std > 0 needed")
+        self._check_ranges(sizes)
         divisor = 2 ** (len(self.channel_mult) - 1)
         if self.prior == "patch":
-            if len(self.patch_sizes) != len(self.patch_probs) or not self.patch_sizes:
-                raise ValueError("patch_sizes and patch_probs must have the same, non-zero length")
             if any(p % divisor or p < divisor for p in self.patch_sizes):
                 raise ValueError(f"patch sizes {self.patch_sizes} must be multiples of {divisor}")
-            if any(p <= 0 for p in self.patch_probs):
-                raise ValueError("patch_probs must be positive")
             if self.patch_size is None:
                 self.patch_size = max(self.patch_sizes)
             if self.pad is None:
@@ -187,6 +196,61 @@ class TrainConfig:
                                  f"{2 ** max(self.levels, 0)} (levels >= 1)")
             if not self.denoiser_lr > 0 or self.feedback < 0 or self.feedback_after < 0:
                 raise ValueError("denoiser_lr > 0, feedback >= 0 and feedback_after >= 0 needed")
+
+    def _check_ranges(self, sizes: tuple[int, ...]) -> None:
+        """ValueError naming the first numeric option that is non-finite or outside its range."""
+        floats = {"lr": self.lr, "grad_clip": self.grad_clip, "ema_halflife": self.ema_halflife,
+                  "dropout": self.dropout, "weight_decay": self.weight_decay, "p_std": self.p_std,
+                  "p_mean": self.p_mean, "sigma_data": self.sigma_data, "denoiser_lr": self.denoiser_lr,
+                  "feedback": self.feedback}
+        if self.minutes is not None:
+            floats["minutes"] = self.minutes
+        if self.noise_level is not None:
+            floats["noise_level"] = self.noise_level
+        bad = [k for k, v in floats.items() if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"{bad[0]} must be a finite number, got {floats[bad[0]]}")
+        _in_range("size", max(sizes), 8, MAX_SIZE)
+        _in_range("batch", self.batch, 1, MAX_COUNT)
+        _in_range("base_channels (--channels)", self.base_channels, 4, MAX_CHANNELS)
+        _in_range("num_blocks (--blocks)", self.num_blocks, 1, 64)
+        if not self.channel_mult or min(self.channel_mult) < 1 or max(self.channel_mult) > 64:
+            raise ValueError(f"channel_mult must be integers in [1, 64], got {self.channel_mult}")
+        if len(self.channel_mult) > 12:
+            raise ValueError(f"channel_mult has {len(self.channel_mult)} levels; at most 12")
+        _in_range("warmup", self.warmup, 0, None)
+        _in_range("feedback_after", self.feedback_after, 0, None)
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.weight_decay < 0 or not self.sigma_data > 0:
+            raise ValueError("weight_decay >= 0 and sigma_data > 0 needed")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes must be positive, got {self.minutes}")
+        if self.noise_level is not None and not self.noise_level > 0:
+            raise ValueError(f"noise_level must be positive, got {self.noise_level}")
+        if self.window is not None and not (math.isfinite(self.window[0]) and math.isfinite(self.window[1])
+                                            and self.window[0] < self.window[1]):
+            raise ValueError(f"window must be finite with LO < HI, got {self.window}")
+        if self.pad is not None:
+            _in_range("pad", self.pad, 0, MAX_SIZE)
+        if self.prior == "patch":
+            self._check_patches(sizes)
+
+    def _check_patches(self, sizes: tuple[int, ...]) -> None:
+        """Patch sides positive and at most the image size; probabilities in [0, 1], one per size, summing to 1."""
+        if len(self.patch_sizes) != len(self.patch_probs) or not self.patch_sizes:
+            raise ValueError(f"--patch-probs needs one probability per patch size: {len(self.patch_sizes)} sizes "
+                             f"{self.patch_sizes}, {len(self.patch_probs)} probabilities {self.patch_probs}")
+        for p in self.patch_sizes:
+            _in_range("patch size", p, 1, MAX_SIZE)
+        if any(not (math.isfinite(p) and 0 <= p <= 1) for p in self.patch_probs):
+            raise ValueError(f"patch probabilities must lie in [0, 1], got {self.patch_probs}")
+        if abs(sum(self.patch_probs) - 1) > 1e-6:
+            raise ValueError(f"patch probabilities must sum to 1, got {self.patch_probs} (sum "
+                             f"{sum(self.patch_probs):g})")
+        if self.patch_size is not None:
+            for p in per_axis(self.patch_size, self.dims, "patch_size"):
+                _in_range("patch_size", p, 1, MAX_SIZE)
 
     def _check_dims(self) -> None:
         if self.dims not in (2, 3):
@@ -284,13 +348,8 @@ def _save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: t
 
 
 def _load_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if "step" not in meta:
-        raise CheckpointError(f"{path} is not a wavepatch training state")
-    tensors = load_file(str(path))
+    """Load the weights, EMA weights and optimizer moments of ``path`` into the given objects; -> the step."""
+    meta, tensors = _read_state_file(path)
     for prefix, module in (("model.", model), ("ema.", ema)):
         part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         check_state_matches(module.state_dict(), part, str(path))
@@ -300,6 +359,34 @@ def _load_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: t
         if state:
             opt.state[p] = {k: (v.to(p.device) if k != "step" else v) for k, v in state.items()}
     return int(meta["step"])
+
+
+def _read_state_file(path: Path) -> tuple[dict, dict[str, Tensor]]:
+    """(metadata, tensors) of a training state file; one-line CheckpointError if it is unreadable or not one."""
+    from safetensors import SafetensorError, safe_open
+
+    fix = "delete it to start over, or restore it"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path)) if "step" in meta else {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"training state {path} is corrupt or truncated ({reason}); {fix}") from None
+    if "step" not in meta or not str(meta["step"]).isdigit():
+        raise CheckpointError(f"{path} is not a wavepatch training state; {fix}")
+    return meta, tensors
+
+
+def _read_saved_config(out: Path) -> TrainConfig:
+    """The ``TrainConfig`` of the run in ``out`` (train_config.json); one-line ValueError if it is unreadable."""
+    path = out / "train_config.json"
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot resume: {path} is missing; restore it or start a new run") from None
+    except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot resume: {path} is corrupt ({exc}); restore it or start a new run") from None
 
 
 def _all_params(opt: torch.optim.Optimizer) -> list:
@@ -370,7 +457,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if resume:
         if not state_path.exists():
             raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
-        saved = TrainConfig.from_dict(json.loads((out / "train_config.json").read_text()))
+        saved = _read_saved_config(out)
         check_resume_config(saved, cfg)
     elif state_path.exists():
         raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
