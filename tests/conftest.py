@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,3 +57,14 @@ def _torchrun_train(args: list[str], nproc: int = 2) -> subprocess.CompletedProc
            "wavepatch.cli", "train", *args]
     return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=300)
+
+
+@pytest.fixture()
+def data(tmp_path):
+    """Five smooth 24 x 24 images in [0, 1] as one .npy (S, N, N): training data for tiny train/sample runs."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, 24), np.linspace(-1, 1, 24), indexing="ij")
+    imgs = [np.clip(0.5 + 0.3 * np.cos(4 * xx + k) * yy + 0.05 * rng.standard_normal(xx.shape), 0, 1) for k in range(5)]
+    path = tmp_path / "images.npy"
+    np.save(path, np.stack(imgs).astype(np.float32))
+    return path

@@ -16,16 +16,6 @@ TINY = ["--channels", "8", "--channel-mult", "1,2", "--blocks", "1", "--no-atten
         "--lr", "1e-3", "--warmup", "1", "--log-every", "1", "--no-progress"]
 
 
-@pytest.fixture()
-def data(tmp_path):
-    rng = np.random.default_rng(0)
-    yy, xx = np.meshgrid(np.linspace(-1, 1, 24), np.linspace(-1, 1, 24), indexing="ij")
-    imgs = [np.clip(0.5 + 0.3 * np.cos(4 * xx + k) * yy + 0.05 * rng.standard_normal(xx.shape), 0, 1) for k in range(5)]
-    path = tmp_path / "images.npy"
-    np.save(path, np.stack(imgs).astype(np.float32))
-    return path
-
-
 def _train(data, out, *extra):
     return main(["train", str(data), "--window", "0", "1", "--prior", "patch", "--size", "16",
                  "--patch-sizes", "8,16", "--patch-probs", "0.5,0.5", "--steps", "4", "--checkpoint-every", "2",

@@ -25,17 +25,6 @@ TINY = ["--channels", "8", "--channel-mult", "1,2", "--blocks", "1", "--no-atten
 FAST_SAMPLE = ["--n", "1", "--size", "32", "--steps", "1", "--batch", "1", "--sampler", "euler", "--no-progress"]
 
 
-@pytest.fixture()
-def data(tmp_path):
-    """Five smooth 24 x 24 images in [0, 1] as one .npy (S, N, N)."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.meshgrid(np.linspace(-1, 1, 24), np.linspace(-1, 1, 24), indexing="ij")
-    imgs = [np.clip(0.5 + 0.3 * np.cos(4 * xx + k) * yy + 0.05 * rng.standard_normal(xx.shape), 0, 1) for k in range(5)]
-    path = tmp_path / "images.npy"
-    np.save(path, np.stack(imgs).astype(np.float32))
-    return path
-
-
 def _train_args(data, out, *extra) -> list[str]:
     return ["train", str(data), "--window", "0", "1", "--prior", "patch", "--size", "16", "--patch-sizes", "8,16",
             "--patch-probs", "0.5,0.5", "--steps", "2", "--checkpoint-every", "2", "--out", str(out), *TINY, *extra]
