@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a measured CT sinogram (.npy or NIfTI, views x detector bins) or MRI k-space (complex .npy, "
                    "BART .cfl, fastMRI .h5) instead of a clean image")
     r.add_argument("--save-measurement", action="store_true",
-                   help="also write the simulated measurement (CT: post-log line integrals, measurement.npy)")
+                   help="also write the simulated measurement as measurement.npy (CT: post-log line integrals; "
+                   "MRI: complex k-space)")
     r.add_argument("--counts", action="store_true",
                    help="--measurement holds raw detector counts (needs --dose I0), not post-log line integrals")
     r.add_argument("--task", required=True, choices=TASKS)

@@ -43,7 +43,9 @@ class Param:
     """A method parameter. default: a value, or a dict {task name: value} with "*" for the other tasks.
     low / high: inclusive bounds (``low_open``: strictly above low); choices: the allowed strings.
     applies: "always", or "fast" / "slow" for a sampler parameter used only with / without ``--fast``.
-    denoiser: the value names a denoiser ('wavelet', 'tv', 'learned'), handed to ``run`` as a callable."""
+    denoiser: the value names a denoiser ('wavelet', 'tv', 'learned'), handed to ``run`` as a callable.
+    per_noise: {task name: c} for a regularisation weight whose default on that task rises to ``c * std`` when
+    the measurement's Gaussian noise std makes that larger (the task's default was chosen on noiseless data)."""
 
     name: str
     type: type
@@ -55,6 +57,7 @@ class Param:
     choices: tuple[str, ...] | None = None
     applies: str = "always"
     denoiser: bool = False
+    per_noise: dict[str, float] | None = None
 
     def default_for(self, task: str) -> Any:
         if isinstance(self.default, dict):
@@ -92,8 +95,12 @@ class Param:
     def default_text(self) -> str:
         """The default as shown in the docs and help: a value, or "*: a, task: b, ..." when it is per task."""
         if not isinstance(self.default, dict):
-            return str(self.default)
-        return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in self.default.items())
+            text = str(self.default)
+        else:
+            text = ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in self.default.items())
+        if not self.per_noise:
+            return text
+        return text + "; " + ", ".join(f"{t}: at least {c:g} x noise std" for t, c in self.per_noise.items())
 
     def range_text(self) -> str:
         if self.choices:
@@ -136,10 +143,11 @@ class Method:
         """Whether resolved ``params`` ask for the prior's denoiser (a denoiser parameter set to 'learned')."""
         return any(p.denoiser and params[p.name] == "learned" for p in self.params)
 
-    def resolve(self, task: str, overrides: dict | None = None, fast: bool = False) -> dict:
-        """The parameters this method runs with on ``task``: defaults for the task (and fast mode, and the
-        variants' defaults), then the validated ``overrides``. ValueError (one line) for an unknown parameter,
-        a bad value, or one that does not apply in this mode."""
+    def resolve(self, task: str, overrides: dict | None = None, fast: bool = False, noise_std: float = 0.0) -> dict:
+        """The parameters this method runs with on ``task``: defaults for the task (raised to ``per_noise *
+        noise_std`` where a parameter has that rule; ``noise_std`` is the measurement's Gaussian noise std),
+        fast mode's and the variants' defaults, then the validated ``overrides``. ValueError (one line) for an
+        unknown parameter, a bad value, or one that does not apply in this mode."""
         if fast and self.kind != "sampler":
             raise ValueError(f"--fast is for the learned-prior methods; {self.name} is a classical method")
         parsed = {}
@@ -150,6 +158,9 @@ class Method:
                 raise ValueError(f"{self.name} parameter {key} does not apply {mode}")
             parsed[key] = p.parse(self.name, raw)
         values = {p.name: p.default_for(task) for p in self.params}
+        for p in self.params:
+            if p.per_noise and task in p.per_noise and noise_std > 0:
+                values[p.name] = max(values[p.name], p.per_noise[task] * noise_std)
         if fast:
             values.update(self.fast_defaults)
         for selector, table in self.variants.items():
@@ -238,15 +249,21 @@ register(Method("fista-tv", "classical", _fista_tv, "0.5||Ax-y||^2/L + lam TV(x)
                 (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-5, mri=3e-5,
                                                deblur=1e-3, sr=3e-3, inpaint=3e-3), _LAM, low=0),
                  _n_iter(100))))
+# mri: lam >= 0.3 x noise std (white Gaussian noise per k-space entry) for admm-tv and l1-wavelet, chosen on
+# noisy simulated x4 MRI of three TRAINING slices of data/mri_brain (sigma 0.03 and 0.07: best c between 0.2 and
+# 0.4 for both methods at both levels; benchmarks/tune_noise_lam.py).
+LAM_PER_NOISE = 0.3
 register(Method("admm-tv", "classical", _admm_tv, "the same objective by ADMM (z = grad x)",
                 (Param("lam", float, _per_task(1e-3, ct_parallel=1e-4, ct_fan=1e-4, ct_lowdose=3e-5, mri=3e-4,
-                                               deblur=3e-4, sr=3e-3, inpaint=3e-3), _LAM, low=0),
+                                               deblur=3e-4, sr=3e-3, inpaint=3e-3), _LAM, low=0,
+                       per_noise={"mri": LAM_PER_NOISE}),
                  Param("rho", float, 0.05, "ADMM penalty on z = grad x", low=0, low_open=True),
                  _n_iter(50))))
 register(Method("l1-wavelet", "classical", _l1_wavelet,
                 "0.5||Ax-y||^2/L + lam ||Wx||_1 (db4, 3 levels, random cycle spin), FISTA",
                 (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-5, mri=3e-5,
-                                               deblur=3e-4, sr=3e-3, inpaint=3e-3), _LAM, low=0),
+                                               deblur=3e-4, sr=3e-3, inpaint=3e-3), _LAM, low=0,
+                       per_noise={"mri": LAM_PER_NOISE}),
                  _n_iter(100))))
 register(Method("pnp-admm", "classical", _pnp_admm, "plug-and-play ADMM with a denoiser",
                 (Param("sigma", float, _per_task(0.03, ct_parallel=0.01, ct_fan=0.01, ct_lowdose=0.01, mri=0.03,

@@ -16,12 +16,14 @@ from wavepatch.io.atomic import atomic_path, atomic_write_bytes  # noqa: E402
 
 
 def compare_figure(path: str | Path, truth: np.ndarray, panels: list[tuple[str, np.ndarray]],
-                   error_of: np.ndarray, suptitle: str = "", protect=(), truth_title: str | None = None) -> Path:
+                   error_of: np.ndarray, suptitle: str = "", protect=(), truth_title: str | None = None,
+                   error_title: str | None = None) -> Path:
     """Save ground truth | panels... | |error_of - truth| as one PNG. Images are (H, W) on the unit scale,
     shown on [0, 1]; the error map uses its own colour scale (0 to the 99.5th percentile).
 
     ``truth_title``: measured data have no ground truth; the first panel is then the reconstruction itself
-    (titled so), and the last panel its difference from ``error_of`` (the baseline, say)."""
+    (titled so), and the last panel its difference from ``error_of`` (the baseline, say). ``error_title``
+    overrides the last panel's title."""
     cols = 2 + len(panels)
     fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.6), constrained_layout=True)
     axes[0].imshow(truth, cmap="gray", vmin=0, vmax=1)
@@ -31,7 +33,8 @@ def compare_figure(path: str | Path, truth: np.ndarray, panels: list[tuple[str, 
         ax.set_title(title, fontsize=9)
     err = np.abs(error_of - truth)
     im = axes[-1].imshow(err, cmap="magma", vmin=0, vmax=max(float(np.percentile(err, 99.5)), 1e-6))
-    axes[-1].set_title("|recon - truth|" if truth_title is None else f"|{truth_title} - baseline|", fontsize=9)
+    default = "|recon - truth|" if truth_title is None else f"|{truth_title} - baseline|"
+    axes[-1].set_title(error_title or default, fontsize=9)
     fig.colorbar(im, ax=axes[-1], fraction=0.046)
     for ax in axes:
         ax.axis("off")

@@ -58,12 +58,18 @@ def run_classical(method: Method, fidelity: DataFidelity, x0: Tensor, params: di
     return method.run(fidelity, x0, progress=progress, **kwargs)
 
 
+def gaussian_std(task: Task) -> float:
+    """The task's white Gaussian measurement noise std (0 for noiseless, Poisson or per-entry noise)."""
+    std = getattr(task.noise, "std", 0.0)
+    return float(std) if isinstance(std, (int, float)) else 0.0
+
+
 def reconstruct(task: Task, y: Tensor, method: str, overrides: dict | None = None, progress: bool = False) -> Tensor:
     """A classical method with its defaults for ``task`` (and ``overrides``) on measurement y; (B, 1, H, W)."""
     entry = get_method(method)
     if entry.kind != "classical":
         raise ValueError(f"{method} is a learned-prior method; use run_reconstruction")
-    params = entry.resolve(task.name, overrides)
+    params = entry.resolve(task.name, overrides, noise_std=gaussian_std(task))
     if entry.uses_learned_denoiser(params):
         raise ValueError(f"{method} with the learned denoiser needs a prior; use run_reconstruction")
     return run_classical(entry, task.fidelity(y), task.baseline(y), params, progress)
@@ -118,7 +124,8 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
     With ``truth`` (1, 1, H, W) the metrics are PSNR / SSIM against it; without (measured data) they are the
     data-consistency figures of :func:`data_metrics`. Posterior sampling uses seed ``seed + 2``."""
     entry = get_method(method)
-    params = entry.resolve(task.name, overrides, fast)
+    noise_std = gaussian_std(task)
+    params = entry.resolve(task.name, overrides, fast, noise_std=noise_std)
     _check_options(entry, samples, prior, patch_mode, params)
     compare_entries = [get_method(c) for c in compare]
     for c in compare_entries:
@@ -132,7 +139,8 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
         prior = Path(prior) if prior else default_prior(task.name, entry.prior)
         t_fast = time.perf_counter()
         admm = get_method("admm-tv")
-        x_fast = run_classical(admm, fidelity, baseline, admm.resolve(task.name)) if fast else None
+        x_fast = (run_classical(admm, fidelity, baseline, admm.resolve(task.name, noise_std=noise_std))
+                  if fast else None)
         t_fast = time.perf_counter() - t_fast
         draws, nfe = run_sampler(entry, fidelity, prior, params, torch.Generator().manual_seed(seed + 2),
                                  samples=samples, fast=fast, x_fast=x_fast, patch_mode=patch_mode, device=device,
@@ -164,7 +172,7 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
         if other.name == "admm-tv" and entry.kind == "sampler" and fast:
             rec, sec = x_fast, t_fast
         else:
-            rec = run_classical(other, fidelity, baseline, other.resolve(task.name))
+            rec = run_classical(other, fidelity, baseline, other.resolve(task.name, noise_std=noise_std))
             sec = time.perf_counter() - t1
         compared[other.name] = (rec, score(rec), sec)
     return RunResult(task, recon, baseline, std, seconds, nfe, params, score(recon), score(baseline), compared, y)

@@ -1,4 +1,5 @@
-"""Measured MRI k-space in: ``.npy``, BART ``.cfl``/``.hdr`` and fastMRI-style HDF5; out: ``.npy`` (atomic).
+"""Measured MRI k-space in: ``.npy``, BART ``.cfl``/``.hdr``, fastMRI-style HDF5 and Siemens TWIX ``.dat``
+(:mod:`wavepatch.io.twix`); out: ``.npy`` (atomic).
 
 Everything is returned as a :class:`KSpace` whose ``data`` is complex64 ``(C, H, W)``: coils, readout rows,
 phase-encode columns (``C = 1`` for single-coil data). K-space is expected in the CENTRED layout used by
@@ -15,6 +16,8 @@ Formats (picked by extension; an unknown extension is sniffed for the npy/HDF5 m
   ``(slices, coils, H, W)`` (multi-coil) or ``(slices, H, W)`` (single-coil), ``(H, W)`` also accepted;
   ``slice`` picks one (default: the middle one). An optional ``mask`` dataset ((W,) or (H, W), 0/1) becomes
   ``KSpace.mask``. Needs ``h5py``.
+
+* Siemens ``.dat`` (TWIX VB/VD/VE): read by :func:`wavepatch.io.twix.read_twix` (needs ``twixtools``).
 
 ISMRMRD raw data (``dataset/data`` acquisitions) is not read: it is detected and refused with a hint.
 
@@ -292,7 +295,8 @@ def _sniff(path: Path) -> bytes:
 
 
 def read_kspace(path: PathLike, slice: int | None = None, dataset: str | None = None) -> KSpace:
-    """Read measured k-space from ``.npy``, BART ``.cfl``/``.hdr`` or fastMRI-style HDF5 -> :class:`KSpace`.
+    """Read measured k-space from ``.npy``, BART ``.cfl``/``.hdr``, fastMRI-style HDF5 or Siemens TWIX ``.dat``
+    -> :class:`KSpace`.
 
     ``slice`` picks one slice of a multi-slice file (HDF5 default: the middle one; BART: required when
     z > 1); ``dataset`` names the HDF5 dataset (default ``kspace``). Raises :class:`KSpaceReadError`.
@@ -306,7 +310,7 @@ def read_kspace(path: PathLike, slice: int | None = None, dataset: str | None = 
             raise _fail(p, "dataset= applies to HDF5 files only")
         return _read_cfl(p, slice)
     if p.is_dir():
-        raise _fail(p, "is a folder; expected a k-space file (.npy, .cfl/.hdr, .h5)")
+        raise _fail(p, "is a folder; expected a k-space file (.npy, .cfl/.hdr, .h5, .dat)")
     if not p.exists():
         raise _fail(p, "no such file")
     magic = _sniff(p)
@@ -316,7 +320,14 @@ def read_kspace(path: PathLike, slice: int | None = None, dataset: str | None = 
         return _read_npy(p, slice)
     if suffix in _H5_SUFFIXES or magic == _HDF5_MAGIC:
         return _read_h5(p, slice, dataset)
-    raise _fail(p, "unknown k-space format; expected .npy, BART .cfl/.hdr or HDF5 (.h5, fastMRI layout)")
+    if suffix == ".dat":
+        if dataset is not None:
+            raise _fail(p, "dataset= applies to HDF5 files only")
+        from wavepatch.io.twix import read_twix  # lazy: twix imports this module
+
+        return read_twix(p, slice)
+    raise _fail(p, "unknown k-space format; expected .npy, BART .cfl/.hdr, HDF5 (.h5, fastMRI layout) or "
+                "Siemens TWIX .dat")
 
 
 def sampling_mask(kspace: KSpace | np.ndarray) -> np.ndarray:

@@ -130,3 +130,20 @@ def phase_normalized(maps, kspace, calib_width: int = 24) -> Tensor:
 
 
 __all__ = ["espirit_maps", "lowres_combined_image", "phase_normalized"]
+
+
+def calibration_width(mask, largest: int = 24) -> int:
+    """Side of the largest fully sampled square at the k-space centre of a bool ``(H, W)`` mask (centred
+    layout, DC at ``(H // 2, W // 2)``), capped at ``largest``: the ``calib_width`` that
+    :func:`espirit_maps` may use. 0 when the centre itself is not sampled."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {m.shape}")
+    h, w = m.shape
+    best = 0
+    for n in range(1, min(h, w, largest) + 1):
+        r0, c0 = h // 2 - n // 2, w // 2 - n // 2
+        if not m[r0:r0 + n, c0:c0 + n].all():
+            break
+        best = n
+    return best

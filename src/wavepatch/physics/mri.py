@@ -281,3 +281,26 @@ class MultiCoilMRI(BufferedOperator):
         maps = self._held("sensitivity_maps", y, _complex_dtype(y))
         x = (maps.conj() * centered_ifft2(y * mask)).sum(dim=1, keepdim=True)
         return x.real if self.real_image else x
+
+
+def kspace_noise_std(kspace: Tensor, mask: Tensor, outer: float = 0.125) -> float:
+    """Thermal noise std per complex entry (``E|n|^2 = std^2``, the convention of
+    :func:`wavepatch.physics.noise.gaussian_noise`; std / sqrt(2) per real component) of measured k-space
+    ``(C, H, W)`` (centred layout), from the sampled entries of the outer ``outer`` fraction of readout rows at
+    each end, where the object's signal has decayed far below the noise: ``median |z| / sqrt(ln 2)``, from the
+    Rayleigh median of complex Gaussian noise. The median keeps the few bright outer samples of sharp edges
+    from biasing it. Same units as ``kspace``; with the unitary FFT it is also each coil image's per-pixel
+    noise std."""
+    k = torch.as_tensor(kspace)
+    if k.dim() != 3:
+        raise ValueError(f"kspace must be (C, H, W), got shape {tuple(k.shape)}")
+    h = k.shape[-2]
+    n = max(1, int(round(outer * h)))
+    rows = torch.zeros(h, dtype=torch.bool)
+    rows[:n] = True
+    rows[h - n:] = True
+    where = rows[:, None] & torch.as_tensor(mask, dtype=torch.bool).expand(h, -1)
+    samples = k[:, where].abs().flatten()
+    if samples.numel() == 0:
+        raise ValueError("no sampled k-space entries in the outer readout rows to estimate the noise from")
+    return float(samples.double().median()) / math.sqrt(math.log(2.0))
