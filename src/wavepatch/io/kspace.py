@@ -323,9 +323,13 @@ def read_kspace(path: PathLike, slice: int | None = None, dataset: str | None = 
     if suffix == ".dat":
         if dataset is not None:
             raise _fail(p, "dataset= applies to HDF5 files only")
-        from wavepatch.io.twix import read_twix  # lazy: twix imports this module
+        from wavepatch.io.twix import TwixReadError, read_twix  # lazy: twixtools loads only for .dat
 
-        return read_twix(p, slice)
+        try:
+            data, info = read_twix(p, slice)
+        except TwixReadError as exc:
+            raise KSpaceReadError(str(exc)) from exc
+        return KSpace(data=data, source="twix", info=info)
     raise _fail(p, "unknown k-space format; expected .npy, BART .cfl/.hdr, HDF5 (.h5, fastMRI layout) or "
                 "Siemens TWIX .dat")
 

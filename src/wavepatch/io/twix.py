@@ -1,4 +1,5 @@
-"""Siemens raw data (TWIX ``meas_*.dat``, VB and VD/VE) -> :class:`wavepatch.io.kspace.KSpace`, via twixtools.
+"""Siemens raw data (TWIX ``meas_*.dat``, VB and VD/VE) -> k-space array + info, via twixtools
+(:func:`wavepatch.io.kspace.read_kspace` wraps it into a ``KSpace``).
 
 The image scans of the file's last measurement are mapped with ``twixtools.map_twix`` and returned as complex64
 ``(C, H, W)`` = (coils, readout, phase-encode lines), the layout of :mod:`wavepatch.io.kspace`, with:
@@ -12,7 +13,8 @@ The image scans of the file's last measurement are mapped with ``twixtools.map_t
 
 3D acquisitions (partitions > 1) and non-Cartesian trajectories are refused with one line: they need a
 different operator. The values are the scanner's raw ADC units; the caller normalises. Needs ``twixtools``
-(the ``mri`` extra). Every problem raises :class:`KSpaceReadError` with one line naming the file.
+(the ``mri`` extra). Every problem raises :class:`TwixReadError` (a ``ValueError``) with one line naming the
+file.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from wavepatch.io.kspace import KSpace, KSpaceReadError
+
+class TwixReadError(ValueError):
+    """A TWIX file that cannot be read; the message is one line naming the file."""
 
 TWIX_SUFFIXES = (".dat",)
 _OTHER_DIMS = ("Ide", "Idd", "Idc", "Idb", "Ida", "Set", "Rep", "Phs", "Eco")
 
 
-def _fail(path: Path, reason: str) -> KSpaceReadError:
-    return KSpaceReadError(f"{path}: {reason}")
+def _fail(path: Path, reason: str) -> TwixReadError:
+    return TwixReadError(f"{path}: {reason}")
 
 
 def _import_twixtools(path: Path):
@@ -65,9 +69,9 @@ def _trajectory(hdr) -> int:
         return 1
 
 
-def read_twix(path, slice: int | None = None) -> KSpace:
-    """Read one 2D slice of Cartesian k-space from a Siemens TWIX ``.dat`` file -> :class:`KSpace`
-    (``source="twix"``; ``info`` has the sizes found, the slice read and what was dropped)."""
+def read_twix(path, slice: int | None = None) -> tuple[np.ndarray, dict]:
+    """Read one 2D slice of Cartesian k-space from a Siemens TWIX ``.dat`` file -> (complex64 ``(C, H, W)``,
+    info: the sizes found, the slice read and what was dropped)."""
     p = Path(path)
     arr, hdr = _image_array(p)
     if _trajectory(hdr) != 1:
@@ -110,4 +114,4 @@ def read_twix(path, slice: int | None = None) -> KSpace:
         raise _fail(p, "raw data hold NaN/Inf values")
     info = {"format": "siemens-twix", "slice": sli, "slices": n_slices, "coils": int(k.shape[0]),
             "readout": int(k.shape[1]), "lines": int(k.shape[2]), "dropped": dropped}
-    return KSpace(data=k, source="twix", info=info)
+    return k, info

@@ -1,0 +1,171 @@
+"""Where the main job's time goes: the README's 20-view CT run (PaDIS fast, --compare admm-tv) split by phase.
+
+Run: ``python benchmarks/profile_main_job.py [--repeats 3] [--threads N]``. Prints two tables:
+
+1. whole processes (``wavepatch reconstruct ...`` as a user runs it, and ``python -c 'import wavepatch.cli'``
+   for start-up and imports), the median of ``--repeats`` runs;
+2. the in-process split of one run: each phase's *exclusive* wall time (time inside the phase's functions minus
+   the time of the other phases they call), found by wrapping the functions below wherever wavepatch modules
+   reference them. "other" is the rest of ``cli.main`` (metrics, argument parsing, glue).
+
+Phases: read input, task/operator build, checkpoint load, ADMM-TV (the warm start; --compare reuses it),
+network (every patch-denoiser call), data steps (the CG data consistency of each level), sampler rest (noise,
+bookkeeping), metrics, write outputs (npy/png/figures/json, publishing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SLICE = ROOT / "data" / "ct" / "A0002_B40f_015.dcm"
+MAIN_ARGS = ["reconstruct", str(SLICE), "--task", "ct-parallel", "--views", "20", "--method", "padis", "--fast",
+             "--compare", "admm-tv", "--no-progress"]
+
+
+def _wavepatch_exe() -> str:
+    return str(Path(sys.executable).parent / "wavepatch")
+
+
+def whole_process(repeats: int, env: dict) -> list[tuple[str, float]]:
+    """Median wall seconds of: python start-up, import of the CLI, and the main job as a process."""
+    rows = []
+    for label, cmd in (("python start-up (python -c pass)", [sys.executable, "-c", "pass"]),
+                       ("import wavepatch.cli", [sys.executable, "-c", "import wavepatch.cli"])):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env)
+            times.append(time.perf_counter() - t0)
+        rows.append((label, statistics.median(times)))
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            proc = subprocess.run([_wavepatch_exe(), *MAIN_ARGS, "--out", f"{tmp}/run{i}"], env=env,
+                                  capture_output=True, text=True)
+            times.append(time.perf_counter() - t0)
+            if proc.returncode:
+                raise SystemExit(proc.stderr)
+        summary = proc.stdout.strip().splitlines()[-1]
+    rows.append(("main job as a process", statistics.median(times)))
+    print(f"last run: {summary}")
+    return rows
+
+
+class PhaseTimer:
+    """Exclusive wall time per phase: a phase's time excludes the nested phases it calls."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._stack: list[list] = []
+
+    @contextmanager
+    def phase(self, name: str):
+        self._stack.append([name, 0.0])
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            _, child = self._stack.pop()
+            self.total[name] = self.total.get(name, 0.0) + dt - child
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if self._stack:
+                self._stack[-1][1] += dt
+
+    def wrap(self, func, name: str):
+        def timed(*args, **kwargs):
+            with self.phase(name):
+                return func(*args, **kwargs)
+        timed.__wrapped__ = func
+        return timed
+
+
+def _patch_everywhere(func, replacement) -> int:
+    """Replace ``func`` by ``replacement`` in every loaded wavepatch module that references it."""
+    n = 0
+    for mod_name, mod in list(sys.modules.items()):
+        if not mod_name.startswith("wavepatch") or mod is None:
+            continue
+        for attr, value in list(vars(mod).items()):
+            if value is func:
+                setattr(mod, attr, replacement)
+                n += 1
+    return n
+
+
+def in_process_split() -> tuple[list[tuple[str, float, int]], float]:
+    import wavepatch.cli as cli
+    import wavepatch.io.publish as publish
+    import wavepatch.learned as learned
+    import wavepatch.report as report
+    import wavepatch.run as run
+    import wavepatch.sampling.posterior as posterior
+    import wavepatch.tasks as tasks
+    from wavepatch import io as wio
+    from wavepatch import metrics
+
+    timer = PhaseTimer()
+    targets = [(cli._load_slice, "read input"), (tasks.make_task, "task / operator build"),
+               (learned.cached_prior, "checkpoint load (cached_prior)"), (run.run_classical, "ADMM-TV"),
+               (posterior.data_consistency, "data steps (CG)"), (learned.run_sampler, "sampler rest"),
+               (metrics.image_metrics, "metrics"), (wio.save_npy, "write outputs"),
+               (wio.save_png, "write outputs"), (report.compare_figure, "write outputs"),
+               (report.save_json, "write outputs"), (publish.staged_output, "write outputs")]
+    for func, name in targets:
+        if name == "write outputs" and func is publish.staged_output:
+            continue  # a context manager: its publish step is timed through the cli's wrapper below
+        _patch_everywhere(func, timer.wrap(func, name))
+    make_denoiser = learned.make_denoiser
+
+    def timed_make_denoiser(*args, **kwargs):
+        return timer.wrap(make_denoiser(*args, **kwargs), "network (patch denoiser)")
+
+    learned.make_denoiser = timed_make_denoiser
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        with timer.phase("other (cli glue)"):
+            code = cli.main([*MAIN_ARGS, "--out", f"{tmp}/out"])
+        total = time.perf_counter() - t0
+    if code:
+        raise SystemExit(f"main job failed with exit {code}")
+    rows = sorted(((n, t, timer.calls[n]) for n, t in timer.total.items()), key=lambda r: -r[1])
+    return rows, total
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="OMP/torch threads (default: torch's own)")
+    ap.add_argument("--skip-processes", action="store_true", help="only the in-process split")
+    args = ap.parse_args(argv)
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+        import torch
+        torch.set_num_threads(args.threads)
+    if not args.skip_processes:
+        print("| whole process | seconds (median of %d) |\n|---|---|" % args.repeats)
+        for label, sec in whole_process(args.repeats, env):
+            print(f"| {label} | {sec:.2f} |")
+        print()
+    rows, total = in_process_split()
+    print(f"| phase (in process, one run) | seconds | share | calls |\n|---|---|---|---|")
+    for name, sec, calls in rows:
+        print(f"| {name} | {sec:.2f} | {sec / total:.0%} | {calls} |")
+    print(f"| **total cli.main** | {total:.2f} | 100% | |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
