@@ -155,12 +155,12 @@ def main(argv=None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     if not args.skip_processes:
-        print("| whole process | seconds (median of %d) |\n|---|---|" % args.repeats)
+        print(f"| whole process | seconds (median of {args.repeats}) |\n|---|---|")
         for label, sec in whole_process(args.repeats, env):
             print(f"| {label} | {sec:.2f} |")
         print()
     rows, total = in_process_split()
-    print(f"| phase (in process, one run) | seconds | share | calls |\n|---|---|---|---|")
+    print("| phase (in process, one run) | seconds | share | calls |\n|---|---|---|---|")
     for name, sec, calls in rows:
         print(f"| {name} | {sec:.2f} | {sec / total:.0%} | {calls} |")
     print(f"| **total cli.main** | {total:.2f} | 100% | |")
