@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from wavepatch.io import SliceDataset
 from wavepatch.io.atomic import atomic_path, atomic_write_bytes
 from wavepatch.methods import REGISTRY, get_method
+from wavepatch.prior.model import resolve_precision
 from wavepatch.resources import data_path
 from wavepatch.run import run_reconstruction
 from wavepatch.tasks import TaskOptions
@@ -90,7 +91,8 @@ def load_slices(source: str | Path, size: int, limit: int | None = None,
 
 def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int = 256, limit: int | None = None,
               methods: list[str] | None = None, settings: list[str] | None = None, quick: bool = False,
-              device: str = "cpu", progress: bool = True, resume: bool = False) -> list[dict]:
+              device: str = "cpu", progress: bool = True, resume: bool = False,
+              precision: str = "auto") -> list[dict]:
     """Run a suite and write results.csv, results.md and grid.png into ``out``; returns the rows.
 
     resume: keep the rows already in ``out/results.csv`` (same data, size and slices, checked against
@@ -125,7 +127,8 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
     slices = load_slices(source, size, limit)
     if not slices:
         raise ValueError(f"no slices in {data or default_data}")
-    run_info = {"data": str(source.resolve()), "size": size, "slices": [name for name, _ in slices]}
+    run_info = {"data": str(source.resolve()), "size": size, "slices": [name for name, _ in slices],
+                "precision": resolve_precision(precision, device)}
     if resume:
         _check_same_run(out, run_info)
     rows, images = (_load_partial(out) if resume else ([], {}))
@@ -140,7 +143,7 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
         kw = dict(meth.kwargs)
         overrides = kw.pop("overrides", {})
         res = run_reconstruction(img, setting.task, TaskOptions(**setting.options), meth.method, overrides,
-                                 device=device, **kw)
+                                 device=device, precision=precision, **kw)
         rows.append({"setting": setting.label, "method": meth.label, "slice": name, "psnr": res.metrics["psnr"],
                      "ssim": res.metrics["ssim"], "seconds": res.seconds, "nfe": res.nfe or 0})
         first = name == slices[0][0]

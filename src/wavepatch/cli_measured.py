@@ -149,7 +149,7 @@ def _reconstruct_and_publish(args, task: Task, y: torch.Tensor, overrides: dict,
     consistency figures."""
     res = solve(task, y, args.method, overrides, seed=args.seed, prior=args.prior, samples=args.samples,
                 fast=args.fast, patch_mode=args.patch_mode, device=args.device, progress=not args.no_progress,
-                compare=tuple(args.compare), truth=reference)
+                compare=tuple(args.compare), truth=reference, precision=args.precision)
     fidelity = task.fidelity(y)
     vs_ref = None
     if reference is not None:  # solve scored against the reference; the data figures are added here

@@ -25,7 +25,7 @@ from wavepatch.io.atomic import check_not_input
 from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import save_dicom_series, save_nifti
 from wavepatch.prior.checkpoint import load_prior, load_wavelet_prior, prior_kind
-from wavepatch.prior.model import PATCH_MODES, make_denoiser
+from wavepatch.prior.model import PATCH_MODES, PRECISIONS, make_denoiser
 from wavepatch.prior.noisy_data import NOISE_KINDS
 from wavepatch.prior.train import TrainConfig, resolve_device, train
 from wavepatch.report import save_json
@@ -179,6 +179,8 @@ def add_sample_parser(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch", type=int, default=4, help="images sampled at once")
     s.add_argument("--device", default="auto")
+    s.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="network arithmetic: auto = bf16 where the device computes it natively, else fp32")
     s.add_argument("--dicom", action="store_true", help="also write a DICOM series in HU (CT priors)")
     s.add_argument("--no-progress", action="store_true")
 
@@ -213,7 +215,8 @@ def _draw_samples(args, model, cfg, wavelet: bool, size: int, device) -> tuple[n
     """(images (n, size, size) in [0, 1], NFE per image, WSGM info or None); ValueError if any is not finite."""
     gen = torch.Generator().manual_seed(args.seed)
     if not wavelet:
-        denoise = make_denoiser(model, cfg, mode=args.patch_mode, patch_size=args.patch_size, generator=gen)
+        denoise = make_denoiser(model, cfg, mode=args.patch_mode, patch_size=args.patch_size, generator=gen,
+                                precision=args.precision)
     batches, nfe, wsgm_info = [], 0, None
     for start in tqdm(range(0, args.n, args.batch), disable=args.no_progress, desc="batches"):
         b = min(args.batch, args.n - start)

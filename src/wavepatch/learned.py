@@ -51,11 +51,12 @@ def _load_cached(path: str, mtime_ns: int, device: str):
     return load_prior(path, device=device)
 
 
-def learned_denoiser(prior: str | Path, generator: torch.Generator, device: str = "cpu") -> Denoiser:
+def learned_denoiser(prior: str | Path, generator: torch.Generator, device: str = "cpu",
+                     precision: str = "auto") -> Denoiser:
     """A prior's ``denoise(x, sigma)`` (PaDIS random-shift patches for a patch prior) without autograd, for
     PnP-ADMM / RED; inputs on any device, computed on ``device``."""
     model, cfg = cached_prior(prior, device)
-    base = make_denoiser(model, cfg, mode="padis", generator=generator)
+    base = make_denoiser(model, cfg, mode="padis", generator=generator, precision=precision)
 
     @torch.no_grad()
     def denoise(x: Tensor, sigma: float) -> Tensor:
@@ -73,7 +74,8 @@ def noise_schedule(method: Method, params: dict, fast: bool = False, device: str
 
 def run_sampler(method: Method, fidelity: DataFidelity, prior: str | Path, params: dict,
                 generator: torch.Generator, samples: int = 1, fast: bool = False, x_fast: Tensor | None = None,
-                patch_mode: str = "padis", device: str = "cpu", progress: bool = False) -> tuple[Tensor, int]:
+                patch_mode: str = "padis", device: str = "cpu", progress: bool = False,
+                precision: str = "auto") -> tuple[Tensor, int]:
     """``samples`` posterior samples (K, *image_shape) of the measurement in ``fidelity`` (batch 1), on the CPU,
     and the NFE per sample (the K samples run as one batch).
 
@@ -81,7 +83,7 @@ def run_sampler(method: Method, fidelity: DataFidelity, prior: str | Path, param
     model, cfg = cached_prior(prior, device)
     if method.patch_only and cfg.kind != "patch":
         raise ValueError(f"{method.name} needs a patch prior; {prior} is a {cfg.kind} prior")
-    denoise = Counted(make_denoiser(model, cfg, mode=patch_mode, generator=generator))
+    denoise = Counted(make_denoiser(model, cfg, mode=patch_mode, generator=generator, precision=precision))
     fidelity = fidelity.expand(samples)
     sigmas = noise_schedule(method, params, fast, device)
     shape = (samples, *fidelity.op.image_shape)

@@ -18,6 +18,7 @@ from wavepatch.fidelity import DataFidelity
 from wavepatch.learned import cached_prior, default_prior, learned_denoiser, run_sampler
 from wavepatch.methods import Method, get_method
 from wavepatch.metrics import image_metrics
+from wavepatch.prior.model import resolve_precision
 from wavepatch.recon.denoisers import tv_denoiser, wavelet_denoiser
 from wavepatch.sampling.steps import Counted
 from wavepatch.tasks import Task, TaskOptions, make_task
@@ -93,7 +94,7 @@ def _check_options(entry: Method, samples: int, prior, patch_mode: str, params: 
 def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, method: str,
                        overrides: dict | None = None, seed: int = 0, prior: str | Path | None = None,
                        samples: int = 1, fast: bool = False, patch_mode: str = "padis", device: str = "cpu",
-                       progress: bool = False, compare: tuple[str, ...] = ()) -> RunResult:
+                       progress: bool = False, compare: tuple[str, ...] = (), precision: str = "auto") -> RunResult:
     """Simulate the measurement of ``img`` (H, W) in [0, 1] for ``task_name`` and reconstruct it with ``method``.
 
     ``compare``: classical methods (with their tuned defaults) also run on the same measurement; in fast mode
@@ -104,7 +105,7 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
     x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
     y = task.simulate(x, torch.Generator().manual_seed(seed + 1))
     return solve(task, y, method, overrides, seed, prior, samples, fast, patch_mode, device, progress, compare,
-                 truth=x)
+                 truth=x, precision=precision)
 
 
 def data_metrics(fidelity: DataFidelity, x: Tensor) -> dict:
@@ -118,11 +119,12 @@ def data_metrics(fidelity: DataFidelity, x: Tensor) -> dict:
 def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, seed: int = 0,
           prior: str | Path | None = None, samples: int = 1, fast: bool = False, patch_mode: str = "padis",
           device: str = "cpu", progress: bool = False, compare: tuple[str, ...] = (),
-          truth: Tensor | None = None) -> RunResult:
+          truth: Tensor | None = None, precision: str = "auto") -> RunResult:
     """Reconstruct measurement y of ``task`` (simulated, or measured and read from a file) with ``method``.
 
     With ``truth`` (1, 1, H, W) the metrics are PSNR / SSIM against it; without (measured data) they are the
-    data-consistency figures of :func:`data_metrics`. Posterior sampling uses seed ``seed + 2``."""
+    data-consistency figures of :func:`data_metrics`. Posterior sampling uses seed ``seed + 2``. ``precision``:
+    the learned network's arithmetic ('auto', 'fp32', 'bf16'; see ``prior.model.resolve_precision``)."""
     entry = get_method(method)
     noise_std = gaussian_std(task)
     params = entry.resolve(task.name, overrides, fast, noise_std=noise_std)
@@ -144,19 +146,23 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
         t_fast = time.perf_counter() - t_fast
         draws, nfe = run_sampler(entry, fidelity, prior, params, torch.Generator().manual_seed(seed + 2),
                                  samples=samples, fast=fast, x_fast=x_fast, patch_mode=patch_mode, device=device,
+                                 precision=precision,
                                  progress=progress)
         recon = draws.mean(dim=0, keepdim=True)
         std = draws.std(dim=0, keepdim=True) if samples > 1 else None
-        params = {**params, "prior": str(prior), "samples": samples, "fast": fast, "patch_mode": patch_mode}
+        params = {**params, "prior": str(prior), "samples": samples, "fast": fast, "patch_mode": patch_mode,
+                  "precision": resolve_precision(precision, device)}
     else:
         learned = None
         if entry.uses_learned_denoiser(params):
             prior = Path(prior) if prior else default_prior(task.name, "patch")
             cached_prior(prior, device)  # a bad checkpoint fails here, before any work
-            learned = Counted(learned_denoiser(prior, torch.Generator().manual_seed(seed + 2), device=device))
+            learned = Counted(learned_denoiser(prior, torch.Generator().manual_seed(seed + 2), device=device,
+                                               precision=precision))
         recon = run_classical(entry, fidelity, baseline, params, progress, learned)
         if learned is not None:
-            nfe, params = learned.nfe, {**params, "prior": str(prior)}
+            nfe = learned.nfe
+            params = {**params, "prior": str(prior), "precision": resolve_precision(precision, device)}
     seconds = time.perf_counter() - t0
     if not torch.isfinite(recon).all():
         raise ValueError(f"{method} produced non-finite values on {task.name}; try other --param values")

@@ -170,6 +170,8 @@ class _ApplySparse(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, m: Tensor, mt: Tensor) -> Tensor:
         ctx.mats = (m, mt)
+        if x.shape[1] == 1 and x.device.type == "cpu":  # CSR x vector: ~3x faster than CSR x (cols, 1) on the CPU
+            return torch.mv(m, x[:, 0])[:, None]
         return m @ x
 
     @staticmethod

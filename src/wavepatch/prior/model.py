@@ -26,6 +26,43 @@ Tensor = torch.Tensor
 
 PRIOR_KINDS = ("whole", "patch")
 PATCH_MODES = ("padis", "stitch", "average")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively (CPU: AVX512-BF16 or AMX; CUDA: bf16 support)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type == "cpu":
+        checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+                  getattr(torch.cpu, "_is_amx_tile_supported", None))
+        return any(bool(f()) for f in checks if f is not None)
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """'fp32' or 'bf16' for the network's convolutions and matrix products: ``auto`` is bf16 where the device
+    has native bfloat16 arithmetic (about 1.8x faster on an AVX512-BF16 CPU; relative output change ~2e-4),
+    fp32 elsewhere (emulated bf16 is slower)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def _with_precision(fn, precision: str, device_type: str):
+    """``fn`` run under bf16 autocast (convolutions and matmuls in bfloat16, accumulation and the EDM skip
+    path in float32; the output is cast back to float32) when ``precision`` is 'bf16'."""
+    if precision == "fp32":
+        return fn
+
+    def autocast_fn(*args):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            out = fn(*args)
+        return out.float()
+    return autocast_fn
 
 
 @dataclass
@@ -110,7 +147,8 @@ def build_prior(config: PriorConfig) -> EDMDenoiser:
 
 
 def make_denoiser(model: EDMDenoiser, config: PriorConfig, mode: str = "padis", patch_size: Size | None = None,
-                  generator: torch.Generator | None = None, chunk: int | None = 256) -> Denoiser:
+                  generator: torch.Generator | None = None, chunk: int | None = 256,
+                  precision: str = "fp32") -> Denoiser:
     """``denoise(x, sigma)`` for x (B, 1, H, W) (2-D prior) or (B, 1, D, H, W) (3-D prior), any size per axis;
     sigma a float, 0-d or (B,) tensor. Returns the denoised x, same shape.
 
@@ -118,17 +156,21 @@ def make_denoiser(model: EDMDenoiser, config: PriorConfig, mode: str = "padis", 
     'stitch' (fixed grid) or 'average' (overlapping patches averaged, overlap a quarter patch per axis);
     ``patch_size`` (an int or one per axis) overrides the config's; ``generator`` drives the shifts and the border
     noise; ``chunk`` caps patches per network call. A whole-image prior ignores these.
+    ``precision``: 'fp32', 'bf16' (autocast) or 'auto' (:func:`resolve_precision` for the model's device).
     """
     dims = config.dims
+    device_type = next(model.parameters()).device.type
+    precision = resolve_precision(precision, device_type)
+    run_model = _with_precision(lambda x, sigma, *extra: model(x, sigma, *extra), precision, device_type)
     if config.kind == "whole":
         def denoise_whole(x: Tensor, sigma: Tensor | float) -> Tensor:
             _check_input(x, dims)
             spatial = x.shape[2:]
             pads = [(-s) % config.unet.divisor for s in spatial]
             if any(pads):  # zero (air) padding to a size the UNet takes; cropped back after
-                out = model(F.pad(x, [v for q in reversed(pads) for v in (0, q)]), sigma)
+                out = run_model(F.pad(x, [v for q in reversed(pads) for v in (0, q)]), sigma)
                 return out[(..., *[slice(0, s) for s in spatial])]
-            return model(x, sigma)
+            return run_model(x, sigma)
         return denoise_whole
 
     p = per_axis(patch_size or config.patch_size, dims, "patch size")
@@ -138,7 +180,7 @@ def make_denoiser(model: EDMDenoiser, config: PriorConfig, mode: str = "padis", 
         raise ValueError(f"patch mode must be one of {PATCH_MODES}, got {mode!r}")
 
     def net(patches: Tensor, sigma: Tensor, pos: Tensor) -> Tensor:
-        return model(patches, sigma, extra=pos)
+        return run_model(patches, sigma, pos)
 
     def denoise_patches(x: Tensor, sigma: Tensor | float) -> Tensor:
         _check_input(x, dims)

@@ -70,7 +70,10 @@ class FourierEmbedding(nn.Module):
     def __init__(self, dim: int, max_period: float = 10_000.0) -> None:
         super().__init__()
         half = dim // 2
-        self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
+        # computed on the CPU even when the module is built under torch.device("meta") (the checkpoint shape check):
+        # meta-device math would import torch's meta kernels, ~2 s of start-up
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, device="cpu") / half)
+        self.register_buffer("freqs", freqs, persistent=False)
 
     def forward(self, t: Tensor) -> Tensor:
         # c_noise = ln(sigma)/4 is O(1); scale up so the embedding resolves it.
