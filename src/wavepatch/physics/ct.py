@@ -8,11 +8,16 @@ Geometry (pixel units; image pixels are unit squares, pixel (i, j) centred at ro
   detector at ``detector_distance`` beyond it, bins of width ``detector_spacing``.
 Sinograms are tensors (B, C, V, D): V views by D detector bins, values are line integrals of the image
 in (image value x pixel side).
+
+Two implementations of the same linear maps (``projector=``): an explicit sparse matrix (fast, cached on disk,
+memory ~ 51 V N^2 bytes with the FBP matrix) or matrix-free (:mod:`wavepatch.physics.ray_free`, memory bounded
+by chunks). ``auto`` takes the matrix while its estimate fits ``WAVEPATCH_RAY_MATRIX_MB`` (default 2048 MB).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -20,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from wavepatch.physics.base import LinearOperator
+from wavepatch.physics.ray_free import RayGeometry, pixel_backproject, ray_backproject, ray_project
 from wavepatch.physics.ray_matrix import SparsePair, apply_sparse, cached_sparse_pair, ray_sampling_matrix
 
 Tensor = torch.Tensor
@@ -30,38 +36,73 @@ def parallel_beam_angles(n_views: int, arc_degrees: float = 180.0) -> Tensor:
     return torch.arange(n_views, dtype=torch.float64) * (math.radians(arc_degrees) / n_views)
 
 
+PROJECTORS = ("auto", "matrix", "matrix-free")
+
+
+def estimated_matrix_mb(n: int, n_views: int) -> float:
+    """Memory of the explicit matrices of an n x n, V-view transform: about 2.2 V n^2 ray entries (stored twice,
+    matrix and transpose) and 2 V n^2 FBP entries, 8 bytes each (float32 value, int32 index)."""
+    return (2 * 2.2 + 2) * n_views * n * n * 8 / 2**20
+
+
+def choose_projector(projector: str, n: int, n_views: int) -> str:
+    """'matrix' or 'matrix-free' for ``projector`` ('auto' compares :func:`estimated_matrix_mb` with the budget
+    ``WAVEPATCH_RAY_MATRIX_MB``, default 2048)."""
+    if projector not in PROJECTORS:
+        raise ValueError(f"projector must be one of {PROJECTORS}, got {projector!r}")
+    if projector != "auto":
+        return projector
+    budget = float(os.environ.get("WAVEPATCH_RAY_MATRIX_MB", "2048"))
+    return "matrix" if estimated_matrix_mb(n, n_views) <= budget else "matrix-free"
+
+
 def default_detector_count(n: int) -> int:
     """Detector bins covering the diagonal of an n x n image (scikit-image's padded size)."""
     return n + int(math.ceil(math.sqrt(2) * n - n))
 
 
 class _RayTransform(LinearOperator):
-    """Shared code: a sparse ray matrix applied to (B, C, N, N) images -> (B, C, V, D) sinograms."""
+    """Shared code: rays applied to (B, C, N, N) images -> (B, C, V, D) sinograms, through the sparse matrix
+    (``projector == 'matrix'``) or matrix-free (``self.rays``)."""
 
     n: int
     n_views: int
     n_detectors: int
-    matrix: SparsePair
+    projector: str
+    matrix: SparsePair | None
+    rays: RayGeometry | None
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
         b, c = x.shape[:2]
         if x.shape[-2:] != (self.n, self.n):
             raise ValueError(f"CT operator expects {self.n}x{self.n} images, got {tuple(x.shape[-2:])}")
-        y = apply_sparse(self.matrix, x.reshape(b * c, self.n * self.n))
+        flat = x.reshape(b * c, self.n * self.n)
+        y = apply_sparse(self.matrix, flat) if self.matrix is not None else ray_project(flat, self.rays)
         return y.reshape(b, c, self.n_views, self.n_detectors)
 
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
         b, c = y.shape[:2]
-        x = apply_sparse(self.matrix, y.reshape(b * c, self.n_views * self.n_detectors), transpose=True)
+        flat = y.reshape(b * c, self.n_views * self.n_detectors)
+        x = (apply_sparse(self.matrix, flat, transpose=True) if self.matrix is not None
+             else ray_backproject(flat, self.rays))
         return x.reshape(b, c, self.n, self.n)
+
+    def _set_rays(self, projector: str, matrix, rays) -> None:
+        """Choose the implementation: ``matrix()`` -> the SparsePair (memory- and disk-cached), ``rays()`` ->
+        (origins, directions, half_length, geometry key) for the matrix-free one."""
+        self.projector = choose_projector(projector, self.n, self.n_views)
+        if self.projector == "matrix":
+            self.matrix, self.rays = matrix(), None
+        else:
+            origins, dirs, half, _ = rays()
+            self.matrix, self.rays = None, RayGeometry(self.n, origins, dirs, half)
 
     @property
     def measurement_shape(self) -> tuple[int, int, int]:
         return (self.image_shape[0], self.n_views, self.n_detectors)
 
 
-@lru_cache(maxsize=8)
-def _parallel_matrix(n: int, angles: tuple[float, ...], n_det: int) -> SparsePair:
+def _parallel_rays(n: int, angles: tuple[float, ...], n_det: int):
     th = torch.tensor(angles, dtype=torch.float64)
     t = torch.arange(n_det, dtype=torch.float64) - n_det // 2
     c = float(n // 2)
@@ -70,6 +111,12 @@ def _parallel_matrix(n: int, angles: tuple[float, ...], n_det: int) -> SparsePai
     dirs = torch.stack([cos.expand(-1, n_det), sin.expand(-1, n_det)], dim=-1).reshape(-1, 2)
     half = math.sqrt(2) * n / 2 + 2
     geometry = f"parallel|{n}|{n_det}|{','.join(f'{a:.12g}' for a in angles)}"
+    return origins, dirs, half, geometry
+
+
+@lru_cache(maxsize=8)
+def _parallel_matrix(n: int, angles: tuple[float, ...], n_det: int) -> SparsePair:
+    origins, dirs, half, geometry = _parallel_rays(n, angles, n_det)
     return cached_sparse_pair(geometry, lambda: ray_sampling_matrix(n, origins, dirs, half))
 
 
@@ -78,18 +125,19 @@ class ParallelBeamCT(_RayTransform):
 
     ``n_views`` equispaced angles over 180 degrees (or explicit ``angles`` in radians);
     ``n_detectors`` defaults to ceil(sqrt(2) N) unit-width bins. Matches ``skimage.transform.radon``
-    (circle=False) with the same angles in degrees.
+    (circle=False) with the same angles in degrees. ``projector``: 'auto', 'matrix' or 'matrix-free'.
     """
 
     def __init__(self, image_size: int, n_views: int = 60, angles: Tensor | None = None,
-                 n_detectors: int | None = None, channels: int = 1):
+                 n_detectors: int | None = None, channels: int = 1, projector: str = "auto"):
         self.n = int(image_size)
         self.angles = (parallel_beam_angles(n_views) if angles is None
                        else torch.as_tensor(angles, dtype=torch.float64))
         self.n_views = int(self.angles.numel())
         self.n_detectors = int(n_detectors or default_detector_count(self.n))
         self.image_shape = (channels, self.n, self.n)
-        self.matrix = _parallel_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors)
+        key = (self.n, tuple(self.angles.tolist()), self.n_detectors)
+        self._set_rays(projector, lambda: _parallel_matrix(*key), lambda: _parallel_rays(*key))
 
     def fbp(self, y: Tensor, filter_name: str = "ramp") -> Tensor:
         """Filtered back-projection (B, C, V, D) -> (B, C, N, N), ``filter_name`` 'ramp' or 'hann'.
@@ -99,8 +147,13 @@ class ParallelBeamCT(_RayTransform):
         counted up to 180 degrees (a 360 degree scan measures each ray twice; a shorter one is incomplete).
         """
         q = ramp_filter(y, filter_name)
+        weight = min(self.arc, math.pi) / (2 * self.n_views)
+        if self.projector == "matrix-free":
+            angles, c0 = self.angles, self.n_detectors // 2
+            return _backproject_free(q, lambda v0, v1: _parallel_detector_coordinate(self.n, angles[v0:v1]) + c0,
+                                     None, self.n) * weight
         matrix = _parallel_fbp_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors)
-        return _backproject(q, matrix) * (min(self.arc, math.pi) / (2 * self.n_views))
+        return _backproject(q, matrix) * weight
 
     @property
     def arc(self) -> float:
@@ -110,9 +163,7 @@ class ParallelBeamCT(_RayTransform):
         return float(self.angles[-1] - self.angles[0]) * self.n_views / (self.n_views - 1)
 
 
-@lru_cache(maxsize=8)
-def _fan_matrix(n: int, angles: tuple[float, ...], n_det: int, r_src: float, r_det: float,
-                spacing: float) -> SparsePair:
+def _fan_rays(n: int, angles: tuple[float, ...], n_det: int, r_src: float, r_det: float, spacing: float):
     beta = torch.tensor(angles, dtype=torch.float64)[:, None]
     c = float(n // 2)
     u = (torch.arange(n_det, dtype=torch.float64) - (n_det - 1) / 2)[None, :] * spacing
@@ -129,7 +180,14 @@ def _fan_matrix(n: int, angles: tuple[float, ...], n_det: int, r_src: float, r_d
     dirs = torch.stack([dr, dc], dim=-1).reshape(-1, 2)
     geometry = (f"fan|{n}|{n_det}|{r_src:.12g}|{r_det:.12g}|{spacing:.12g}|"
                 f"{','.join(f'{a:.12g}' for a in angles)}")
-    return cached_sparse_pair(geometry, lambda: ray_sampling_matrix(n, origins, dirs, math.sqrt(2) * n / 2 + 2))
+    return origins, dirs, math.sqrt(2) * n / 2 + 2, geometry
+
+
+@lru_cache(maxsize=8)
+def _fan_matrix(n: int, angles: tuple[float, ...], n_det: int, r_src: float, r_det: float,
+                spacing: float) -> SparsePair:
+    origins, dirs, half, geometry = _fan_rays(n, angles, n_det, r_src, r_det, spacing)
+    return cached_sparse_pair(geometry, lambda: ray_sampling_matrix(n, origins, dirs, half))
 
 
 class FanBeamCT(_RayTransform):
@@ -143,7 +201,7 @@ class FanBeamCT(_RayTransform):
 
     def __init__(self, image_size: int, n_views: int = 60, source_distance: float | None = None,
                  detector_distance: float | None = None, detector_spacing: float | None = None,
-                 n_detectors: int | None = None, channels: int = 1):
+                 n_detectors: int | None = None, channels: int = 1, projector: str = "auto"):
         self.n = int(image_size)
         self.r_src = float(source_distance or 2.0 * self.n)
         self.r_det = float(detector_distance or 2.0 * self.n)
@@ -157,8 +215,8 @@ class FanBeamCT(_RayTransform):
         self.angles = parallel_beam_angles(n_views, 360.0)
         self.n_views = int(n_views)
         self.image_shape = (channels, self.n, self.n)
-        self.matrix = _fan_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors, self.r_src,
-                                  self.r_det, self.spacing)
+        key = (self.n, tuple(self.angles.tolist()), self.n_detectors, self.r_src, self.r_det, self.spacing)
+        self._set_rays(projector, lambda: _fan_matrix(*key), lambda: _fan_rays(*key))
 
     def fbp(self, y: Tensor, filter_name: str = "ramp") -> Tensor:
         """Fan-beam FBP for a flat detector (Kak & Slaney, ch. 3.4.2): cosine pre-weighting, ramp filter on
@@ -168,10 +226,16 @@ class FanBeamCT(_RayTransform):
         u = (torch.arange(self.n_detectors, dtype=torch.float64) - (self.n_detectors - 1) / 2) * du
         pre = (self.r_src / torch.sqrt(self.r_src**2 + u**2)).to(y)
         q = ramp_filter(y * pre, filter_name) / du
-        matrix = _fan_fbp_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors, self.r_src, du)
         # d(beta) = 2 pi / V, and each ray is measured twice over 360 degrees (factor 1/2); the discrete
         # filter carries the same factor 2 as the parallel-beam one.
-        return _backproject(q, matrix) * (math.pi / (2 * self.n_views))
+        weight = math.pi / (2 * self.n_views)
+        if self.projector == "matrix-free":
+            def geometry(v0, v1):
+                return _fan_pixel_geometry(self.n, self.angles[v0:v1], self.n_detectors, self.r_src, du)
+            return _backproject_free(q, lambda v0, v1: geometry(v0, v1)[0], lambda v0, v1: geometry(v0, v1)[1],
+                                     self.n) * weight
+        matrix = _fan_fbp_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors, self.r_src, du)
+        return _backproject(q, matrix) * weight
 
 
 def _pixel_offsets(n: int) -> tuple[Tensor, Tensor]:
@@ -180,17 +244,22 @@ def _pixel_offsets(n: int) -> tuple[Tensor, Tensor]:
     return dr.reshape(-1), dc.reshape(-1)
 
 
-@lru_cache(maxsize=8)
-def _fan_fbp_matrix(n: int, angles: tuple[float, ...], n_det: int, r_src: float, du: float) -> SparsePair:
-    """Back-projection onto the virtual detector through the centre, with the 1/U^2 weight."""
-    beta = torch.tensor(angles, dtype=torch.float64)[:, None]
+def _fan_pixel_geometry(n: int, angles: Tensor, n_det: int, r_src: float, du: float) -> tuple[Tensor, Tensor]:
+    """(detector index, 1/U^2 weight), each (V, N*N), of every pixel on the virtual detector through the centre."""
+    beta = torch.as_tensor(angles, dtype=torch.float64)[:, None]
     dr, dc = _pixel_offsets(n)
     along = dc[None, :] * torch.cos(beta) + dr[None, :] * torch.sin(beta)  # towards the source
     across = -dc[None, :] * torch.sin(beta) + dr[None, :] * torch.cos(beta)
     big_u = (r_src - along) / r_src
     u_pix = r_src * across / (r_src - along)
-    det_index = u_pix / du + (n_det - 1) / 2
-    return _backprojection_matrix(det_index, 1.0 / big_u**2, n_det)
+    return u_pix / du + (n_det - 1) / 2, 1.0 / big_u**2
+
+
+@lru_cache(maxsize=8)
+def _fan_fbp_matrix(n: int, angles: tuple[float, ...], n_det: int, r_src: float, du: float) -> SparsePair:
+    """Back-projection onto the virtual detector through the centre, with the 1/U^2 weight."""
+    det_index, weight = _fan_pixel_geometry(n, torch.tensor(angles, dtype=torch.float64), n_det, r_src, du)
+    return _backprojection_matrix(det_index, weight, n_det)
 
 
 def _parallel_detector_coordinate(n: int, angles: Tensor) -> Tensor:
@@ -204,6 +273,12 @@ def _backproject(q: Tensor, matrix: SparsePair) -> Tensor:
     b, c, v, d = q.shape
     n = int(round(math.sqrt(matrix.shape[0])))
     return apply_sparse(matrix, q.reshape(b * c, v * d)).reshape(b, c, n, n)
+
+
+def _backproject_free(q: Tensor, det_index, weight, n: int) -> Tensor:
+    """Matrix-free :func:`_backproject`: q (B, C, V, D) -> (B, C, N, N), views in chunks."""
+    b, c, v, d = q.shape
+    return pixel_backproject(q.reshape(b * c, v, d), det_index, weight).reshape(b, c, n, n)
 
 
 def _backprojection_matrix(det_index: Tensor, weight: Tensor | None, d: int) -> SparsePair:
