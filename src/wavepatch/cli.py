@@ -22,6 +22,7 @@ import numpy as np
 
 from wavepatch.cli_measured import cmd_measured, save_measurement
 from wavepatch.cli_prior import add_eval_parser, add_sample_parser, add_train_parser, cmd_eval, cmd_sample, cmd_train
+from wavepatch.cli_volume import cmd_volume
 from wavepatch.io import (
     ImageReadError,
     denormalize,
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--size", type=int, default=256, help="reconstruct at N x N (default 256)")
     r.add_argument("--seed", type=int, default=0, help="seed for masks and measurement noise")
     r.add_argument("--slice", type=int, default=None, help="slice index in a volume (default: middle)")
+    r.add_argument("--volume", action="store_true",
+                   help="reconstruct the whole volume (DICOM series folder or NIfTI): every slice measured by the "
+                   "task, recon.nii.gz and planes.png")
+    r.add_argument("--slices", default=None, metavar="A:B", help="--volume: the slice range to use (default all)")
     r.add_argument("--axis", type=int, default=2, help="NIfTI axis to slice along (default 2, axial)")
     r.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="intensity window mapped to [0, 1] (CT default: -1000 1000 HU)")
@@ -196,6 +201,10 @@ def cmd_reconstruct(args) -> int:
     if not 16 <= args.size <= MAX_SIZE:
         raise UsageError(f"--size must be between 16 and {MAX_SIZE}, got {args.size}")
     opts = _task_options(args)
+    if args.volume:
+        return cmd_volume(args, opts, _overrides(args))
+    if args.slices is not None:
+        raise UsageError("--slices is for --volume (one slice: --slice K)")
     if args.measurement is not None:
         if args.window:
             opts.window = tuple(args.window)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from wavepatch.fidelity import DataFidelity
 from wavepatch.linalg import conjugate_gradient
-from wavepatch.recon.tv import div2d, grad2d, shrink_isotropic
+from wavepatch.recon.tv import div2d, div_stack, grad2d, grad_stack, shrink_isotropic
 from wavepatch.types import Denoiser
 
 Tensor = torch.Tensor
@@ -21,23 +21,43 @@ Tensor = torch.Tensor
 
 def admm_tv(fidelity: DataFidelity, lam: float = 1e-3, rho: float = 0.05, n_iter: int = 50,
             x0: Tensor | None = None, cg_iter: int = 10, nonnegative: bool = True,
-            progress: bool = False) -> Tensor:
-    """min_x 0.5||A_w x - y_w||^2 / L + lam ||grad x||_{2,1} by ADMM with z = grad x (isotropic TV)."""
+            progress: bool = False, z_weight: float | None = None) -> Tensor:
+    """min_x 0.5||A_w x - y_w||^2 / L + lam ||grad x||_{2,1} by ADMM with z = grad x (isotropic TV).
+
+    ``z_weight``: None for 2-D TV per image; a number for 3-D TV over the batch as a slice stack (S, C, H, W)
+    (:func:`~wavepatch.recon.tv.grad_stack`, z differences scaled by in-plane pixel / slice spacing)."""
+    if z_weight is None:
+        grad_op, div_op = grad2d, div2d
+    else:
+        def grad_op(v: Tensor) -> Tensor:
+            return grad_stack(v, z_weight)
+
+        def div_op(p: Tensor) -> Tensor:
+            return div_stack(p, z_weight)
     op, y = fidelity.quadratic()
     lip = op.norm() ** 2
     x = op.image_zeros(y.shape[0], dtype=y.real.dtype) if x0 is None else x0.clone()
-    z = grad2d(x)
+    z = grad_op(x)
     u = torch.zeros_like(z)
     aty = op.A_adjoint(y) / lip
 
     def normal(v: Tensor) -> Tensor:
-        return op.normal(v) / lip - rho * div2d(grad2d(v))
+        return op.normal(v) / lip - rho * div_op(grad_op(v))
+
+    def solve(rhs: Tensor, start: Tensor) -> Tensor:
+        if z_weight is None:  # independent images: CG per batch item
+            return conjugate_gradient(normal, rhs, x0=start, n_iter=cg_iter)
+        shape = rhs.shape  # a coupled stack: one CG over the whole volume (the batch made one item)
+        one = (1, -1, *shape[2:])
+        flat = conjugate_gradient(lambda v: normal(v.reshape(shape)).reshape(one), rhs.reshape(one),
+                                  x0=start.reshape(one), n_iter=cg_iter)
+        return flat.reshape(shape)
 
     for _ in tqdm(range(n_iter), desc="admm-tv", disable=not progress, leave=False):
-        x = conjugate_gradient(normal, aty - rho * div2d(z - u), x0=x, n_iter=cg_iter)
+        x = solve(aty - rho * div_op(z - u), x)
         if nonnegative:
             x = x.clamp_min(0)
-        gx = grad2d(x)
+        gx = grad_op(x)
         z = shrink_isotropic(gx + u, lam / rho)
         u = u + gx - z
     return x

@@ -35,8 +35,27 @@ def div2d(p: Tensor) -> Tensor:
     return d
 
 
+def grad_stack(x: Tensor, z_weight: float = 1.0) -> Tensor:
+    """3-D forward differences of a slice stack x (S, C, H, W), the slices (batch axis) being the z axis ->
+    (S, C, 3, H, W): components along H, W and z; the z difference is scaled by ``z_weight`` (in-plane pixel
+    size / slice spacing, so an anisotropic volume's TV is in in-plane units); the last slice's z entry is 0."""
+    g = x.new_zeros(*x.shape[:2], 3, *x.shape[2:])
+    g[:, :, :2] = grad2d(x)
+    g[:-1, :, 2] = (x[1:] - x[:-1]) * z_weight
+    return g
+
+
+def div_stack(p: Tensor, z_weight: float = 1.0) -> Tensor:
+    """Negative adjoint of :func:`grad_stack`: (S, C, 3, H, W) -> (S, C, H, W)."""
+    d = div2d(p[:, :, :2].contiguous())
+    pz = p[:-1, :, 2] * z_weight
+    d[:-1] += pz
+    d[1:] -= pz
+    return d
+
+
 def _magnitude(p: Tensor) -> Tensor:
-    """Pointwise Euclidean norm over the gradient components: (B, C, 2, H, W) -> (B, C, 1, H, W)."""
+    """Pointwise Euclidean norm over the gradient components: (B, C, K, H, W) -> (B, C, 1, H, W)."""
     return p.pow(2).sum(dim=2, keepdim=True).sqrt()
 
 
