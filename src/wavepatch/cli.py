@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconstruct the whole volume (DICOM series folder or NIfTI): every slice measured by the "
                    "task, recon.nii.gz and planes.png")
     r.add_argument("--slices", default=None, metavar="A:B", help="--volume: the slice range to use (default all)")
+    r.add_argument("--series", default=None, metavar="UID",
+                   help="--volume: the SeriesInstanceUID to read from a folder holding several DICOM series")
+    r.add_argument("--coupling", choices=("none", "tv-z"), default=None,
+                   help="--volume, learned methods: inter-slice coupling (default tv-z; see README)")
+    r.add_argument("--coupling-lam", type=float, default=None,
+                   help="--volume: weight of the tv-z coupling on the unit scale (default 0.01)")
     r.add_argument("--axis", type=int, default=2, help="NIfTI axis to slice along (default 2, axial)")
     r.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="intensity window mapped to [0, 1] (CT default: -1000 1000 HU)")
@@ -205,6 +211,10 @@ def cmd_reconstruct(args) -> int:
         return cmd_volume(args, opts, _overrides(args))
     if args.slices is not None:
         raise UsageError("--slices is for --volume (one slice: --slice K)")
+    for flag, value in (("--series", args.series), ("--coupling", args.coupling),
+                        ("--coupling-lam", args.coupling_lam)):
+        if value is not None:
+            raise UsageError(f"{flag} is for --volume")
     if args.measurement is not None:
         if args.window:
             opts.window = tuple(args.window)

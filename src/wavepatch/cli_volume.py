@@ -20,6 +20,10 @@ from wavepatch.report import planes_figure, save_json
 from wavepatch.tasks import TaskOptions
 from wavepatch.volume import reconstruct_volume, volume_metrics
 
+# chosen on training slices: benchmarks/tune_coupling.py (docs/results.md §14)
+DEFAULT_COUPLING = "tv-z"
+DEFAULT_COUPLING_LAM = 0.01
+
 
 def parse_slices(text: str | None) -> slice | None:
     """'A:B' (either side may be empty) -> slice(A, B); None -> None. ValueError for anything else."""
@@ -67,7 +71,7 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
                                                                        else ""))
     out = Path(args.out)
     check_replaceable(out, [args.input])
-    volume = read_image(args.input, axis=args.axis, slices=parse_slices(args.slices))
+    volume = read_image(args.input, axis=args.axis, slices=parse_slices(args.slices), series=args.series)
     if volume.data.shape[0] < 2:
         raise ValueError(f"{args.input} holds {volume.data.shape[0]} slice(s); --volume needs a volume of at "
                          "least 2 (a DICOM series folder or a NIfTI volume)")
@@ -82,9 +86,13 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
     row_mm, col_mm = ((volume.spacing[0] * scale, volume.spacing[1] * scale) if volume.spacing else (scale, scale))
     dz = slice_spacing_mm(volume, args.input, args.axis)
     z_weight = float(np.sqrt(row_mm * col_mm) / dz)
+    coupling = args.coupling or DEFAULT_COUPLING
+    lam = DEFAULT_COUPLING_LAM if args.coupling_lam is None else args.coupling_lam
+    if lam < 0 or not np.isfinite(lam):
+        raise ValueError(f"--coupling-lam must be a finite number >= 0, got {lam}")
     res = reconstruct_volume(unit, args.task, opts, args.method, overrides, seed=args.seed, prior=args.prior,
                              fast=args.fast, z_weight=z_weight, device=args.device, progress=not args.no_progress,
-                             precision=args.precision)
+                             precision=args.precision, coupling=coupling, coupling_lam=lam)
     m, mb = volume_metrics(res.recon, unit), volume_metrics(res.baseline, unit)
     protect = [args.input]
     metrics = {**m, "baseline": res.task.baseline_name, **{f"baseline_{k}": v for k, v in mb.items()},

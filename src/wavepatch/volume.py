@@ -7,8 +7,10 @@ baseline is per slice, and the methods run on the whole stack:
 - ``admm-tv``: 3-D isotropic TV over the stack, the z differences scaled by in-plane pixel / slice spacing
   (one CG over the whole volume per ADMM step), with the method's 2-D ``lam``/``rho``/``n_iter``;
 - other classical methods: per slice, batched;
-- learned samplers (PaDIS, DPS, ...): the 2-D prior on all slices as one batch, NO inter-slice coupling yet
-  (``coupling: "none"`` in the result); ``--fast`` warm-starts from the 3-D ADMM-TV stack.
+- learned samplers (PaDIS, DPS, ...): the 2-D prior on all slices as one batch; ``--fast`` warm-starts from
+  the 3-D ADMM-TV stack. Inter-slice coupling ``coupling="tv-z"`` (after DiffusionMBIR: TV along z in the
+  data step): every data-consistency step of the sampler is followed by 1-D TV denoising across slices of
+  weight ``coupling_lam`` (:func:`~wavepatch.recon.tv.tv_z_prox`); ``"none"`` leaves the slices independent.
 
 Metrics (:func:`volume_metrics`): PSNR over all voxels, SSIM over the volume (3-D Gaussian SSIM, skimage, when
 every side is >= 11, else the mean axial SSIM), and the mean PSNR of the axial, coronal and sagittal planes
@@ -29,6 +31,7 @@ from wavepatch.learned import cached_prior, default_prior, learned_denoiser, run
 from wavepatch.methods import get_method
 from wavepatch.metrics.image import psnr
 from wavepatch.recon.admm import admm_tv
+from wavepatch.recon.tv import tv_z_prox
 from wavepatch.run import gaussian_std, run_classical
 from wavepatch.sampling.steps import Counted
 from wavepatch.tasks import Task, TaskOptions, make_task
@@ -50,6 +53,29 @@ class VolumeResult:
     peak_memory_mb: float = 0.0
 
 
+COUPLINGS = ("none", "tv-z")
+
+
+class ZCoupled:
+    """A data fidelity whose data-consistency steps (``project``, ``prox``) are followed by TV denoising
+    along z (the batch = slice axis) of weight ``lam``; everything else is the wrapped fidelity's."""
+
+    def __init__(self, base, lam: float) -> None:
+        self.base, self.lam = base, float(lam)
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def expand(self, k: int) -> ZCoupled:
+        return ZCoupled(self.base.expand(k), self.lam)
+
+    def project(self, x: Tensor, n_iter: int = 10) -> Tensor:
+        return tv_z_prox(self.base.project(x, n_iter), self.lam)
+
+    def prox(self, x0: Tensor, weight: float, n_iter: int = 10) -> Tensor:
+        return tv_z_prox(self.base.prox(x0, weight, n_iter), self.lam)
+
+
 def peak_memory_mb() -> float:
     """This process's peak resident memory so far (MB, Linux ru_maxrss)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -58,10 +84,13 @@ def peak_memory_mb() -> float:
 def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, method: str,
                        overrides: dict | None = None, seed: int = 0, prior=None, fast: bool = False,
                        z_weight: float = 1.0, device: str = "cpu", progress: bool = False,
-                       precision: str = "auto") -> VolumeResult:
+                       precision: str = "auto", coupling: str = "none", coupling_lam: float = 0.01) -> VolumeResult:
     """Simulate ``task_name`` on every slice of ``unit`` (S, H, W) in [0, 1] and reconstruct the stack with
     ``method``. ``z_weight``: in-plane pixel size / slice spacing (3-D TV). Seeds as ``run.run_reconstruction``:
-    the task uses ``seed``, the noise ``seed + 1``, the sampler ``seed + 2``."""
+    the task uses ``seed``, the noise ``seed + 1``, the sampler ``seed + 2``. ``coupling``: 'none' or 'tv-z'
+    (learned samplers; weight ``coupling_lam`` on the unit scale, in-plane units: scaled by ``z_weight``)."""
+    if coupling not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
     if unit.ndim != 3 or unit.shape[0] < 2:
         raise ValueError(f"a volume needs at least 2 slices (S, H, W), got shape {unit.shape}")
     s, h, w = unit.shape
@@ -85,10 +114,12 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
     if entry.kind == "sampler":
         prior = prior or default_prior(task.name, entry.prior)
         x_fast = admm3d() if fast else None
-        recon, nfe = run_sampler(entry, fidelity, prior, params, torch.Generator().manual_seed(seed + 2),
+        coupled = ZCoupled(fidelity, coupling_lam * z_weight) if coupling == "tv-z" else fidelity
+        recon, nfe = run_sampler(entry, coupled, prior, params, torch.Generator().manual_seed(seed + 2),
                                  samples=s, fast=fast, x_fast=x_fast, device=device, progress=progress,
                                  precision=precision)
-        params = {**params, "prior": str(prior), "fast": fast, "coupling": "none",
+        params = {**params, "prior": str(prior), "fast": fast, "coupling": coupling,
+                  "coupling_lam": coupling_lam if coupling == "tv-z" else None,
                   "warm_start": "admm-tv (3-D TV)" if fast else None}
     elif method == "admm-tv":
         recon = admm3d()

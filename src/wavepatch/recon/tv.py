@@ -112,3 +112,20 @@ def tv_prox(v: Tensor, weight: float | Tensor, n_iter: int = 50, isotropic: bool
         r = q_next + ((t - 1.0) / t_next) * (q_next - q)
         q, t = q_next, t_next
     return v + div2d(q)
+
+
+def tv_z_prox(v: Tensor, lam: float, n_iter: int = 50) -> Tensor:
+    """argmin_x 0.5 ||x - v||^2 + lam sum |x[k+1] - x[k]| along the first (slice) axis of v (S, ...), for every
+    pixel: 1-D TV denoising across slices, by projected gradient on the dual (Chambolle; step 1/4)."""
+    if lam <= 0 or v.shape[0] < 2:
+        return v
+    p = torch.zeros_like(v[1:])
+    for _ in range(n_iter):
+        x = v.clone()
+        x[:-1] += p  # x = v - D^T p with (D x)_k = x[k+1] - x[k]
+        x[1:] -= p
+        p = (p + 0.25 * (x[1:] - x[:-1])).clamp(-lam, lam)
+    x = v.clone()
+    x[:-1] += p
+    x[1:] -= p
+    return x
