@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from wavepatch.cli_volume import parse_slices, slice_spacing_mm
 from wavepatch.io import normalize_volume, read_image, resize_square
 from wavepatch.io.readers import find_dicom_series
@@ -27,6 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--slices", default="27:37")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--lams", type=float, nargs="+", default=[0.005, 0.02])
+    ap.add_argument("--skip-none", action="store_true", help="only the tv-z rows")
     args = ap.parse_args(argv)
     series = sorted(find_dicom_series(TRAIN))[0]  # the folder holds two series of the training patient
     vol = read_image(TRAIN, slices=parse_slices(args.slices), series=series)
@@ -36,7 +35,8 @@ def main(argv=None) -> int:
     z_weight = float(vol.spacing[0] * h / args.size / slice_spacing_mm(vol, TRAIN, 2))
     print(f"{unit.shape[0]} training slices, z_weight {z_weight:.3f}")
     print("| coupling | lam | PSNR | axial | coronal | sagittal | seconds |\n|---|---|---|---|---|---|---|")
-    for coupling, lam in [("none", 0.0)] + [("tv-z", lam) for lam in args.lams]:
+    rows = ([] if args.skip_none else [("none", 0.0)]) + [("tv-z", lam) for lam in args.lams]
+    for coupling, lam in rows:
         r = reconstruct_volume(unit, "ct-parallel", task_options("ct-parallel", views=20), "padis", fast=True,
                                z_weight=z_weight, coupling=coupling, coupling_lam=lam)
         m = volume_metrics(r.recon, unit)

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--coupling", choices=("none", "tv-z"), default=None,
                    help="--volume, learned methods: inter-slice coupling (default tv-z; see README)")
     r.add_argument("--coupling-lam", type=float, default=None,
-                   help="--volume: weight of the tv-z coupling on the unit scale (default 0.01)")
+                   help="--volume: weight of the tv-z coupling on the unit scale (default 0.0025)")
     r.add_argument("--axis", type=int, default=2, help="NIfTI axis to slice along (default 2, axial)")
     r.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="intensity window mapped to [0, 1] (CT default: -1000 1000 HU)")

@@ -22,7 +22,7 @@ from wavepatch.volume import reconstruct_volume, volume_metrics
 
 # chosen on training slices: benchmarks/tune_coupling.py (docs/results.md §14)
 DEFAULT_COUPLING = "tv-z"
-DEFAULT_COUPLING_LAM = 0.01
+DEFAULT_COUPLING_LAM = 0.0025
 
 
 def parse_slices(text: str | None) -> slice | None:
