@@ -1,9 +1,9 @@
 """Choose the inter-slice coupling weight of learned volume reconstruction on TRAINING data.
 
 PaDIS fast (20-view parallel-beam CT, bundled CT patch prior) on slices --slices of the training patient's
-volume (data/ct/train, its first series), resized to --size, with ``coupling="none"`` and ``"tv-z"`` at several weights; prints
-volume, axial, coronal and sagittal PSNR. Run: ``python benchmarks/tune_coupling.py [--slices 27:37]
-[--size 128] [--lams 0.005 0.02]``.
+volume (data/ct/train, its first series), resized to --size, with ``coupling="none"`` and ``"tv-z"`` at
+several weights; prints volume, axial, coronal and sagittal PSNR. Run: ``python benchmarks/tune_coupling.py
+[--slices 27:37] [--size 128] [--lams 0.005 0.02] [--skip-none]``.
 """
 
 from __future__ import annotations
