@@ -127,3 +127,23 @@ def test_cli_volume_bad_input(tmp_path, capsys, ct_dir, ct_files, argv, words):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_volume_two_series_folder(tmp_path, capsys, ct_files):
+    """A folder holding two series: one line listing them without --series; --series picks one."""
+    folder = tmp_path / "two"
+    folder.mkdir()
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    for i, f in enumerate(ct_files):
+        ds = pydicom.dcmread(f)
+        ds.save_as(folder / f"a{i}.dcm")
+        ds.SeriesInstanceUID = uid
+        ds.SOPInstanceUID = f"{uid}.{i + 1}"
+        ds.save_as(folder / f"b{i}.dcm")
+    base = ["reconstruct", str(folder), "--volume", "--task", "ct-parallel", "--views", "8", "--size", "32",
+            "--method", "fbp", "--no-progress"]
+    code = main([*base, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "2 DICOM series" in err[0] and uid in err[0], err
+    assert main([*base, "--series", uid, "--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["slices"] == 3
