@@ -145,7 +145,7 @@ def cmd_train(args) -> int:
 
 def _looks_like_ct(paths) -> bool:
     """Default window: HU for DICOM data, min-max for anything else (NIfTI MRI, PNG)."""
-    from wavepatch.io.readers import _suffix
+    from wavepatch.io.image_stack import file_suffix as _suffix
 
     for p in map(Path, paths):
         files = [p] if p.is_file() else [f for f in p.iterdir() if f.is_file()]

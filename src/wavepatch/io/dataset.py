@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from wavepatch.io.atomic import PathLike
+from wavepatch.io.image_stack import file_suffix
 from wavepatch.io.readers import (
     NIFTI_SUFFIXES,
     PILLOW_SUFFIXES,
     ImageReadError,
-    _suffix,
     find_dicom_series,
     read_image,
 )
@@ -35,7 +35,7 @@ def _volume_specs(source: PathLike) -> list[tuple[Path, str | None]]:
         return [(path, None)]
     specs: list[tuple[Path, str | None]] = [(path, uid) for uid in find_dicom_series(path)]
     for entry in sorted(path.iterdir()):
-        if entry.is_file() and not entry.name.startswith(".") and _suffix(entry) in _IMAGE_SUFFIXES:
+        if entry.is_file() and not entry.name.startswith(".") and file_suffix(entry) in _IMAGE_SUFFIXES:
             specs.append((entry, None))
     return specs
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from wavepatch.io.atomic import PathLike
-from wavepatch.io.readers import _npy_header
+from wavepatch.io.readers import npy_header
 from wavepatch.io.writers import save_npy
 
 
@@ -26,7 +26,7 @@ def read_sinogram(path: PathLike) -> np.ndarray:
     name = path.name.lower()
     try:
         if name.endswith(".npy"):
-            _npy_header(path)  # a header promising more data than the file holds is refused before allocation
+            npy_header(path)  # a header promising more data than the file holds is refused before allocation
             arr = np.load(path, allow_pickle=False)
         elif name.endswith((".nii", ".nii.gz")):
             import nibabel as nib
