@@ -21,19 +21,15 @@ import subprocess
 import sys
 import textwrap
 
-WAVEPATCH_JOB = textwrap.dedent("""
-    import json, re, statistics, sys, time, torch
-    from wavepatch.physics.ct import ParallelBeamCT
-    n, v, projector, repeats = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+# Shared by both jobs (each job defines ``out``, ``repeats`` and ``jobs``): median seconds of each call and the
+# peak memory it adds, from the kernel's high-water mark reset before the calls.
+STATUS = textwrap.dedent("""
+    import json, re, statistics, sys, time
     def status(key):
         return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
-    x = torch.rand(1, 1, n, n)
-    before = status("VmRSS")
-    t = time.perf_counter(); op = ParallelBeamCT(n, n_views=v, projector=projector); build = time.perf_counter() - t
-    y = op.A(x); op.A_adjoint(y)  # warm-up (and the matrix's first conversion)
-    held = status("VmRSS") - before
-    out = {"build_s": build, "held_mb": held}
-    for name, fn in (("forward", lambda: op.A(x)), ("adjoint", lambda: op.A_adjoint(y))):
+""")
+TIMING = textwrap.dedent("""
+    for name, fn in jobs:
         times = []
         open("/proc/self/clear_refs", "w").write("5")
         base = status("VmRSS")
@@ -44,12 +40,22 @@ WAVEPATCH_JOB = textwrap.dedent("""
     print(json.dumps(out))
 """)
 
-ASTRA_JOB = textwrap.dedent("""
-    import json, re, statistics, sys, time
+WAVEPATCH_JOB = STATUS + textwrap.dedent("""
+    import torch
+    from wavepatch.physics.ct import ParallelBeamCT
+    n, v, projector, repeats = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    x = torch.rand(1, 1, n, n)
+    before = status("VmRSS")
+    t = time.perf_counter(); op = ParallelBeamCT(n, n_views=v, projector=projector); build = time.perf_counter() - t
+    y = op.A(x); op.A_adjoint(y)  # warm-up (and the matrix's first conversion)
+    held = status("VmRSS") - before
+    out = {"build_s": build, "held_mb": held}
+    jobs = (("forward", lambda: op.A(x)), ("adjoint", lambda: op.A_adjoint(y)))
+""") + TIMING
+
+ASTRA_JOB = STATUS + textwrap.dedent("""
     import astra, numpy as np
     n, v, kind, repeats = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-    def status(key):
-        return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
     det = n + int(np.ceil(np.sqrt(2) * n - n))
     vol = astra.create_vol_geom(n, n)
     proj = astra.create_proj_geom("parallel", 1.0, det, np.arange(v) * np.pi / v)
@@ -61,16 +67,8 @@ ASTRA_JOB = textwrap.dedent("""
         i, _ = astra.create_sino(x, pid); astra.data2d.delete(i)
     def adj():
         i, _ = astra.create_backprojection(sino, pid); astra.data2d.delete(i)
-    for name, fn in (("forward", fwd), ("adjoint", adj)):
-        times = []
-        open("/proc/self/clear_refs", "w").write("5")
-        base = status("VmRSS")
-        for _ in range(repeats):
-            t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-        out[name + "_s"] = statistics.median(times)
-        out[name + "_extra_mb"] = status("VmHWM") - base
-    print(json.dumps(out))
-""")
+    jobs = (("forward", fwd), ("adjoint", adj))
+""") + TIMING
 
 
 def run(python: str, job: str, args: list, env: dict) -> dict | None:

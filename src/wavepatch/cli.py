@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patch priors: random-shift patches (default) or the stitching / averaging baselines")
     d.add_argument("--device", default="cpu", help="cpu or cuda")
     d.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="network arithmetic: auto = bf16 where the device computes it natively (about 1.8x faster "
+                   help="network arithmetic: auto = bf16 where the device computes it natively (1.8-2.1x faster "
                    "on an AVX512-BF16 CPU, PSNR within 0.02 dB), else fp32")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_train_parser(sub)

@@ -80,10 +80,9 @@ def mri_measured_task(path, slice_index: int | None, opts: TaskOptions, retrospe
         mask = retrospective_mask(ks.shape, opts, seed)
     calib = calibration_width(mask.numpy())
     if ks.n_coils > 1 and calib < 8:
+        hint = " (use a larger --center-fraction)" if retrospective else ""
         raise ValueError(f"{path}: the k-space centre has only a {calib}x{calib} fully sampled square; coil maps "
-                         "need at least 8x8 (use a larger --center-fraction)" if retrospective else
-                         f"{path}: the k-space centre has only a {calib}x{calib} fully sampled square; "
-                         "ESPIRiT coil maps need at least 8x8")
+                         f"need at least 8x8{hint}")
     kept = k * mask
     maps = espirit_maps(kept, calib_width=calib) if ks.n_coils > 1 else torch.ones_like(k)
     maps = phase_normalized(maps, kept, calib_width=max(calib, 2))

@@ -15,14 +15,10 @@ import numpy as np
 
 from wavepatch.io import denormalize, normalize_volume, read_image, resize_square
 from wavepatch.io.publish import check_replaceable, staged_output
-from wavepatch.io.writers import save_dicom_series, save_nifti
+from wavepatch.io.writers import dicom_slice_step, save_dicom_series, save_nifti
 from wavepatch.report import planes_figure, save_json
 from wavepatch.tasks import TaskOptions
-from wavepatch.volume import reconstruct_volume, volume_metrics
-
-# chosen on training slices: benchmarks/tune_coupling.py (docs/results.md §14)
-DEFAULT_COUPLING = "tv-z"
-DEFAULT_COUPLING_LAM = 0.0025
+from wavepatch.volume import DEFAULT_COUPLING, DEFAULT_COUPLING_LAM, reconstruct_volume, volume_metrics
 
 
 def parse_slices(text: str | None) -> slice | None:
@@ -50,11 +46,7 @@ def slice_spacing_mm(volume, path, axis: int) -> float:
             steps = np.linalg.norm(np.diff(z, axis=0), axis=1)
             if steps.size and float(np.median(steps)) > 0:
                 return float(np.median(steps))
-        for tag in ("SpacingBetweenSlices", "SliceThickness"):
-            value = headers[0].get(tag)
-            if value not in (None, ""):
-                return float(value)
-        return 1.0
+        return dicom_slice_step(headers)
     if str(path).lower().endswith((".nii", ".nii.gz")):
         import nibabel as nib
 

@@ -15,6 +15,14 @@ import numpy as np  # noqa: E402
 from wavepatch.io.atomic import atomic_path, atomic_write_bytes  # noqa: E402
 
 
+def _save_figure(fig, path: str | Path, protect=(), dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically (never over a protected input) and close it."""
+    with atomic_path(path, protect) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
 def compare_figure(path: str | Path, truth: np.ndarray, panels: list[tuple[str, np.ndarray]],
                    error_of: np.ndarray, suptitle: str = "", protect=(), truth_title: str | None = None,
                    error_title: str | None = None) -> Path:
@@ -40,10 +48,7 @@ def compare_figure(path: str | Path, truth: np.ndarray, panels: list[tuple[str, 
         ax.axis("off")
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    with atomic_path(path, protect) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(fig, path, protect, dpi=110)
 
 
 def uncertainty_figure(path: str | Path, mean: np.ndarray, std: np.ndarray, abs_error: np.ndarray,
@@ -59,10 +64,7 @@ def uncertainty_figure(path: str | Path, mean: np.ndarray, std: np.ndarray, abs_
     fig.colorbar(im, ax=axes[2], fraction=0.046)
     for ax in axes:
         ax.axis("off")
-    with atomic_path(path, protect) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(fig, path, protect, dpi=110)
 
 
 def save_json(path: str | Path, data: dict, protect=()) -> Path:
@@ -109,7 +111,4 @@ def planes_figure(path: str | Path, truth: np.ndarray, baseline: np.ndarray, rec
         ax.axis("off")
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    with atomic_path(path, protect) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(fig, path, protect, dpi=100)

@@ -54,6 +54,9 @@ class VolumeResult:
 
 
 COUPLINGS = ("none", "tv-z")
+# the CLI's defaults, chosen on the training volume: benchmarks/tune_coupling.py (docs/results.md §14)
+DEFAULT_COUPLING = "tv-z"
+DEFAULT_COUPLING_LAM = 0.0025
 
 
 class ZCoupled:
@@ -84,7 +87,8 @@ def peak_memory_mb() -> float:
 def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, method: str,
                        overrides: dict | None = None, seed: int = 0, prior=None, fast: bool = False,
                        z_weight: float = 1.0, device: str = "cpu", progress: bool = False,
-                       precision: str = "auto", coupling: str = "none", coupling_lam: float = 0.01) -> VolumeResult:
+                       precision: str = "auto", coupling: str = "none",
+                       coupling_lam: float = DEFAULT_COUPLING_LAM) -> VolumeResult:
     """Simulate ``task_name`` on every slice of ``unit`` (S, H, W) in [0, 1] and reconstruct the stack with
     ``method``. ``z_weight``: in-plane pixel size / slice spacing (3-D TV). Seeds as ``run.run_reconstruction``:
     the task uses ``seed``, the noise ``seed + 1``, the sampler ``seed + 2``. ``coupling``: 'none' or 'tv-z'

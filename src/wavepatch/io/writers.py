@@ -190,7 +190,9 @@ def _ds(value: float):
     return DSfloat(float(value), auto_format=True)
 
 
-def _slice_step(headers: Sequence | None) -> float:
+def dicom_slice_step(headers: Sequence | None) -> float:
+    """Slice distance in mm from a series' header tags (SpacingBetweenSlices, else SliceThickness); 1.0 if
+    neither is set."""
     if headers:
         for tag in ("SpacingBetweenSlices", "SliceThickness"):
             value = headers[0].get(tag)
@@ -246,7 +248,7 @@ def save_dicom_series(
             )
         pixel_spacing = ref_spacing or (1.0, 1.0)
     spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
-    step = _slice_step(headers)
+    step = dicom_slice_step(headers)
     orient, positions = _slice_geometry(headers, n_slices, (rows, cols), spacing, step)
 
     stored, intercept = _hu_to_stored(vol)

@@ -73,7 +73,7 @@ class RayGeometry:
                 out.append((start, stop, first, last))
         return out
 
-    def _normalized(self, dtype: torch.dtype, device) -> tuple[Tensor, Tensor, Tensor]:
+    def normalized(self, dtype: torch.dtype, device) -> tuple[Tensor, Tensor, Tensor]:
         """Origins and directions in grid_sample's (x=col, y=row) coordinates on [-1, 1], (R, 1, 2) each, and the
         steps (1, S, 1), in ``dtype`` on ``device`` (kept per dtype/device)."""
         key = (dtype, str(device))
@@ -89,7 +89,7 @@ class RayGeometry:
         """Sampling grid of rays [start, stop) at step indices [first, last] (default all) for ``grid_sample``:
         (1, stop - start, last - first + 1, 2), (x=col, y=row) normalised to [-1, 1], pixel centres at the
         integers 0..n-1."""
-        o, d, s = self._normalized(dtype, device)
+        o, d, s = self.normalized(dtype, device)
         last = s.shape[1] - 1 if last is None else last
         return torch.addcmul(o[start:stop], s[:, first:last + 1], d[start:stop])[None]
 
@@ -127,7 +127,7 @@ def _project(x: Tensor, geom: RayGeometry, rays_per_chunk: int) -> Tensor:
         samples = F.grid_sample(img, g, mode="bilinear", padding_mode="zeros", align_corners=True)
         out[:, start:stop] = samples[0].sum(dim=-1)
 
-    geom.grid(0, 1, x.dtype, x.device)  # fill the per-dtype cache before the threads read it
+    geom.normalized(x.dtype, x.device)  # fill the per-dtype cache before the threads read it
     _run_chunks(work, geom.chunks(rays_per_chunk), _workers(x.device))
     return out
 
@@ -148,7 +148,7 @@ def _backproject_rays(y: Tensor, geom: RayGeometry, rays_per_chunk: int) -> Tens
                                                              [True, False])
         partial[w] += grad_in
 
-    geom.grid(0, 1, y.dtype, y.device)
+    geom.normalized(y.dtype, y.device)
     _run_chunks(work, geom.chunks(rays_per_chunk), workers)
     return sum(partial[1:], partial[0])[0]
 

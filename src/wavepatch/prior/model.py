@@ -43,7 +43,7 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
     """'fp32' or 'bf16' for the network's convolutions and matrix products: ``auto`` is bf16 where the device
-    has native bfloat16 arithmetic (about 1.8x faster on an AVX512-BF16 CPU; relative output change ~2e-4),
+    has native bfloat16 arithmetic (1.8-2.1x faster on an AVX512-BF16 CPU; relative output change ~2e-4),
     fp32 elsewhere (emulated bf16 is slower)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
