@@ -24,6 +24,7 @@ RANKS = {
     "wavepatch.shapes": 0,
     "wavepatch.io": 0,
     "wavepatch.physics": 1,
+    "wavepatch.geometry": 1,
     "wavepatch.fidelity": 2,
     "wavepatch.tasks": 3,
     "wavepatch.prior": 4,

@@ -22,6 +22,7 @@ import numpy as np
 
 from wavepatch.cli_measured import cmd_measured, save_measurement
 from wavepatch.cli_prior import add_eval_parser, add_sample_parser, add_train_parser, cmd_eval, cmd_sample, cmd_train
+from wavepatch.cli_shape import add_eval_shapes_parser, cmd_eval_shapes
 from wavepatch.cli_volume import cmd_volume
 from wavepatch.io import (
     ImageReadError,
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_sample_parser(sub)
     add_eval_parser(sub)
+    add_eval_shapes_parser(sub)
     b = sub.add_parser("bench", help="tasks x methods over test slices -> results.md, results.csv, grid.png")
     b.add_argument("--suite", choices=("ct", "restoration", "mri"), default="ct")
     b.add_argument("--out", required=True, help="output folder")
@@ -304,7 +306,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"reconstruct": cmd_reconstruct, "train": cmd_train, "sample": cmd_sample, "eval-samples": cmd_eval,
-            "bench": cmd_bench, "methods": cmd_methods}
+            "eval-shapes": cmd_eval_shapes, "bench": cmd_bench, "methods": cmd_methods}
 
 
 MAX_SIZE = 4096  # --size above this is refused: a 4096^2 float32 image is 64 MB, CT matrices grow as N^3

@@ -20,6 +20,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from wavepatch.cli_shape import (
+    SHAPE_DEFAULTS,
+    SHAPE_PRIORS,
+    add_sample_shape_args,
+    add_shape_train_args,
+    cmd_sample_shape,
+    cmd_train_shape,
+    default_shape_prior,
+    refuse_shape_options,
+)
 from wavepatch.io import save_npy, save_png, unit_to_hu
 from wavepatch.io.atomic import check_not_input
 from wavepatch.io.publish import check_replaceable, staged_output
@@ -54,18 +64,22 @@ def add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a score prior (denoising score matching) on a folder of images")
     t.add_argument("data", nargs="+", help="training images: folders (DICOM series, NIfTI, PNG, .npy) or files")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log, loss curve)")
-    t.add_argument("--prior", choices=("whole", "patch", "wavelet"), default=d.prior,
-                   help="whole-image UNet, PaDIS patches, or WSGM (one UNet per wavelet scale)")
-    t.add_argument("--size", type=int, default=d.size, help="training images resized to N x N")
+    t.add_argument("--prior", choices=("whole", "patch", "wavelet", *SHAPE_PRIORS), default=d.prior,
+                   help="whole-image UNet, PaDIS patches, WSGM (one UNet per wavelet scale), or a 3-D shape prior "
+                        "(shape-wavelet: Hui et al.'s coarse generator + detail predictor on TSDF wavelet "
+                        "coefficients; shape-voxel: diffusion on the TSDF itself) from .npz/.npy masks or meshes")
+    t.add_argument("--size", type=int, default=None, help=f"training images resized to N x N (default {d.size})")
     t.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="HU window mapped to [0, 1] (CT default -1000 1000; others: min-max)")
     t.add_argument("--axis", type=int, default=d.axis, help="NIfTI slicing axis")
     t.add_argument("--modality", choices=("ct", "mri", "other"), default=None,
                    help="stored in the prior (default: ct for DICOM data or an HU window, else other)")
-    t.add_argument("--levels", type=int, default=d.levels,
-                   help="wavelet prior / wavelet denoiser: number of wavelet scales J")
-    t.add_argument("--wavelet", default=d.wavelet,
-                   help="wavelet prior / wavelet denoiser: an orthogonal pywt wavelet (haar, db2, ...)")
+    t.add_argument("--levels", type=int, default=None,
+                   help=f"wavelet prior / wavelet denoiser: number of wavelet scales J (default {d.levels}); "
+                        f"shape-wavelet: DWT levels (default {SHAPE_DEFAULTS.levels})")
+    t.add_argument("--wavelet", default=None,
+                   help=f"wavelet prior / wavelet denoiser: an orthogonal pywt wavelet (haar, db2, ...; default "
+                        f"{d.wavelet}); shape-wavelet: any pywt wavelet (default {SHAPE_DEFAULTS.wavelet})")
     t.add_argument("--detail-crop", type=int, default=d.detail_crop,
                    help="wavelet prior: train the detail networks on random crops of this side of their bands "
                         "(the same cost per step at every image size; default: whole bands)")
@@ -73,20 +87,26 @@ def add_train_parser(sub) -> None:
     t.add_argument("--patch-probs", type=_floats, default=d.patch_probs, help="e.g. 0.2,0.3,0.5")
     t.add_argument("--patch-size", type=int, default=None, help="default inference patch size stored in the prior")
     t.add_argument("--pad", type=int, default=None, help="zero border patches may hang over (default max patch)")
-    t.add_argument("--channels", type=int, default=d.base_channels, help="UNet base width")
-    t.add_argument("--channel-mult", type=_ints, default=d.channel_mult, help="width multipliers per level")
-    t.add_argument("--blocks", type=int, default=d.num_blocks, help="residual blocks per level")
+    t.add_argument("--channels", type=int, default=None,
+                   help=f"UNet base width (default {d.base_channels}; shape priors {SHAPE_DEFAULTS.base_channels})")
+    t.add_argument("--channel-mult", type=_ints, default=None,
+                   help=f"width multipliers per level (default {','.join(map(str, d.channel_mult))})")
+    t.add_argument("--blocks", type=int, default=None, help=f"residual blocks per level (default {d.num_blocks})")
     t.add_argument("--no-attention", action="store_true", help="no self-attention in the bottleneck")
     t.add_argument("--dropout", type=float, default=d.dropout)
-    t.add_argument("--batch", type=int, default=d.batch, help="images (whole) or largest patches per step")
-    t.add_argument("--steps", type=int, default=d.steps)
-    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--batch", type=int, default=None,
+                   help=f"images (whole), largest patches or shapes per step (default {d.batch})")
+    t.add_argument("--steps", type=int, default=None,
+                   help=f"default {d.steps}; shape priors: generator steps, default {SHAPE_DEFAULTS.steps}")
+    t.add_argument("--lr", type=float, default=None, help=f"default {d.lr}")
     t.add_argument("--warmup", type=int, default=d.warmup)
-    t.add_argument("--ema-halflife", type=float, default=d.ema_halflife, help="in steps")
+    t.add_argument("--ema-halflife", type=float, default=None,
+                   help=f"in steps (default {d.ema_halflife}; shape priors {SHAPE_DEFAULTS.ema_halflife})")
     t.add_argument("--grad-clip", type=float, default=d.grad_clip)
     t.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
     t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    t.add_argument("--checkpoint-every", type=int, default=None,
+                   help=f"steps (default {d.checkpoint_every}; shape priors {SHAPE_DEFAULTS.checkpoint_every})")
     t.add_argument("--log-every", type=int, default=d.log_every)
     t.add_argument("--minutes", type=float, default=None, help="stop after this wall time (checkpointed)")
     t.add_argument("--noisy-data", choices=NOISE_KINDS, default=None,
@@ -105,9 +125,21 @@ def add_train_parser(sub) -> None:
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-progress", action="store_true")
+    add_shape_train_args(t)
+
+
+_IMAGE_DEFAULTS = {"size": "size", "levels": "levels", "wavelet": "wavelet", "channels": "base_channels",
+                   "channel_mult": "channel_mult", "blocks": "num_blocks", "batch": "batch", "steps": "steps",
+                   "lr": "lr", "ema_halflife": "ema_halflife", "checkpoint_every": "checkpoint_every"}
 
 
 def cmd_train(args) -> int:
+    if args.prior in SHAPE_PRIORS:
+        return cmd_train_shape(args)
+    refuse_shape_options(args)
+    for name, field_name in _IMAGE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(TRAIN_DEFAULTS, field_name))
     window = tuple(args.window) if args.window else None
     cfg = TrainConfig(
         data=[str(p) for p in args.data], out=args.out, prior=args.prior, size=args.size,
@@ -162,8 +194,9 @@ def add_sample_parser(sub) -> None:
     s = sub.add_parser("sample", help="generate images from a trained prior")
     s.add_argument("--prior", default=None,
                    help="prior checkpoint (.safetensors; default: the bundled patch prior of --modality)")
-    s.add_argument("--modality", choices=("ct", "mri"), default="ct",
-                   help="without --prior: sample the bundled prior of this modality (default ct)")
+    s.add_argument("--modality", choices=("ct", "mri", "shape"), default="ct",
+                   help="without --prior: sample the bundled prior of this modality (default ct; shape: the "
+                        "bundled adrenal-gland shape prior)")
     s.add_argument("--out", required=True, help="output folder (replaced as a whole when the run succeeds)")
     s.add_argument("--n", type=int, default=4, help=f"number of images (at most {SAMPLE_MAX_COUNT})")
     s.add_argument("--size", type=int, default=None,
@@ -183,6 +216,7 @@ def add_sample_parser(sub) -> None:
                    help="network arithmetic: auto = bf16 where the device computes it natively, else fp32")
     s.add_argument("--dicom", action="store_true", help="also write a DICOM series in HU (CT priors)")
     s.add_argument("--no-progress", action="store_true")
+    add_sample_shape_args(s)
 
 
 def _check_sample_args(args) -> None:
@@ -206,7 +240,7 @@ def _sample_prior(args) -> Path:
         return Path(args.prior)
     from wavepatch.learned import default_prior
 
-    path = default_prior(args.modality, "patch")
+    path = default_shape_prior() if args.modality == "shape" else default_prior(args.modality, "patch")
     print(f"no --prior given: using the bundled {args.modality} prior {path.stem} ({path})")
     return path
 
@@ -240,7 +274,12 @@ def _draw_samples(args, model, cfg, wavelet: bool, size: int, device) -> tuple[n
 def cmd_sample(args) -> int:
     _check_sample_args(args)
     ckpt = _sample_prior(args)
-    wavelet = prior_kind(ckpt) == "wavelet"  # a missing or foreign file is refused first, from its header
+    kind = prior_kind(ckpt)  # a missing or foreign file is refused first, from its header
+    if kind == "shape":
+        return cmd_sample_shape(args, ckpt)
+    if args.no_detail or args.mesh_format is not None:
+        raise ValueError(f"{'--no-detail' if args.no_detail else '--mesh-format'} applies to shape priors only")
+    wavelet = kind == "wavelet"
     out = Path(args.out)
     check_replaceable(out, [ckpt])
     device = resolve_device(args.device)

@@ -4,7 +4,8 @@
 as ``NAME.json``; both atomically. ``load_prior`` reads only the safetensors file and refuses, in one line,
 anything that is not a wavepatch prior or whose tensors do not match the architecture its config declares.
 Wavelet (WSGM) priors share the format (``config.kind == 'wavelet'``, a ``WaveletPriorConfig``) but are loaded by
-``load_wavelet_prior``; each loader refuses the other's kind in one line (``prior_kind`` tells them apart).
+``load_wavelet_prior``, and so do 3-D shape priors (``'shape'``, ``load_shape_prior``); each loader refuses the
+others' kinds in one line (``prior_kind`` tells them apart).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 from wavepatch.io.atomic import PathLike, atomic_path, atomic_write_bytes
 from wavepatch.prior.model import PriorConfig, build_prior
 from wavepatch.prior.precond import EDMDenoiser
+from wavepatch.prior.shape_wavelet import ShapePrior, ShapePriorConfig
 from wavepatch.prior.wavelet import WaveletPrior, WaveletPriorConfig
 
 FORMAT = "wavepatch-prior"
@@ -30,7 +32,7 @@ class CheckpointError(ValueError):
     """A file that is not a usable wavepatch prior checkpoint."""
 
 
-def save_prior(path: PathLike, model: nn.Module, config: PriorConfig | WaveletPriorConfig,
+def save_prior(path: PathLike, model: nn.Module, config: PriorConfig | WaveletPriorConfig | ShapePriorConfig,
                extra: dict | None = None, half: bool = False) -> Path:
     """Write ``model``'s weights and ``config`` (plus ``extra`` info: training summary) to ``path``.
 
@@ -87,8 +89,9 @@ def load_prior(path: PathLike, device: str | torch.device = "cpu",
                expect_kind: str | None = None) -> tuple[EDMDenoiser, PriorConfig]:
     """(model in eval mode on ``device``, config) from a checkpoint written by ``save_prior``."""
     kind = prior_kind(path)
-    if kind == "wavelet":
-        raise CheckpointError(f"{path} is a wavelet (WSGM) prior, not one denoiser; a {expect_kind or 'whole or patch'}"
+    if kind in ("wavelet", "shape"):
+        what = "a wavelet (WSGM) prior" if kind == "wavelet" else "a 3-D shape prior"
+        raise CheckpointError(f"{path} is {what}, not one image denoiser; a {expect_kind or 'whole or patch'}"
                               " prior is needed here")
     config = _parse_config(PriorConfig, path)
     if expect_kind is not None and config.kind != expect_kind:
@@ -103,6 +106,21 @@ def load_wavelet_prior(path: PathLike, device: str | torch.device = "cpu") -> tu
         raise CheckpointError(f"{path} is a {kind} prior; a wavelet (WSGM) prior is needed here")
     config = _parse_config(WaveletPriorConfig, path)
     return _load_weights(path, WaveletPrior, config, device), config
+
+
+def save_shape_prior(path: PathLike, model: ShapePrior, config: ShapePriorConfig, extra: dict | None = None) -> Path:
+    """A shape prior (generator + detail predictor, float16 weights) in the prior format; see ``save_prior``."""
+    return save_prior(path, model, config, extra, half=True)
+
+
+def load_shape_prior(path: PathLike, device: str | torch.device = "cpu") -> tuple[ShapePrior, ShapePriorConfig]:
+    """(shape prior networks in eval mode on ``device``, config) from a file written by ``save_shape_prior``."""
+    kind = prior_kind(path)
+    if kind != "shape":
+        raise CheckpointError(f"{path} is a {kind} image prior; a 3-D shape prior (wavepatch train --prior "
+                              "shape-wavelet) is needed here")
+    config = _parse_config(ShapePriorConfig, path)
+    return _load_weights(path, ShapePrior, config, device), config
 
 
 def _parse_config(cls, path: PathLike):

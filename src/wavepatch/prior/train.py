@@ -290,6 +290,16 @@ class TrainConfig:
         return cls(**d)
 
 
+@dataclass
+class InMemoryImages:
+    """Training images held in memory: images (S, 1, *size) float32, already scaled as the prior expects."""
+
+    images: Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
 def draw_batch(data: SliceDataset | VolumeDataset, cfg: TrainConfig,
                generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
     """One training batch on the CPU: (images or patches (B, 1, *S), position channels (B, d, *S) or None).
@@ -335,7 +345,7 @@ def _stream(seed: int, rank: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step) % (2**63))
 
 
-def _save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+def save_train_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
                 cfg: TrainConfig) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
@@ -347,9 +357,9 @@ def _save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: t
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def _load_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
+def load_train_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
     """Load the weights, EMA weights and optimizer moments of ``path`` into the given objects; -> the step."""
-    meta, tensors = _read_state_file(path)
+    meta, tensors = read_state_file(path)
     for prefix, module in (("model.", model), ("ema.", ema)):
         part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         check_state_matches(module.state_dict(), part, str(path))
@@ -361,7 +371,7 @@ def _load_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: t
     return int(meta["step"])
 
 
-def _read_state_file(path: Path) -> tuple[dict, dict[str, Tensor]]:
+def read_state_file(path: Path) -> tuple[dict, dict[str, Tensor]]:
     """(metadata, tensors) of a training state file; one-line CheckpointError if it is unreadable or not one."""
     from safetensors import SafetensorError, safe_open
 
@@ -442,8 +452,12 @@ def check_resume_config(saved: TrainConfig, new: TrainConfig) -> None:
         raise ValueError(f"cannot resume: the run in {new.out} was trained with different {', '.join(changed)}")
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train a prior as ``cfg`` says; returns the path of prior.safetensors. See the module docstring."""
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, dataset=None) -> Path:
+    """Train a prior as ``cfg`` says; returns the path of prior.safetensors. See the module docstring.
+
+    dataset: None (read ``cfg.data`` with ``SliceDataset`` / ``VolumeDataset``), or an object with ``images``
+    (S, 1, *size) already in the prior's value range and ``len()`` (e.g. ``InMemoryImages``: coefficient volumes
+    of the shape priors); ``cfg.data`` is then only recorded."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -462,8 +476,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     elif state_path.exists():
         raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
 
-    dataset = VolumeDataset if cfg.dims == 3 else SliceDataset
-    data = dataset(cfg.data, size=cfg.size, window=cfg.window, axis=cfg.axis)
+    if dataset is None:
+        reader = VolumeDataset if cfg.dims == 3 else SliceDataset
+        data = reader(cfg.data, size=cfg.size, window=cfg.window, axis=cfg.axis)
+    else:
+        data = dataset
+        if tuple(data.images.shape[2:]) != per_axis(cfg.size, cfg.dims, "size"):
+            raise ValueError(f"training images of size {tuple(data.images.shape[2:])} do not match size {cfg.size}")
     extra_info = {}
     if cfg.noisy_data is not None:
         clean = data.images
@@ -482,7 +501,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.999),
                             weight_decay=cfg.weight_decay)
-    start = _load_state(state_path, model, ema, opt) if resume else 0
+    start = load_train_state(state_path, model, ema, opt) if resume else 0
     rows = _read_log(out, start) if rank == 0 else []
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -577,7 +596,7 @@ def _checkpoint(out: Path, model, ema, opt, step: int, cfg: TrainConfig,
                 seconds: float) -> None:
     """Write the training state, the prior (EMA weights) and the log; ``seconds``: training wall time so far
     (resumed runs included), also when the ``--minutes`` budget ends a run before its first logged step."""
-    _save_state(out / "train_state.safetensors", model, ema, opt, step, cfg)
+    save_train_state(out / "train_state.safetensors", model, ema, opt, step, cfg)
     recent = [r[1] for r in rows[-50:]]
     info = {
         "step": step,
