@@ -7,7 +7,7 @@ shapes as the test split (``--n``, default: all 298); the references are the tes
 Writes shape_table.md / .csv / .json and one figure of generated shapes per row to --out.
 
 Run: ``python benchmarks/shape_table.py --wavelet RUN/prior.safetensors [--voxel RUN2/prior.safetensors]
-[--voxel-n 100] [--points 2048] [--emd-points 256] [--out benchmarks/results/shapes]``.
+[--voxel-n 100] [--points 1024] [--emd-points 128] [--out benchmarks/results/shapes]``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavepatch.cli_shape import as_trimeshes, evaluate_shapes
+from wavepatch.cli_shape import as_trimeshes, evaluate_shapes, reference_points
 from wavepatch.geometry.shape_data import load_surfaces, load_tsdfs
 from wavepatch.geometry.surface import render_meshes, tsdf_to_mesh
+from wavepatch.metrics.shapes import reference_matrices
 from wavepatch.prior.checkpoint import load_shape_prior, read_prior_metadata
 from wavepatch.prior.shape_train import fit_pca_model, sample_pca_model
 from wavepatch.sampling.shape_generation import generate_tsdf
@@ -58,8 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=None, help="generated shapes per row (default: the test split size)")
     ap.add_argument("--voxel-n", type=int, default=None, help="fewer shapes for the (slow) voxel row")
     ap.add_argument("--steps", type=int, default=32)
-    ap.add_argument("--points", type=int, default=2048)
-    ap.add_argument("--emd-points", type=int, default=256)
+    ap.add_argument("--points", type=int, default=1024)
+    ap.add_argument("--emd-points", type=int, default=128)
     ap.add_argument("--pca-variance", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/shapes")
@@ -89,12 +90,20 @@ def main(argv=None) -> int:
     if args.voxel:
         sets.append(("voxel-space TSDF diffusion", *_generated(Path(args.voxel), args.voxel_n or n, args.steps, True,
                                                                   args.seed)))
+    t0 = time.perf_counter()
+    emd = args.emd_points or None
+    reference = reference_matrices(reference_points(real, grid, args.points, args.seed), emd_points=emd,
+                                   progress=True, seed=args.seed)
+    print(f"reference matrices: {time.perf_counter() - t0:.0f} s")
     rows = []
     for name, tsdf, info in sets:
         t0 = time.perf_counter()
         meshes, empty = _meshes(tsdf)
         mc_s = (time.perf_counter() - t0) / len(tsdf)
-        result, _, _ = evaluate_shapes(meshes, real, grid, args.points, args.emd_points or None, args.seed)
+        t1 = time.perf_counter()
+        result, _, _ = evaluate_shapes(meshes, real, grid, args.points, emd, args.seed, progress=True,
+                                       reference=reference)
+        print(f"{name}: scored in {time.perf_counter() - t1:.0f} s")
         row = {"method": name, "n": len(tsdf), "empty": empty, **result, **info, "mc_seconds_per_shape": mc_s}
         rows.append(row)
         print(json.dumps(row))

@@ -144,8 +144,10 @@ def add_eval_shapes_parser(sub) -> None:
     e.add_argument("--split", default="test", help="split of an .npz --real (default test)")
     e.add_argument("--train", default=None, help="training shapes (.npz train split, .npy or meshes): novelty")
     e.add_argument("--grid", type=int, default=None, help="grid of mesh folders (default: the generated grid)")
-    e.add_argument("--points", type=int, default=2048, help="surface points per shape for the Chamfer distance")
-    e.add_argument("--emd-points", type=int, default=256, help="points per shape for the exact EMD (0: skip)")
+    e.add_argument("--points", type=int, default=1024,
+                   help="surface points per shape for the Chamfer distance (default 1024; PointFlow uses 2048)")
+    e.add_argument("--emd-points", type=int, default=128,
+                   help="points per shape for the exact EMD, a random subset (default 128; 0: skip)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None, help="folder for metrics.json and novelty.png (default: print only)")
     e.add_argument("--no-progress", action="store_true")
@@ -176,15 +178,21 @@ def as_trimeshes(surfaces: list) -> list:
     return [trimesh.Trimesh(v, f, process=False) for v, f in surfaces]
 
 
-def evaluate_shapes(generated: list, real: list, grid: int, points: int = 2048, emd_points: int | None = 256,
-                    seed: int = 0, train: list | None = None, progress: bool = True) -> tuple[dict, torch.Tensor,
-                                                                                             torch.Tensor]:
+def reference_points(real: list, grid: int, points: int, seed: int) -> torch.Tensor:
+    """Surface points of the reference meshes, as :func:`evaluate_shapes` draws them."""
+    return shape_points(real, points, grid, seed + 10**6)
+
+
+def evaluate_shapes(generated: list, real: list, grid: int, points: int = 1024, emd_points: int | None = 128,
+                    seed: int = 0, train: list | None = None, progress: bool = True,
+                    reference: dict | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """The seed's Table 1 metrics of ``generated`` meshes against ``real`` ones (both trimesh, voxel coordinates
     of a grid^3 grid), plus novelty against ``train`` meshes; -> (metrics, nearest training index and its CD per
-    generated shape (empty tensors without ``train``))."""
+    generated shape (empty tensors without ``train``)). ``reference``: ``reference_matrices`` of
+    :func:`reference_points` (same points, emd_points, seed), reused when several sets are scored."""
     gen_pts = shape_points(generated, points, grid, seed)
-    ref_pts = shape_points(real, points, grid, seed + 10**6)
-    result = set_metrics(gen_pts, ref_pts, emd_points=emd_points, progress=progress, seed=seed)
+    ref_pts = reference["ref"] if reference is not None else reference_points(real, grid, points, seed)
+    result = set_metrics(gen_pts, ref_pts, emd_points=emd_points, progress=progress, seed=seed, reference=reference)
     nearest = best = torch.empty(0)
     if train is not None:
         d = chamfer_matrix(gen_pts, shape_points(train, points, grid, seed + 2 * 10**6), progress=progress)
