@@ -318,3 +318,26 @@ def test_generation_metrics_separate_structure_from_noise():
     rep = generation_report(more, discs, window=(-1000.0, 1000.0), train=more)
     assert rep["histogram_unit"] == "HU" and rep["baseline_fitted_on"] == "training data"
     assert rep["generated"]["histogram_w1"] < rep["baseline"]["histogram_w1"]
+
+
+def test_feature_1nna_known_cases_same_distribution_and_noise():
+    from wavepatch.metrics.generation import one_nna_features, spectral_noise_baseline
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:48, :48] / 48.0
+
+    def phantoms(n):
+        out = []
+        for _ in range(n):
+            cx, cy, r = 0.5 + 0.1 * rng.standard_normal(), 0.5 + 0.1 * rng.standard_normal(), 0.15 + 0.15 * rng.random()
+            img = 0.7 * (((xx - cx) ** 2 + (yy - cy) ** 2) < r**2) + 0.03 * rng.standard_normal((48, 48))
+            out.append(img.clip(0, 1))
+        return np.stack(out).astype(np.float32)
+
+    real_a, real_b = phantoms(80), phantoms(80)
+    same = one_nna_features(real_a, real_b)
+    assert 0.35 < same < 0.65  # same distribution: chance level
+    assert one_nna_features(spectral_noise_baseline(real_a, 80), real_b) > 0.95  # right spectrum, no structure
+    assert one_nna_features(real_a[:5], real_b) == one_nna_features(real_a[:5], real_b)  # seeded subsample
+    with pytest.raises(ValueError, match="at least 2"):
+        one_nna_features(real_a[:1], real_b)

@@ -115,3 +115,25 @@ def test_bad_shape_input_is_one_line(shapes, trained, tmp_path, capsys):
            "all 2 generated shapes")
     _fails(["train", str(shapes), "--prior", "shape-wavelet", "--out", str(trained), *TINY], capsys,
            "already holds a shape training run")
+
+
+@pytest.mark.slow
+def test_mesh_folder_trains_on_its_grid_and_refuses_open_meshes(tmp_path, capsys):
+    import trimesh
+
+    folder = tmp_path / "meshes"
+    folder.mkdir()
+    for i, r in enumerate((1.0, 1.5, 2.0)):
+        trimesh.creation.icosphere(subdivisions=2, radius=r).export(folder / f"s{i}.obj")
+    trimesh.creation.box(extents=(1, 2, 3)).export(folder / "box.ply")
+    run = tmp_path / "run"
+    assert main(["train", str(folder), "--prior", "shape-wavelet", "--grid", "32", "--out", str(run), "--steps", "2",
+                 "--detail-steps", "1", *TINY]) == 0
+    meta = json.loads((run / "prior.json").read_text())
+    assert meta["config"]["code"]["grid"] == 32 and meta["info"]["train_shapes"] == 4
+    _fails(["train", str(folder), "--prior", "shape-wavelet", "--out", str(tmp_path / "r2"), *TINY], capsys,
+           "needs a grid size (--grid)")
+    box = trimesh.creation.box()
+    trimesh.Trimesh(box.vertices, box.faces[:-1]).export(folder / "open.stl")
+    _fails(["train", str(folder), "--prior", "shape-wavelet", "--grid", "32", "--out", str(tmp_path / "r3"), *TINY],
+           capsys, "not a watertight mesh")

@@ -380,15 +380,16 @@ def cmd_eval(args) -> int:
     print(f"{len(gen)} generated vs {len(real)} real images, {gen.shape[-1]}x{gen.shape[-1]} (baseline: Gaussian "
           f"noise with the mean and power spectrum of the {rep['baseline_fitted_on']})")
     print(f"| set | SWD x1e3 (mean) | SWD per level, fine -> coarse | histogram W1 ({unit}) | histogram TV "
-          "| log10 spectrum error |")
-    print("|---|---|---|---|---|---|")
+          "| log10 spectrum error | 1-NNA, features (50 % = indistinguishable) |")
+    print("|---|---|---|---|---|---|---|")
     for name in ("generated", "baseline", "training data"):
         if name not in rep:
             continue
         r = rep[name]
         levels = " / ".join(f"{v:.0f}" for v in r["swd_per_level"])
+        nna = "" if r["nna_features"] is None else f"{100 * r['nna_features']:.1f} %"
         print(f"| {name} | {r['swd_mean']:.1f} | {levels} | {r['histogram_w1']:.3g} | {r['histogram_tv']:.3f} "
-              f"| {r['spectrum_log10_error']:.3f} |")
+              f"| {r['spectrum_log10_error']:.3f} | {nna} |")
     if args.out:
         save_json(args.out, {"samples": str(args.samples), "real": [str(p) for p in args.real],
                              "train": [str(p) for p in args.train] if args.train else None, **rep})

@@ -7,7 +7,10 @@
   ``histogram_total_variation``: total-variation distance between 100-bin histograms (their shape);
 - ``spectrum_error``: mean |log10 P_a(f) - log10 P_b(f)| of the radially averaged power spectra;
 - ``spectral_noise_baseline``: the trivial comparison point, Gaussian noise with the real images' mean and
-  mean power spectrum (right second-order statistics, no structure).
+  mean power spectrum (right second-order statistics, no structure);
+- ``one_nna_features``: leave-one-out 1-nearest-neighbour accuracy (1-NNA, as for shapes) between the two sets in a
+  fixed feature space (``image_features``: the image averaged to 16 x 16, its log power spectrum, its
+  histogram): 50 % = indistinguishable, 100 % = every image is nearest to its own set.
 Images are (K, N, N) arrays in [0, 1]; both sets must have the same N.
 """
 
@@ -17,6 +20,8 @@ import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 from torch.nn import functional as F
+
+from wavepatch.metrics.shapes import one_nn_accuracy
 
 Tensor = torch.Tensor
 
@@ -137,6 +142,43 @@ def spectral_noise_baseline(real, count: int, seed: int = 0) -> np.ndarray:
     return (mean + noise).clamp(0, 1).float().numpy()
 
 
+FEATURE_SIDE = 16  # image_features: side of the area-averaged thumbnail
+FEATURE_BINS = 32  # image_features: intensity histogram bins on [0, 1]
+
+
+def image_features(images) -> list[Tensor]:
+    """Fixed, training-free features of each image (K, N, N) in [0, 1], as three blocks (K, F_i): the image
+    area-averaged to 16 x 16 (layout and intensity), its log10 radially averaged power spectrum (texture,
+    sharpness, noise) and its 32-bin intensity histogram (tissue classes)."""
+    x = _as_tensor(images).double()
+    thumb = F.adaptive_avg_pool2d(x[:, None], FEATURE_SIDE).flatten(1)
+    spectra = torch.from_numpy(np.stack([np.log10(radial_power_spectrum(img[None])[1:] + 1e-20) for img in x]))
+    hist = torch.stack([torch.histc(img.clamp(0, 1), FEATURE_BINS, 0.0, 1.0) / img.numel() for img in x])
+    return [thumb, spectra, hist]
+
+
+def one_nna_features(a, b, seed: int = 0) -> float:
+    """1-NNA in [0, 1] between image sets a and b in ``image_features`` space.
+
+    The larger set is first subsampled (seeded) to the smaller one's size, since 1-NNA's chance level is 50 % only
+    for equal sets. Each feature is standardised with the pooled mean and std of both sets, and each block is
+    divided by sqrt(its length), so layout, spectrum and histogram weigh the same in the Euclidean distance."""
+    a, b = _as_tensor(a), _as_tensor(b)
+    k = min(len(a), len(b))
+    if k < 2:
+        raise ValueError(f"1-NNA needs at least 2 images per set, got {len(a)} and {len(b)}")
+    gen = torch.Generator().manual_seed(seed)
+    a, b = (x[torch.randperm(len(x), generator=gen)[:k]] for x in (a, b))
+    blocks = []
+    for fa, fb in zip(image_features(a), image_features(b), strict=True):
+        both = torch.cat([fa, fb])
+        z = (both - both.mean(0)) / both.std(0).clamp_min(1e-12)
+        blocks.append(z / fa.shape[1] ** 0.5)
+    feats = torch.cat(blocks, 1)
+    fa, fb = feats[:k], feats[k:]
+    return one_nn_accuracy(torch.cdist(fa, fa), torch.cdist(fb, fb), torch.cdist(fa, fb))
+
+
 def generation_report(generated, real, window: tuple[float, float] | None = None, seed: int = 0,
                       train=None) -> dict:
     """All figures for ``generated`` vs ``real``, and for the spectral-noise baseline vs ``real``.
@@ -157,7 +199,9 @@ def generation_report(generated, real, window: tuple[float, float] | None = None
         report[name] = {"swd_per_level": swd, "swd_mean": float(np.mean(swd)),
                         "histogram_w1": histogram_distance(imgs, real, window),
                         "histogram_tv": histogram_total_variation(imgs, real),
-                        "spectrum_log10_error": spectrum_error(imgs, real), "count": int(len(imgs))}
+                        "spectrum_log10_error": spectrum_error(imgs, real),
+                        "nna_features": one_nna_features(imgs, real, seed) if min(len(imgs), len(real)) > 1
+                        else None, "count": int(len(imgs))}
     report["real_count"] = int(len(real))
     report["baseline_fitted_on"] = "real" if train is None else "training data"
     hu = window is not None and window[0] <= -500
