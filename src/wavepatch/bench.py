@@ -61,6 +61,7 @@ SUITES: dict[str, tuple[list[Setting], str]] = {
             Setting("ct-lowdose I0=1e4", "ct-lowdose", {"dose": 1e4})], "ct"),
     "restoration": ([Setting("deblur gaussian", "deblur", {"kernel": "gaussian"}),
                      Setting("deblur heavy", "deblur", {"kernel": "heavy"}),
+                     Setting("deblur varying", "deblur", {"kernel": "varying"}),
                      Setting("sr x4", "sr", {"factor": 4}),
                      Setting("inpaint random 30%", "inpaint", {"mask": "random"})], "ct"),
     "mri": ([Setting("mri x4 gaussian", "mri", {"accel": 4.0, "mask": "gaussian"}),

@@ -13,7 +13,9 @@ Defaults (documented in the README):
   field of view at 256 px).
 - mri: single coil, 1D Cartesian mask along columns, x4 Gaussian density, fastMRI centre fractions;
   k-space simulated by FFT of a magnitude image; noiseless unless ``noise`` > 0.
-- deblur: kernel presets of :mod:`wavepatch.physics.blur`, Gaussian noise std 0.01 (PaDIS' setting).
+- deblur: kernel presets of :mod:`wavepatch.physics.blur`, or ``varying``: a spatially varying Gaussian PSF (std
+  0.5 px at the centre to 3 px at the corners, :mod:`wavepatch.physics.blur_varying`); Gaussian noise std 0.01
+  (PaDIS' setting).
 - sr: x4 with a Gaussian anti-aliasing kernel (sigma = F/2), noise std 0.01.
 - inpaint: 30 % of pixels kept at random, or a centred box hiding a quarter of the image; noiseless.
 """
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from wavepatch.fidelity import DataFidelity, GaussianNoise, NoiseModel, PoissonNoise, make_fidelity
 from wavepatch.physics.base import LinearOperator
 from wavepatch.physics.blur import BLUR_KERNELS, Blur, make_blur_kernel
+from wavepatch.physics.blur_varying import VARYING_DEFAULTS, VaryingBlur
 from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT, parallel_beam_angles
 from wavepatch.physics.inpaint import Inpainting, box_mask, random_pixel_mask
 from wavepatch.physics.mri import SingleCoilMRI, gaussian_1d_mask, uniform_1d_mask
@@ -52,7 +55,7 @@ class TaskOptions:
     accel: float = 4.0  # mri: acceleration R
     mask: str | None = None  # mri: gaussian|uniform; inpaint: random|box
     center_fraction: float | None = None  # mri: fully sampled centre (default 0.08 for x4, 0.04 for x8)
-    kernel: str = "gaussian"  # deblur: gaussian|uniform|motion|heavy
+    kernel: str = "gaussian"  # deblur: gaussian|uniform|motion|heavy|varying
     factor: int = 4  # sr: downsampling factor
     keep: float = 0.3  # inpaint random: fraction of observed pixels
     noise: float | None = None  # Gaussian measurement noise std (measurement units); None: task default
@@ -214,9 +217,10 @@ def make_task(name: str, image_shape: int | tuple[int, int], opts: TaskOptions |
                     f"({int(mask.sum())}/{w} lines), k-space by FFT of a magnitude image, noise std {std:g}",
                     GaussianNoise(std), {"accel": opts.accel, "mask": kind, "lines": int(mask.sum()), "noise": std})
     if name == "deblur":
-        if opts.kernel not in BLUR_KERNELS:
-            raise ValueError(f"--kernel must be one of {sorted(BLUR_KERNELS)}, got {opts.kernel!r}")
-        op = Blur(make_blur_kernel(opts.kernel), (1, h, w))
+        if opts.kernel not in (*BLUR_KERNELS, "varying"):
+            raise ValueError(f"--kernel must be one of {sorted(BLUR_KERNELS) + ['varying']}, got {opts.kernel!r}")
+        op = (VaryingBlur((1, h, w), **VARYING_DEFAULTS) if opts.kernel == "varying"
+              else Blur(make_blur_kernel(opts.kernel), (1, h, w)))
         std = 0.01 if opts.noise is None else opts.noise
         return Task(name, op, _gaussian_simulate(op, std), lambda y: y.clone(), "blurred",
                     f"deblurring, {opts.kernel} kernel, noise std {std:g}", GaussianNoise(std),
