@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--accel", type=float, default=None, help="mri: acceleration factor (default 4)")
     g.add_argument("--mask", default=None, help="mri: gaussian|uniform; inpaint: random|box")
     g.add_argument("--center-fraction", type=float, default=None, help="mri: fully sampled centre fraction")
-    g.add_argument("--kernel", default=None, help="deblur: gaussian (default)|uniform|motion|heavy|varying (PSF widening "
-                   "from 0.5 px at the centre to 3 px at the corners)")
+    g.add_argument("--kernel", default=None,
+                   help="deblur: gaussian (default)|uniform|motion|heavy|varying (PSF widening from 0.5 px at the "
+                        "centre to 3 px at the corners)")
     g.add_argument("--factor", type=int, default=None, help="sr: downsampling factor (default 4)")
     g.add_argument("--keep", type=float, default=None, help="inpaint random: fraction of pixels observed (default 0.3)")
     g.add_argument("--noise", type=float, default=None, help="Gaussian measurement noise std")
