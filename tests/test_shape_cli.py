@@ -137,3 +137,16 @@ def test_mesh_folder_trains_on_its_grid_and_refuses_open_meshes(tmp_path, capsys
     trimesh.Trimesh(box.vertices, box.faces[:-1]).export(folder / "open.stl")
     _fails(["train", str(folder), "--prior", "shape-wavelet", "--grid", "32", "--out", str(tmp_path / "r3"), *TINY],
            capsys, "not a watertight mesh")
+
+
+@pytest.mark.slow
+def test_shape_training_resumes_from_its_checkpoints(shapes, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", str(shapes), "--prior", "shape-wavelet", "--out", str(run), "--checkpoint-every", "1", *TINY]
+    assert main([*args, "--steps", "2", "--detail-steps", "1"]) == 0
+    assert (run / "codes_train.safetensors").exists()  # a resumed run skips the signed distances
+    assert main([*args, "--steps", "4", "--detail-steps", "2", "--resume"]) == 0
+    info = json.loads((run / "prior.json").read_text())["info"]
+    assert info["generator_steps"] == 4 and info["detail_steps"] == 2
+    capsys.readouterr()
+    _fails([*args, "--steps", "4", "--resume", "--channels", "16"], capsys, "cannot resume")
