@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "centre to 3 px at the corners)")
     g.add_argument("--factor", type=int, default=None, help="sr: downsampling factor (default 4)")
     g.add_argument("--keep", type=float, default=None, help="inpaint random: fraction of pixels observed (default 0.3)")
+    g.add_argument("--oversampling", type=float, default=None,
+                   help="phase-retrieval: Fourier grid / image side per axis, in [1, 8] (default 2)")
     g.add_argument("--noise", type=float, default=None, help="Gaussian measurement noise std")
     g.add_argument("--detectors", type=int, default=None, help="CT: detector bins (default: cover the diagonal)")
     g.add_argument("--arc", type=float, default=None, help="parallel-beam CT: angular range in degrees (default 180)")
@@ -192,6 +194,7 @@ def _task_options(args) -> TaskOptions:
                         pixel_mm=args.pixel_mm, accel=args.accel, mask=args.mask,
                         center_fraction=args.center_fraction, kernel=args.kernel, factor=args.factor,
                         keep=args.keep, noise=args.noise, fbp_filter=args.fbp_filter, detectors=args.detectors,
+                        oversampling=args.oversampling,
                         arc=args.arc, source_distance=args.source_distance,
                         detector_distance=args.detector_distance, det_spacing=args.det_spacing)
 

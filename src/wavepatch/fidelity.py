@@ -226,9 +226,60 @@ class PoissonFidelity(WeightedGaussianFidelity):
         return PoissonFidelity(self.op, y, self.i0, self.mu)
 
 
+class MagnitudeFidelity(DataFidelity):
+    """y = |A(x)| + n for a nonlinear magnitude operator (phase retrieval), n ~ N(0, std^2) per entry: residual =
+    ||A(x) - y||^2 / std^2 (std 0: unit weight), ``grad`` by autograd. What needs a linear operator (prox,
+    projection, annealed likelihood, the classical quadratic) is refused in one line."""
+
+    def __init__(self, op, y: Tensor, std: float = 0.0) -> None:
+        if std < 0 or not math.isfinite(std):
+            raise ValueError(f"noise std must be finite and >= 0, got {std}")
+        self.op, self.y, self.std = op, y, float(std)
+        self._w = 1.0 / self.std if self.std > 0 else 1.0
+
+    def residual(self, x: Tensor) -> Tensor:
+        return (self.op.A(x) - self.y).pow(2).flatten(1).sum(dim=1) * self._w**2
+
+    def grad(self, x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(0.5 * self.residual(xg).sum(), xg)
+        return g
+
+    def _linear_only(self, what: str):
+        raise ValueError(f"{what} needs a linear forward model; phase retrieval is nonlinear (use hio or dps)")
+
+    def prox(self, x0: Tensor, weight: float, n_iter: int = 10) -> Tensor:
+        self._linear_only("the data-fidelity proximal step")
+
+    def annealed_grad(self, x: Tensor, sigma: float) -> Tensor:
+        self._linear_only("the annealed likelihood (Langevin / predictor-corrector)")
+
+    def quadratic(self):
+        self._linear_only("this classical solver")
+
+    def pinv(self, r: Tensor, n_iter: int = 10) -> Tensor:
+        self._linear_only("the pseudo-inverse (MCG, DDNM)")
+
+    def project(self, x: Tensor, n_iter: int = 10) -> Tensor:
+        self._linear_only("the projection onto the measurement set")
+
+    @property
+    def scale(self) -> float:
+        return float(self.op.norm()) * self._w / _pixels(self.op) ** 0.5
+
+    def _with_y(self, y: Tensor) -> MagnitudeFidelity:
+        return MagnitudeFidelity(self.op, y, self.std)
+
+
 def make_fidelity(op: LinearOperator, y: Tensor, noise: NoiseModel) -> DataFidelity:
     """The fidelity of measurement y of ``op`` under ``noise`` (:class:`GaussianNoise` with a scalar std: white;
-    with a tensor std (shaped like y): weighted; or :class:`PoissonNoise`)."""
+    with a tensor std (shaped like y): weighted; or :class:`PoissonNoise`); a nonlinear ``op`` (``linear`` False:
+    phase retrieval) gets :class:`MagnitudeFidelity` (white Gaussian noise only)."""
+    if not getattr(op, "linear", True):
+        if not (isinstance(noise, GaussianNoise) and not torch.is_tensor(noise.std)):
+            raise ValueError("a nonlinear (magnitude) operator takes white Gaussian noise only")
+        return MagnitudeFidelity(op, y, noise.std)
     if isinstance(noise, GaussianNoise) and torch.is_tensor(noise.std):
         return WeightedGaussianFidelity(op, y, noise.std.to(y.real.dtype) ** -2)
     if isinstance(noise, GaussianNoise):

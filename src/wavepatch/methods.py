@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wavepatch.linalg import cgls
+from wavepatch.physics.phase_retrieval import hio
 from wavepatch.recon.admm import admm_tv, pnp_admm
 from wavepatch.recon.fista import fista_tv, l1_wavelet
 from wavepatch.recon.red import red
@@ -116,7 +117,8 @@ class Method:
     ('patch' or 'whole'); patch_only: refuses whole-image priors; gradient: backpropagates through the network;
     schedule: 'karras' or 'geometric' noise levels (``fast_schedule`` in fast mode); fast_defaults: defaults
     that change with ``--fast``; variants: {param: {value: defaults}}, defaults that follow another parameter's
-    value (PnP with the learned denoiser)."""
+    value (PnP with the learned denoiser); nonlinear: runs on nonlinear forward models too (phase retrieval: it
+    uses only the fidelity's residual and scale)."""
 
     name: str
     kind: str
@@ -131,6 +133,7 @@ class Method:
     fast_schedule: str | None = None
     fast_defaults: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)
+    nonlinear: bool = False
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -229,6 +232,11 @@ def _admm_tv(fidelity, x0, *, lam: float, rho: float, n_iter: int, progress: boo
     return admm_tv(fidelity, lam=lam, rho=rho, n_iter=n_iter, x0=x0, progress=progress)
 
 
+def _hio(fidelity, x0, *, n_iter: int, beta: float, restarts: int, er_iter: int, progress: bool = False):
+    return hio(fidelity.op, fidelity.y, n_iter=n_iter, beta=beta, restarts=restarts, er_iter=er_iter,
+               progress=progress)
+
+
 def _l1_wavelet(fidelity, x0, *, lam: float, n_iter: int, progress: bool = False):
     return l1_wavelet(fidelity, lam=lam, n_iter=n_iter, x0=x0, progress=progress)
 
@@ -243,6 +251,13 @@ def _red(fidelity, x0, *, denoiser, sigma: float, lam: float, n_iter: int, progr
 
 register(Method("fbp", "classical", _baseline, "the task's baseline (FBP, zero-filled, ...)"))
 register(Method("adjoint", "classical", _baseline, "the task's baseline (same as fbp)"))
+register(Method("hio", "classical", _hio, "phase retrieval: Fienup's hybrid input-output with the support box and "
+                "x >= 0, random restarts, error-reduction polishing",
+                (Param("n_iter", int, 300, "HIO iterations per restart", low=1, high=100_000),
+                 Param("beta", float, 0.9, "HIO feedback", low=0, high=2, low_open=True),
+                 Param("restarts", int, 4, "random starts (the best data fit is kept)", low=1, high=1000),
+                 Param("er_iter", int, 50, "error-reduction iterations after HIO", low=0, high=100_000)),
+                nonlinear=True))
 register(Method("cgls", "classical", _cgls, "least squares by conjugate gradients (early stopping regularises)",
                 (_n_iter(30),)))
 register(Method("fista-tv", "classical", _fista_tv, "0.5||Ax-y||^2/L + lam TV(x), x >= 0, FISTA with an inner TV prox",
@@ -315,7 +330,7 @@ register(Method("padis", "sampler", P.padis, "PaDIS: random-shift patch prior, L
                 prior="patch", patch_only=True, gradient=True, schedule="geometric", fast_run=P.ddnm,
                 fast_schedule="karras", fast_defaults={"steps": 50}))
 register(Method("dps", "sampler", P.dps, "diffusion posterior sampling (gradient through the denoiser)",
-                (_steps(100), _ZETA, *_SCHEDULE), gradient=True))
+                (_steps(100), _ZETA, *_SCHEDULE), gradient=True, nonlinear=True))
 register(Method("mcg", "sampler", P.mcg, "manifold-constrained gradient: DPS + projection on the noised data",
                 (_steps(100), _ZETA, _CG, *_SCHEDULE), gradient=True))
 register(Method("langevin", "sampler", P.langevin, "annealed Langevin on the posterior (noise-inflated likelihood)",

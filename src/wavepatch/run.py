@@ -16,7 +16,7 @@ import torch
 
 from wavepatch.fidelity import DataFidelity
 from wavepatch.learned import cached_prior, default_prior, learned_denoiser, run_sampler
-from wavepatch.methods import Method, get_method
+from wavepatch.methods import Method, get_method, names
 from wavepatch.metrics import image_metrics
 from wavepatch.prior.model import resolve_precision
 from wavepatch.recon.denoisers import tv_denoiser, wavelet_denoiser
@@ -91,6 +91,20 @@ def _check_options(entry: Method, samples: int, prior, patch_mode: str, params: 
                              f"{entry.name} does not use it")
 
 
+def _check_linear(task: Task, entry: Method, compare: list[Method], fast: bool) -> None:
+    """On a nonlinear task (phase retrieval) only methods declared ``nonlinear`` run, and not ``--fast``."""
+    if task.linear:
+        if entry.name == "hio" or any(c.name == "hio" for c in compare):
+            raise ValueError(f"hio applies to phase retrieval (--task phase-retrieval) only, not {task.name}")
+        return
+    usable = ", ".join(sorted(n for n in names() if get_method(n).nonlinear))
+    for m in (entry, *compare):
+        if not m.nonlinear:
+            raise ValueError(f"{m.name} needs a linear forward model; {task.name} is nonlinear (use {usable})")
+    if fast:
+        raise ValueError(f"--fast warm-starts from ADMM-TV, which needs a linear forward model; not on {task.name}")
+
+
 def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, method: str,
                        overrides: dict | None = None, seed: int = 0, prior: str | Path | None = None,
                        samples: int = 1, fast: bool = False, patch_mode: str = "padis", device: str = "cpu",
@@ -133,6 +147,7 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
     for c in compare_entries:
         if c.kind != "classical":
             raise ValueError(f"--compare takes classical methods; {c.name} is a learned-prior method")
+    _check_linear(task, entry, compare_entries, fast)
     fidelity = task.fidelity(y)
     baseline = task.baseline(y)
     std, nfe = None, None
@@ -167,6 +182,9 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
     if not torch.isfinite(recon).all():
         raise ValueError(f"{method} produced non-finite values on {task.name}; try other --param values")
 
+    if truth is not None and task.align is not None:  # phase retrieval: the equivalent estimate closest to truth
+        recon, baseline = task.align(recon, truth), task.align(baseline, truth)
+
     def score(rec: Tensor) -> dict:
         return image_metrics(rec, truth) if truth is not None else data_metrics(fidelity, rec)
 
@@ -180,5 +198,7 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
         else:
             rec = run_classical(other, fidelity, baseline, other.resolve(task.name, noise_std=noise_std))
             sec = time.perf_counter() - t1
+            if truth is not None and task.align is not None:
+                rec = task.align(rec, truth)
         compared[other.name] = (rec, score(rec), sec)
     return RunResult(task, recon, baseline, std, seconds, nfe, params, score(recon), score(baseline), compared, y)

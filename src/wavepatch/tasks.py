@@ -18,6 +18,10 @@ Defaults (documented in the README):
   (PaDIS' setting).
 - sr: x4 with a Gaussian anti-aliasing kernel (sigma = F/2), noise std 0.01.
 - inpaint: 30 % of pixels kept at random, or a centred box hiding a quarter of the image; noiseless.
+- phase-retrieval: |F(pad(x))|, oversampling 2 per axis (:mod:`wavepatch.physics.phase_retrieval`), Gaussian
+  noise std 0.01 on the magnitudes; baseline Fienup's HIO. Nonlinear: only HIO
+  and DPS apply; estimates are aligned with the truth over the measurement's trivial ambiguities (translation,
+  twin image) before they are scored (``Task.align``).
 """
 
 from __future__ import annotations
@@ -37,11 +41,12 @@ from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT, parallel_beam_angles
 from wavepatch.physics.inpaint import Inpainting, box_mask, random_pixel_mask
 from wavepatch.physics.mri import SingleCoilMRI, gaussian_1d_mask, uniform_1d_mask
 from wavepatch.physics.noise import attenuation_per_unit, gaussian_noise, low_dose_sinogram
+from wavepatch.physics.phase_retrieval import FourierMagnitude, hio, resolve_ambiguities
 from wavepatch.physics.superres import SuperResolution
 
 Tensor = torch.Tensor
 
-TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri", "deblur", "sr", "inpaint")
+TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri", "deblur", "sr", "inpaint", "phase-retrieval")
 
 
 @dataclass
@@ -58,6 +63,7 @@ class TaskOptions:
     kernel: str = "gaussian"  # deblur: gaussian|uniform|motion|heavy|varying
     factor: int = 4  # sr: downsampling factor
     keep: float = 0.3  # inpaint random: fraction of observed pixels
+    oversampling: float | None = None  # phase-retrieval: padded grid / image side per axis (default 2)
     noise: float | None = None  # Gaussian measurement noise std (measurement units); None: task default
     fbp_filter: str = "hann"  # CT baseline filter: ramp|hann
     window: tuple[float, float] = (-1000.0, 1000.0)  # HU window of the unit image (for ct-lowdose physics)
@@ -81,6 +87,12 @@ class Task:
     description: str
     noise: NoiseModel = field(default_factory=GaussianNoise)
     params: dict = field(default_factory=dict)
+    align: Callable[[Tensor, Tensor], Tensor] | None = None  # (estimate, truth) -> the estimate's equivalent
+
+    @property
+    def linear(self) -> bool:
+        """Whether the forward model is linear (every method applies) or not (phase retrieval: hio, dps)."""
+        return getattr(self.op, "linear", True)
 
     def fidelity(self, y: Tensor) -> DataFidelity:
         """The data fidelity of measurement y (B, ...) under this task's operator and noise model."""
@@ -97,6 +109,7 @@ TASK_OPTIONS = {
     "deblur": ("kernel", "noise"),
     "sr": ("factor", "noise"),
     "inpaint": ("mask", "keep", "noise"),
+    "phase-retrieval": ("oversampling", "noise"),
 }
 
 
@@ -123,7 +136,7 @@ def _gaussian_simulate(op: LinearOperator, std: float) -> Callable[[Tensor, torc
 def _check_options(opts: TaskOptions) -> None:
     """Reject option values no task can use, with the CLI flag in the message."""
     for name in ("dose", "electronic_noise", "pixel_mm", "accel", "center_fraction", "keep", "noise", "arc",
-                 "source_distance", "detector_distance", "det_spacing"):
+                 "source_distance", "detector_distance", "det_spacing", "oversampling"):
         value = getattr(opts, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{option_flag(name)} must be a finite number, got {value}")
@@ -146,6 +159,8 @@ def _check_options(opts: TaskOptions) -> None:
         (opts.factor >= 1, f"--factor must be at least 1, got {opts.factor}"),
         (0 < opts.keep <= 1, f"--keep must be in (0, 1], got {opts.keep:g}"),
         (opts.noise is None or opts.noise >= 0, f"--noise must be >= 0, got {opts.noise}"),
+        (opts.oversampling is None or 1 <= opts.oversampling <= 8,
+         f"--oversampling must be in [1, 8], got {opts.oversampling}"),
         (opts.fbp_filter in ("ramp", "hann"), f"--filter must be ramp or hann, got {opts.fbp_filter!r}"),
     ]
     for ok, message in checks:
@@ -225,6 +240,14 @@ def make_task(name: str, image_shape: int | tuple[int, int], opts: TaskOptions |
         return Task(name, op, _gaussian_simulate(op, std), lambda y: y.clone(), "blurred",
                     f"deblurring, {opts.kernel} kernel, noise std {std:g}", GaussianNoise(std),
                     {"kernel": opts.kernel, "noise": std})
+    if name == "phase-retrieval":
+        op = FourierMagnitude((1, h, w), 2.0 if opts.oversampling is None else opts.oversampling)
+        std = 0.01 if opts.noise is None else opts.noise
+        return Task(name, op, _gaussian_simulate(op, std), lambda y: hio(op, y), "hio",
+                    f"Fourier phase retrieval, |F(pad(x))| oversampled x{op.oversampling:g} per axis "
+                    f"({op.padded[0]} x {op.padded[1]}), noise std {std:g} on the magnitudes", GaussianNoise(std),
+                    {"oversampling": op.oversampling, "noise": std},
+                    align=lambda est, ref: resolve_ambiguities(est, ref, op))
     if name == "sr":
         if h % opts.factor or w % opts.factor:
             raise ValueError(f"--size {h} x {w} must be divisible by --factor {opts.factor}")
@@ -248,3 +271,4 @@ def make_task(name: str, image_shape: int | tuple[int, int], opts: TaskOptions |
                     f"inpainting, {kind} mask ({float(mask.float().mean()):.0%} observed), noise std {std:g}",
                     GaussianNoise(std), {"mask": kind, "observed": float(mask.float().mean()), "noise": std})
     raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+
