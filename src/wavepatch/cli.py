@@ -36,6 +36,7 @@ from wavepatch.io import (
 from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import save_dicom_series
 from wavepatch.methods import get_method, method_help, methods_doc, names
+from wavepatch.metrics.hu import hu_metrics
 from wavepatch.prior.model import PRECISIONS
 from wavepatch.report import compare_figure, save_json, uncertainty_figure
 from wavepatch.run import run_reconstruction
@@ -250,6 +251,8 @@ def cmd_reconstruct(args) -> int:
                "normalisation": norm_info, "metric_scale": "unit image clamped to [0, 1], data_range 1"}
     if nfe is not None:
         metrics["nfe"] = nfe
+    if volume.kind == "ct" and norm_info["method"] == "window":  # CT numbers: ROI bias and noise, NPS
+        metrics["hu"] = hu_metrics(denormalize(np.clip(r, 0, 1), norm_info), denormalize(img, norm_info))
     if res.compared:
         metrics["compared"] = {name: {"psnr": cm["psnr"], "ssim": cm["ssim"], "seconds": sec}
                                for name, (_, cm, sec) in res.compared.items()}
@@ -278,6 +281,9 @@ def cmd_reconstruct(args) -> int:
           f"({task.baseline_name}: {_db(mb['psnr'])}"
           + "".join(f", {name}: {_db(cm['psnr'])}" for name, (_, cm, _) in res.compared.items())
           + f") -> {out}")
+    if "hu" in metrics and metrics["hu"]["roi_mean_abs_error_hu"] is not None:
+        print(f"  CT numbers: ROI mean |bias| {metrics['hu']['roi_mean_abs_error_hu']:.1f} HU, ROI noise std "
+              f"{metrics['hu']['roi_noise_std_hu']:.1f} HU (lung / fat / soft tissue / bone by HU thresholds)")
     return 0
 
 
