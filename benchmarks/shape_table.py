@@ -57,7 +57,10 @@ def main(argv=None) -> int:
     ap.add_argument("--wavelet", required=True, help="shape-wavelet prior checkpoint")
     ap.add_argument("--voxel", default=None, help="shape-voxel prior checkpoint (the direct-TSDF ablation)")
     ap.add_argument("--n", type=int, default=None, help="generated shapes per row (default: the test split size)")
-    ap.add_argument("--voxel-n", type=int, default=None, help="fewer shapes for the (slow) voxel row")
+    ap.add_argument("--voxel-n", type=int, default=None,
+                    help="fewer shapes for the (slow) voxel row; the wavelet model's first as many shapes are then "
+                         "scored too, for a like-for-like row")
+    ap.add_argument("--voxel-steps", type=int, default=None, help="sampler levels of the voxel row (default --steps)")
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--points", type=int, default=1024)
     ap.add_argument("--emd-points", type=int, default=128)
@@ -88,8 +91,12 @@ def main(argv=None) -> int:
     sets.append(("wavelet generator, no detail predictor", *_generated(Path(args.wavelet), n, args.steps, False,
                                                                           args.seed)))
     if args.voxel:
-        sets.append(("voxel-space TSDF diffusion", *_generated(Path(args.voxel), args.voxel_n or n, args.steps, True,
-                                                                  args.seed)))
+        vn, vsteps = args.voxel_n or n, args.voxel_steps or args.steps
+        sets.append((f"voxel-space TSDF diffusion ({vsteps} levels)",
+                     *_generated(Path(args.voxel), vn, vsteps, True, args.seed)))
+        if vn < n:
+            name, tsdf, info = sets[2]
+            sets.append((f"{name}, first {vn}", tsdf[:vn], info))
     t0 = time.perf_counter()
     emd = args.emd_points or None
     reference = reference_matrices(reference_points(real, grid, args.points, args.seed), emd_points=emd,
