@@ -232,9 +232,10 @@ def _admm_tv(fidelity, x0, *, lam: float, rho: float, n_iter: int, progress: boo
     return admm_tv(fidelity, lam=lam, rho=rho, n_iter=n_iter, x0=x0, progress=progress)
 
 
-def _hio(fidelity, x0, *, n_iter: int, beta: float, restarts: int, er_iter: int, progress: bool = False):
+def _hio(fidelity, x0, *, n_iter: int, beta: float, restarts: int, er_iter: int, shrinkwrap: str,
+         progress: bool = False):
     return hio(fidelity.op, fidelity.y, n_iter=n_iter, beta=beta, restarts=restarts, er_iter=er_iter,
-               progress=progress)
+               shrinkwrap=shrinkwrap == "on", progress=progress)
 
 
 def _l1_wavelet(fidelity, x0, *, lam: float, n_iter: int, progress: bool = False):
@@ -253,10 +254,12 @@ register(Method("fbp", "classical", _baseline, "the task's baseline (FBP, zero-f
 register(Method("adjoint", "classical", _baseline, "the task's baseline (same as fbp)"))
 register(Method("hio", "classical", _hio, "phase retrieval: Fienup's hybrid input-output with the support box and "
                 "x >= 0, random restarts, error-reduction polishing",
-                (Param("n_iter", int, 300, "HIO iterations per restart", low=1, high=100_000),
+                (Param("n_iter", int, 1000, "HIO iterations per restart", low=1, high=100_000),
                  Param("beta", float, 0.9, "HIO feedback", low=0, high=2, low_open=True),
                  Param("restarts", int, 4, "random starts (the best data fit is kept)", low=1, high=1000),
-                 Param("er_iter", int, 50, "error-reduction iterations after HIO", low=0, high=100_000)),
+                 Param("er_iter", int, 50, "error-reduction iterations after HIO", low=0, high=100_000),
+                 Param("shrinkwrap", str, "on", "shrink-wrap support updates (threshold 4 %, blur 3 -> 1 px)",
+                       choices=("on", "off"))),
                 nonlinear=True))
 register(Method("cgls", "classical", _cgls, "least squares by conjugate gradients (early stopping regularises)",
                 (_n_iter(30),)))
