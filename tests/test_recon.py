@@ -109,8 +109,10 @@ def test_resolve_applies_task_defaults_and_overrides():
 
 
 BAD = {"unknown": {"bogus": "1"}, "type": {"n_iter": "many", "lam": "small", "rho": "x", "sigma": "y",
-                                             "denoiser": "bm3d"},
-       "range": {"n_iter": "-3", "lam": "-1", "rho": "0", "sigma": "0", "denoiser": "tv2"}}
+                                             "denoiser": "bm3d", "beta": "big", "restarts": "2.5", "er_iter": "x",
+                                             "shrinkwrap": "yes"},
+       "range": {"n_iter": "-3", "lam": "-1", "rho": "0", "sigma": "0", "denoiser": "tv2", "beta": "0",
+                 "restarts": "0", "er_iter": "-1", "shrinkwrap": "maybe"}}
 
 
 @pytest.mark.parametrize("method", names("classical"))
@@ -135,7 +137,8 @@ def test_bad_parameters_are_refused_naming_the_parameter(method):
 def test_every_method_runs_on_every_task_family(method):
     n = 32
     x = phantom(n)
-    for name in ("ct-parallel", "mri", "inpaint"):
+    families = ("phase-retrieval",) if method == "hio" else ("ct-parallel", "mri", "inpaint")  # hio: nonlinear only
+    for name in families:
         task = make_task(name, n, TaskOptions(views=10))
         y = task.simulate(x, torch.Generator().manual_seed(0))
         small = {"n_iter": "3"} if method not in ("fbp", "adjoint") else None
