@@ -46,7 +46,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     x = torch.randn(1, 1, 4, 4, 4)
     with torch.no_grad():
         assert torch.allclose(loaded.predict_detail(x), model.predict_detail(x), atol=1e-2)
-    with pytest.raises(CheckpointError, match="3-D shape prior, not one image denoiser"):
+    with pytest.raises(CheckpointError, match="3-D shape prior, not one denoiser"):
         load_prior(path)
     image_cfg = PriorConfig(kind="whole", unet=UNetConfig(1, 1, 8, (1, 2), 1, False), image_size=16)
     image = save_prior(tmp_path / "image.safetensors", build_prior(image_cfg), image_cfg)

@@ -91,7 +91,7 @@ def load_prior(path: PathLike, device: str | torch.device = "cpu",
     kind = prior_kind(path)
     if kind in ("wavelet", "shape"):
         what = "a wavelet (WSGM) prior" if kind == "wavelet" else "a 3-D shape prior"
-        raise CheckpointError(f"{path} is {what}, not one image denoiser; a {expect_kind or 'whole or patch'}"
+        raise CheckpointError(f"{path} is {what}, not one denoiser; a {expect_kind or 'whole or patch'}"
                               " prior is needed here")
     config = _parse_config(PriorConfig, path)
     if expect_kind is not None and config.kind != expect_kind:
