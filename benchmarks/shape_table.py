@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--emd-points", type=int, default=128)
     ap.add_argument("--pca-variance", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2, help="processes for the EMD assignments")
     ap.add_argument("--out", default="benchmarks/results/shapes")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     emd = args.emd_points or None
     reference = reference_matrices(reference_points(real, grid, args.points, args.seed), emd_points=emd,
-                                   progress=True, seed=args.seed)
+                                   progress=True, seed=args.seed, workers=args.workers)
     print(f"reference matrices: {time.perf_counter() - t0:.0f} s")
     rows = []
     for name, tsdf, info in sets:
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
         mc_s = (time.perf_counter() - t0) / len(tsdf)
         t1 = time.perf_counter()
         result, _, _ = evaluate_shapes(meshes, real, grid, args.points, emd, args.seed, progress=True,
-                                       reference=reference)
+                                       reference=reference, workers=args.workers)
         print(f"{name}: scored in {time.perf_counter() - t1:.0f} s")
         row = {"method": name, "n": len(tsdf), "empty": empty, **result, **info, "mc_seconds_per_shape": mc_s}
         rows.append(row)

@@ -211,3 +211,9 @@ def test_reference_matrices_reused_give_the_same_metrics():
     assert set_metrics(gen, ref, emd_points=8, seed=3, reference=cache) == set_metrics(gen, ref, emd_points=8, seed=3)
     with pytest.raises(ValueError, match="other reference clouds"):
         set_metrics(gen, ref, emd_points=8, seed=4, reference=cache)
+
+
+def test_emd_matrix_in_worker_processes_equals_the_serial_one():
+    a, b = _clouds(9, 16, seed=12), _clouds(7, 16, seed=13)
+    assert torch.equal(emd_matrix(a, b, workers=2), emd_matrix(a, b))
+    assert torch.equal(emd_matrix(a, a, workers=2), emd_matrix(a, a))

@@ -149,6 +149,7 @@ def add_eval_shapes_parser(sub) -> None:
     e.add_argument("--emd-points", type=int, default=128,
                    help="points per shape for the exact EMD, a random subset (default 128; 0: skip)")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--workers", type=int, default=1, help="processes for the EMD assignments (default 1)")
     e.add_argument("--out", default=None, help="folder for metrics.json and novelty.png (default: print only)")
     e.add_argument("--no-progress", action="store_true")
 
@@ -185,14 +186,15 @@ def reference_points(real: list, grid: int, points: int, seed: int) -> torch.Ten
 
 def evaluate_shapes(generated: list, real: list, grid: int, points: int = 1024, emd_points: int | None = 128,
                     seed: int = 0, train: list | None = None, progress: bool = True,
-                    reference: dict | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
+                    reference: dict | None = None, workers: int = 1) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """The seed's Table 1 metrics of ``generated`` meshes against ``real`` ones (both trimesh, voxel coordinates
     of a grid^3 grid), plus novelty against ``train`` meshes; -> (metrics, nearest training index and its CD per
     generated shape (empty tensors without ``train``)). ``reference``: ``reference_matrices`` of
     :func:`reference_points` (same points, emd_points, seed), reused when several sets are scored."""
     gen_pts = shape_points(generated, points, grid, seed)
     ref_pts = reference["ref"] if reference is not None else reference_points(real, grid, points, seed)
-    result = set_metrics(gen_pts, ref_pts, emd_points=emd_points, progress=progress, seed=seed, reference=reference)
+    result = set_metrics(gen_pts, ref_pts, emd_points=emd_points, progress=progress, seed=seed, reference=reference,
+                         workers=workers)
     nearest = best = torch.empty(0)
     if train is not None:
         d = chamfer_matrix(gen_pts, shape_points(train, points, grid, seed + 2 * 10**6), progress=progress)
@@ -202,8 +204,8 @@ def evaluate_shapes(generated: list, real: list, grid: int, points: int = 1024, 
 
 
 def cmd_eval_shapes(args) -> int:
-    if args.points < 16 or args.emd_points < 0:
-        raise ValueError("--points must be at least 16 and --emd-points at least 0")
+    if args.points < 16 or args.emd_points < 0 or not 1 <= args.workers <= 64:
+        raise ValueError("--points must be at least 16, --emd-points at least 0 and --workers in [1, 64]")
     progress = not args.no_progress
     tsdf = _generated_tsdf(Path(args.generated))
     grid = tsdf.shape[1]
@@ -217,7 +219,7 @@ def cmd_eval_shapes(args) -> int:
     if args.train is not None:
         train_meshes = as_trimeshes(load_surfaces(args.train, "train", args.grid or grid, progress))
     result, nearest, best = evaluate_shapes(meshes, real, grid, args.points, args.emd_points or None, args.seed,
-                                            train_meshes, progress)
+                                            train_meshes, progress, workers=args.workers)
     result.update(empty_generated=empty, grid=grid)
     _print_metrics(result)
     if args.out is not None:
