@@ -27,7 +27,7 @@ from wavepatch.geometry.surface import render_meshes, tsdf_to_mesh
 from wavepatch.metrics.shapes import reference_matrices
 from wavepatch.prior.checkpoint import load_shape_prior, read_prior_metadata
 from wavepatch.prior.shape_train import fit_pca_model, sample_pca_model
-from wavepatch.sampling.shape_generation import generate_tsdf
+from wavepatch.sampling.shape_generation import sample_coarse, tsdf_from_coarse
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "shapes" / "adrenalmnist3d_64.npz"
 
@@ -37,18 +37,27 @@ def _meshes(tsdf: np.ndarray) -> tuple[list, int]:
     return [m for m in meshes if m is not None], sum(m is None for m in meshes)
 
 
-def _generated(path: Path, n: int, steps: int, detail: bool, seed: int) -> tuple[np.ndarray, dict]:
+def _generated(path: Path, n: int, steps: int, seed: int) -> list[tuple[str, np.ndarray, dict]]:
+    """The prior's rows: one draw of n coarse codes, decoded with and (wavelet space) without the detail network."""
     model, cfg = load_shape_prior(path)
     info = read_prior_metadata(path)["info"]
     t0 = time.perf_counter()
-    tsdf, nfe = generate_tsdf(model, cfg, n, steps=steps, batch=16, seed=seed, detail=detail, progress=True)
-    meshes_t0 = time.perf_counter()
-    seconds = meshes_t0 - t0
-    train_s = (info.get("generator_train_seconds") or 0) + (info.get("detail_train_seconds") or 0
-                                                            if detail else 0)
-    return tsdf.numpy(), {"nfe": nfe, "gen_seconds_per_shape_network": seconds / n,
-                          "train_minutes": train_s / 60, "params": info.get("params"),
-                          "file_mb": path.stat().st_size / 2**20, "generator_steps": info.get("generator_steps")}
+    coarse, nfe = sample_coarse(model, cfg, n, steps=steps, batch=16, seed=seed, progress=True)
+    sample_s = time.perf_counter() - t0
+    gen_minutes = (info.get("generator_train_seconds") or 0) / 60
+    base = {"params": info.get("params"), "file_mb": path.stat().st_size / 2**20,
+            "generator_steps": info.get("generator_steps")}
+    rows = []
+    for detail in ((True, False) if cfg.code.space == "wavelet" else (True,)):
+        t1 = time.perf_counter()
+        tsdf = tsdf_from_coarse(model, cfg, coarse, detail)
+        seconds = sample_s + time.perf_counter() - t1
+        minutes = gen_minutes + ((info.get("detail_train_seconds") or 0) / 60 if detail else 0)
+        name = ("wavelet generator + detail predictor" if detail else "wavelet generator, no detail predictor") \
+            if cfg.code.space == "wavelet" else f"voxel-space TSDF diffusion ({steps} levels)"
+        rows.append((name, tsdf.numpy(), {**base, "nfe": nfe + (1 if detail and cfg.code.space == "wavelet" else 0),
+                                          "gen_seconds_per_shape_network": seconds / n, "train_minutes": minutes}))
+    return rows
 
 
 def main(argv=None) -> int:
@@ -87,14 +96,10 @@ def main(argv=None) -> int:
     sets.append((f"PCA shape model ({basis.shape[0]} components)", pca.numpy(),
                  {"train_minutes": fit_s / 60, "gen_seconds_per_shape_network": (time.perf_counter() - t0) / n,
                   "params": int(mean.numel() + basis.numel() + std.numel())}))
-    sets.append(("wavelet generator + detail predictor", *_generated(Path(args.wavelet), n, args.steps, True,
-                                                                        args.seed)))
-    sets.append(("wavelet generator, no detail predictor", *_generated(Path(args.wavelet), n, args.steps, False,
-                                                                          args.seed)))
+    sets.extend(_generated(Path(args.wavelet), n, args.steps, args.seed))
     if args.voxel:
         vn, vsteps = args.voxel_n or n, args.voxel_steps or args.steps
-        sets.append((f"voxel-space TSDF diffusion ({vsteps} levels)",
-                     *_generated(Path(args.voxel), vn, vsteps, True, args.seed)))
+        sets.extend(_generated(Path(args.voxel), vn, vsteps, args.seed))
         if vn < n:
             name, tsdf, info = sets[2]
             sets.append((f"{name}, first {vn}", tsdf[:vn], info))
