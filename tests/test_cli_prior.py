@@ -114,7 +114,7 @@ def test_bundled_priors_load_and_denoise():
     from wavepatch.resources import bundled_priors, prior_path
 
     names = ["ct_patch128", "ct_patch256", "ct_whole128", "ct_whole256", "mri_patch256"]
-    assert bundled_priors() == names
+    assert bundled_priors() == [*names, "shape_adrenal64"]  # the 3-D shape prior: tests/test_shape_cli.py
     for name in names:
         model, cfg = load_prior(prior_path(name))
         denoise = make_denoiser(model, cfg, generator=torch.Generator().manual_seed(0))
