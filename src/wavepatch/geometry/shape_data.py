@@ -11,9 +11,9 @@ from wavepatch.geometry.sdf import fit_mesh_to_grid, mask_surface, mask_to_tsdf,
 from wavepatch.io.shape_files import ShapeFileError, mesh_files, read_mask_stack, read_mesh
 
 
-def load_tsdfs(path: str | Path, split: str, truncation: float, grid: int | None = None,
+def load_tsdfs(path: str | Path, split: str, truncation: float | None, grid: int | None = None,
                progress: bool = True) -> np.ndarray:
-    """(N, G, G, G) float32 TSDFs (voxels, negative inside) of the shapes at ``path``.
+    """(N, G, G, G) float32 TSDFs (voxels, negative inside) of the shapes at ``path``; truncation None: 0.1 G.
 
     Masks (.npz split / .npy) keep their grid, which must be cubic (and equal ``grid`` when given); a folder of
     meshes is fitted one by one into a ``grid``^3 cube (:func:`fit_mesh_to_grid`; ``grid`` required, the split is
@@ -23,6 +23,7 @@ def load_tsdfs(path: str | Path, split: str, truncation: float, grid: int | None
         if grid is None:
             raise ShapeFileError("a folder of meshes needs a grid size (--grid)")
         files = mesh_files(path)
+        truncation = 0.1 * grid if truncation is None else truncation
         out = np.empty((len(files), grid, grid, grid), np.float32)
         for i, f in enumerate(tqdm(files, desc="signed distances", disable=not progress)):
             verts, faces = read_mesh(f)
@@ -34,6 +35,7 @@ def load_tsdfs(path: str | Path, split: str, truncation: float, grid: int | None
         raise ShapeFileError(f"{path}: shape masks must be cubic, got {masks.shape[1:]}")
     if grid is not None and side != grid:
         raise ShapeFileError(f"{path}: masks are {side}^3 but the grid is {grid}^3")
+    truncation = 0.1 * side if truncation is None else truncation
     out = np.empty(masks.shape, np.float32)
     for i, m in enumerate(tqdm(masks, desc=f"signed distances ({split})", disable=not progress)):
         out[i] = mask_to_tsdf(m, truncation)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from wavepatch.geometry.shape_data import load_tsdfs
 from wavepatch.io.atomic import atomic_path, atomic_write_bytes
-from wavepatch.io.shape_files import ShapeFileError, read_mask_stack
+from wavepatch.io.shape_files import ShapeFileError
 from wavepatch.prior.checkpoint import load_prior, save_shape_prior
 from wavepatch.prior.shape_wavelet import (
     DETAIL_BANDS,
@@ -133,11 +133,7 @@ def _check_resume(out: Path, cfg: ShapeTrainConfig, resume: bool) -> None:
 def training_codes(cfg: ShapeTrainConfig, split: str = "train", progress: bool = True) -> tuple[Tensor,
                                                                                              ShapeCodeConfig]:
     """(codes (N, C, s, s, s) in TSDF units, the code config) of a split of ``cfg.data``."""
-    truncation = cfg.truncation
-    if truncation is None:  # 0.1 of the grid side (the paper's +-0.1 of a unit cube)
-        side = cfg.grid if Path(cfg.data).is_dir() else read_mask_stack(cfg.data, split).shape[1]
-        truncation = 0.1 * (side or 0)
-    tsdf = load_tsdfs(cfg.data, split, truncation, cfg.grid, progress)
+    tsdf = load_tsdfs(cfg.data, split, cfg.truncation, cfg.grid, progress)  # None: 0.1 of the grid side
     code = cfg.code(tsdf.shape[1])
     return encode(torch.from_numpy(tsdf)[:, None], code), code
 
