@@ -54,7 +54,8 @@ class ShapeTrainConfig:
     """data: .npz/.npy masks or a mesh folder; split 'train' is used (val for the detail predictor's held-out loss).
     space: 'wavelet' (coarse generator + detail predictor) or 'voxel' (generator on the whole TSDF).
     truncation (voxels; None: 0.1 of the grid side), wavelet, levels, grid (meshes only): the code.
-    base_channels, channel_mult, num_blocks, attention: both UNets. batch, steps, lr: generator;
+    base_channels, channel_mult, num_blocks, attention: both UNets. batch, steps, lr: generator (its learning-rate
+    warm-up is 200 steps or steps / 30, whichever is fewer);
     detail_batch, detail_steps, detail_lr: detail predictor. minutes: wall-time bound of one call (resume after)."""
 
     data: str = ""
@@ -174,7 +175,8 @@ def train_shape_prior(cfg: ShapeTrainConfig, resume: bool = False, progress: boo
     gen_cfg = TrainConfig(data=[cfg.data], out=str(out / "generator"), prior="whole", dims=3, size=side, window=None,
                           modality="other", base_channels=cfg.base_channels, channel_mult=cfg.channel_mult,
                           num_blocks=cfg.num_blocks, attention=cfg.attention, sigma_data=1.0, batch=cfg.batch,
-                          steps=cfg.steps, lr=cfg.lr, ema_halflife=cfg.ema_halflife, flip=False, seed=cfg.seed,
+                          steps=cfg.steps, lr=cfg.lr, warmup=min(200, max(1, cfg.steps // 30)),
+                          ema_halflife=cfg.ema_halflife, flip=False, seed=cfg.seed,
                           checkpoint_every=cfg.checkpoint_every, device=cfg.device, minutes=cfg.minutes)
     detail_unet = cfg.unet(1, DETAIL_BANDS) if code.space == "wavelet" else None
     prior_cfg = ShapePriorConfig(code=code, generator=gen_cfg.prior_config(), detail=detail_unet, mean=mean, std=std)
