@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from wavepatch.bench import Column, Setting, results_markdown, run_suite
@@ -60,13 +61,13 @@ def test_bench_resume_runs_only_missing_jobs(tmp_path, monkeypatch):
     import wavepatch.bench as bench
 
     calls = []
-    real = bench.run_reconstruction
+    real = bench.run_reconstruction_auto
 
     def counting(*args, **kwargs):
         calls.append(args[3])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench, "run_reconstruction", counting)
+    monkeypatch.setattr(bench, "run_reconstruction_auto", counting)
     resumed = run_suite("ct", out, quick=True, progress=False, resume=True)
     assert calls == ["padis", "dps"]
     assert [r["method"] for r in resumed] == [r["method"] for r in rows]
@@ -94,3 +95,18 @@ def test_bench_resume_refuses_a_run_on_other_data_or_size(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cannot resume" in err and "other size" in err
     assert (out / "results.csv").read_text() == before
+
+
+def test_bench_shift_quick(tmp_path):
+    """The distribution-shift suite in --quick form: resampled CT and the MRI template in one table, per-column
+    priors, and --auto columns whose seconds include the selection."""
+    rows = run_suite("shift", tmp_path, quick=True, progress=False)
+    settings = {r["setting"] for r in rows}
+    assert settings == {"ct20, 32 px upsampled", "mri x4 on the MNI template"} and len(rows) == 8
+    assert all(np.isfinite(r["psnr"]) for r in rows)
+    by = {(r["setting"], r["method"]): r for r in rows}
+    assert by[("mri x4 on the MNI template", "mri patch fast auto")]["nfe"] == 2
+    ct = "ct20, 32 px upsampled"
+    assert by[(ct, "admm-tv auto")]["seconds"] > by[(ct, "admm-tv")]["seconds"]
+    assert "## ct20, 32 px upsampled" in (tmp_path / "results.md").read_text()
+    assert [s.split("[")[0] for s in json.loads((tmp_path / "bench_run.json").read_text())["setting_data"]["mri"]]

@@ -251,6 +251,11 @@ def test_normalize_and_denormalize(ct_files, mri_path):
     np.testing.assert_allclose(denormalize(x, info), clipped, atol=1e-3)
     mri = read_image(mri_path)
     y, info = normalize_volume(mri)
+    assert info["method"] == "percentile" and y.min() == 0.0 and y.max() == 1.0 and info["lo"] == 0.0
+    assert np.mean(y >= 1.0) == pytest.approx(0.005, abs=0.002)  # the top 0.5 % saturates
+    below = mri.data < info["hi"]
+    np.testing.assert_allclose(denormalize(y, info)[below], mri.data[below], atol=1e-3)
+    y, info = normalize_volume(mri, method="minmax")
     assert info["method"] == "minmax" and y.min() == 0.0 and y.max() == 1.0
     np.testing.assert_allclose(denormalize(y, info), mri.data, atol=1e-4)
     z, (lo, hi) = minmax_to_unit(np.full((2, 2), 3.0))
@@ -365,7 +370,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 def test_slice_dataset_and_patches(ct_dir, mri_path):
     ds = SliceDataset([ct_dir, mri_path], size=64)
     assert len(ds) == 8 and ds.images.shape == (8, 1, 64, 64) and ds.images.dtype == torch.float32
-    assert ds[0].shape == (1, 64, 64) and 0.0 <= ds.images.min() and ds.images.max() <= 1.0
+    assert ds[0].shape == (1, 64, 64) and 0.0 <= ds.images.min() and ds.images.max() <= 1.0 + 1e-6
     assert [v["kind"] for v in ds.volumes] == ["ct", "mri"] and ds.volumes[1]["first_slice"] == 3
     gen = torch.Generator().manual_seed(0)
     patches, pos = ds.random_patches(200, 16, gen, pad=8)

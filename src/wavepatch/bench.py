@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from wavepatch.io import SliceDataset
+from wavepatch.io import SliceDataset, resize_square
 from wavepatch.io.atomic import atomic_path, atomic_write_bytes
 from wavepatch.methods import REGISTRY, get_method
 from wavepatch.prior.model import resolve_precision
-from wavepatch.resources import data_path
-from wavepatch.run import run_reconstruction
+from wavepatch.resources import data_path, prior_path
+from wavepatch.selection import check_auto, run_reconstruction_auto
 from wavepatch.tasks import TaskOptions
 
 
@@ -37,9 +37,16 @@ class Column:
 
 @dataclass
 class Setting:
+    """A row block of the table: ``task`` with ``options``, on the suite's slices or the bundled ``data``
+    ('ct', 'mri') when given; ``resample``: each slice is first reduced to resample x resample and brought back
+    to the bench size (antialiased bilinear both ways: a smoother, lower-resolution scan than any training
+    image, as a small scan upsampled by a viewer)."""
+
     label: str
     task: str
     options: dict
+    data: str | None = None
+    resample: int | None = None
 
 
 CLASSICAL = [Column("baseline", "fbp"), Column("admm-tv", "admm-tv"),
@@ -67,10 +74,33 @@ SUITES: dict[str, tuple[list[Setting], str]] = {
     "mri": ([Setting("mri x4 gaussian", "mri", {"accel": 4.0, "mask": "gaussian"}),
              Setting("mri x4 uniform", "mri", {"accel": 4.0, "mask": "uniform"})], "mri"),
 }
+# Distribution shift (issue 17): priors on images unlike their training data, patch against whole image, each
+# against ADMM-TV; the "auto" columns choose the fast mode's start level per scan by hold-out (wavepatch.selection).
+SHIFT_COLUMNS = [
+    Column("admm-tv", "admm-tv"), Column("admm-tv auto", "admm-tv", {"auto": True}),
+    Column("ct patch fast", "padis", {"fast": True, "prior": "ct_patch256"}),
+    Column("ct whole fast", "ddnm", {"fast": True, "prior": "ct_whole256"}),
+    Column("mri patch fast", "padis", {"fast": True, "prior": "mri_patch256"}),
+    Column("ct patch fast auto", "padis", {"fast": True, "prior": "ct_patch256", "auto": True}),
+    Column("mri patch fast auto", "padis", {"fast": True, "prior": "mri_patch256", "auto": True}),
+]
+SUITES["shift"] = ([Setting("ct20 (in distribution for CT priors)", "ct-parallel", {"views": 20}),
+                    Setting("ct20, 128 px upsampled", "ct-parallel", {"views": 20}, resample=128),
+                    Setting("ct20, 64 px upsampled", "ct-parallel", {"views": 20}, resample=64),
+                    Setting("ct-lowdose I0=2.5e3", "ct-lowdose", {"dose": 2.5e3}),
+                    Setting("mri x4 on the MNI template", "mri", {"accel": 4.0, "mask": "gaussian"}, data="mri")],
+                   "ct")
 QUICK = ([Setting("ct-parallel 20 views", "ct-parallel", {"views": 20})],
          [Column("baseline", "fbp"), Column("admm-tv", "admm-tv"),
           Column("padis fast", "padis", {"fast": True, "overrides": {"steps": 2}}),
           Column("dps (whole image)", "dps", {"overrides": {"steps": 2}})])
+
+QUICK_SHIFT = ([Setting("ct20, 32 px upsampled", "ct-parallel", {"views": 20}, resample=32),
+                Setting("mri x4 on the MNI template", "mri", {"accel": 4.0, "mask": "gaussian"}, data="mri")],
+               [Column("admm-tv", "admm-tv"), Column("admm-tv auto", "admm-tv", {"auto": True}),
+                Column("ct patch fast", "padis", {"fast": True, "prior": "ct_patch256", "overrides": {"steps": 2}}),
+                Column("mri patch fast auto", "padis", {"fast": True, "prior": "mri_patch256", "auto": True,
+                                                        "overrides": {"steps": 2}})])
 
 
 def check_column(col: Column, task: str) -> None:
@@ -78,6 +108,8 @@ def check_column(col: Column, task: str) -> None:
     table fails before its first reconstruction, not hours into a run."""
     kw = col.kwargs
     get_method(col.method).resolve(task, kw.get("overrides"), kw.get("fast", False))
+    if kw.get("auto"):
+        check_auto(task, col.method, kw.get("fast", False), kw.get("overrides") or {})
 
 
 def load_slices(source: str | Path, size: int, limit: int | None = None,
@@ -101,14 +133,14 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
     (setting, method, slice) jobs. results.csv and the grid's images are rewritten after every reconstruction;
     results.md and grid.png at the end."""
     if quick:
-        settings, meths = QUICK
+        settings, meths = QUICK_SHIFT if suite == "shift" else QUICK
         default_data = "ct"
         size, limit = 64, 1
     else:
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
         all_settings, default_data = SUITES[suite]
-        meths = CLASSICAL + LEARNED
+        meths = SHIFT_COLUMNS if suite == "shift" else CLASSICAL + LEARNED
         if settings:
             unknown = sorted(set(settings) - {s.label for s in all_settings})
             if unknown:
@@ -128,26 +160,32 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
     slices = load_slices(source, size, limit)
     if not slices:
         raise ValueError(f"no slices in {data or default_data}")
+    own = {s.data: load_slices(data_path(s.data), size, limit) for s in settings if s.data}
     run_info = {"data": str(source.resolve()), "size": size, "slices": [name for name, _ in slices],
                 "precision": resolve_precision(precision, device)}
+    if own:
+        run_info["setting_data"] = {k: [name for name, _ in v] for k, v in own.items()}
     if resume:
         _check_same_run(out, run_info)
     rows, images = (_load_partial(out) if resume else ([], {}))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "bench_run.json", (json.dumps(run_info, indent=1) + "\n").encode())
     done = {(r["setting"], r["method"], r["slice"]) for r in rows}
-    jobs = [(s, m, name, img) for s in settings for m in meths for name, img in slices
+    jobs = [(s, m, name, img) for s in settings for m in meths for name, img in _setting_slices(s, slices, own)
             if (s.label, m.label, name) not in done]
     if resume and done:
         print(f"resuming: {len(done)} reconstructions already in {out / 'results.csv'}, {len(jobs)} to run")
     for setting, meth, name, img in tqdm(jobs, disable=not progress, desc=f"bench {suite}"):
         kw = dict(meth.kwargs)
         overrides = kw.pop("overrides", {})
-        res = run_reconstruction(img, setting.task, TaskOptions(**setting.options), meth.method, overrides,
-                                 device=device, precision=precision, **kw)
+        if "prior" in kw:
+            kw["prior"] = _prior_file(kw["prior"])
+        res, auto = run_reconstruction_auto(img, setting.task, TaskOptions(**setting.options), meth.method,
+                                            overrides, device=device, precision=precision, **kw)
         rows.append({"setting": setting.label, "method": meth.label, "slice": name, "psnr": res.metrics["psnr"],
-                     "ssim": res.metrics["ssim"], "seconds": res.seconds, "nfe": res.nfe or 0})
-        first = name == slices[0][0]
+                     "ssim": res.metrics["ssim"],
+                     "seconds": res.seconds + (auto["selection_seconds"] if auto else 0.0), "nfe": res.nfe or 0})
+        first = name == _setting_slices(setting, slices, own)[0][0]
         if first:
             images[f"{setting.label}|{meth.label}"] = res.recon[0, 0].numpy()
             images[f"{setting.label}|truth"] = img
@@ -157,6 +195,26 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
     atomic_write_bytes(out / "results.md", md.encode())
     _grid_figure(out / "grid.png", images, settings, meths)
     return rows
+
+
+def _setting_slices(setting: Setting, slices: list, own: dict) -> list[tuple[str, np.ndarray]]:
+    """The (name, unit image) slices of ``setting``: its own bundled data or the suite's, resampled if asked."""
+    chosen = own[setting.data] if setting.data else slices
+    if setting.resample is None:
+        return chosen
+    return [(f"{name}@{setting.resample}", _resampled(img, setting.resample)) for name, img in chosen]
+
+
+def _resampled(img: np.ndarray, low: int) -> np.ndarray:
+    """img (N, N) reduced to low x low and back to N x N (antialiased bilinear both ways), clipped to [0, 1]."""
+    n = img.shape[-1]
+    return np.clip(resize_square(resize_square(img, low), n), 0.0, 1.0)
+
+
+def _prior_file(prior: str | Path) -> Path:
+    """A bundled prior's name ('ct_patch256') or a checkpoint path."""
+    p = Path(prior)
+    return p if p.suffix else prior_path(str(prior))
 
 
 def _check_same_run(out: Path, run_info: dict) -> None:

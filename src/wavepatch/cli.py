@@ -39,7 +39,7 @@ from wavepatch.methods import get_method, method_help, methods_doc, names
 from wavepatch.metrics.hu import hu_metrics
 from wavepatch.prior.model import PRECISIONS
 from wavepatch.report import compare_figure, save_json, uncertainty_figure
-from wavepatch.run import run_reconstruction
+from wavepatch.selection import auto_line, check_auto, run_reconstruction_auto
 from wavepatch.tasks import TASKS, TaskOptions, task_options
 
 
@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CT FBP filter (default hann)")
     r.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, e.g. lam=0.002 or n_iter=200 (repeatable)")
+    r.add_argument("--auto", action="store_true",
+                   help="choose the method's weight (lam; PnP: sigma; --fast: sigma_start) for this scan without "
+                   "ground truth: hold out 20%% of the CT views or MRI k-space lines, reconstruct from the rest with "
+                   "each candidate, keep the one that predicts the held-out data best (about 5x the time)")
     r.add_argument("--dicom", action="store_true", help="also write the reconstruction as a DICOM series (HU)")
     r.add_argument("--compare", nargs="+", default=[], choices=names("classical"), metavar="METHOD",
                    help="classical methods also run on the same measurement, shown in compare.png and metrics.json")
@@ -145,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_eval_shapes_parser(sub)
     b = sub.add_parser("bench", help="tasks x methods over test slices -> results.md, results.csv, grid.png")
-    b.add_argument("--suite", choices=("ct", "restoration", "mri"), default="ct")
+    b.add_argument("--suite", choices=("ct", "restoration", "mri", "shift"), default="ct",
+                   help="shift: priors on images unlike their training data (resolution, dose, modality), patch "
+                   "vs whole image vs ADMM-TV, with and without --auto")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--data", default=None, help="test slices (default: bundled data/ct or data/mri)")
     b.add_argument("--size", type=int, default=256)
@@ -215,6 +221,8 @@ def cmd_reconstruct(args) -> int:
     if not 16 <= args.size <= MAX_SIZE:
         raise UsageError(f"--size must be between 16 and {MAX_SIZE}, got {args.size}")
     opts = _task_options(args)
+    if args.auto:
+        check_auto(args.task, args.method, args.fast, _overrides(args), volume=args.volume)
     if args.volume:
         return cmd_volume(args, opts, _overrides(args))
     if args.slices is not None:
@@ -237,9 +245,11 @@ def cmd_reconstruct(args) -> int:
     if norm_info["method"] == "window":
         opts.window = (norm_info["lo"], norm_info["hi"])
     overrides = _overrides(args)
-    res = run_reconstruction(img, args.task, opts, args.method, overrides, seed=args.seed, prior=args.prior,
-                             samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
-                             progress=not args.no_progress, compare=tuple(args.compare), precision=args.precision)
+    res, auto = run_reconstruction_auto(img, args.task, opts, args.method, overrides, seed=args.seed,
+                                        auto=args.auto, prior=args.prior, samples=args.samples, fast=args.fast,
+                                        patch_mode=args.patch_mode, device=args.device,
+                                        progress=not args.no_progress, compare=tuple(args.compare),
+                                        precision=args.precision)
     task, recon, baseline, std, nfe, params = res.task, res.recon, res.baseline, res.std, res.nfe, res.params
     seconds, m, mb = res.seconds, res.metrics, res.baseline_metrics
     r = recon[0, 0].numpy()
@@ -251,6 +261,8 @@ def cmd_reconstruct(args) -> int:
                "normalisation": norm_info, "metric_scale": "unit image clamped to [0, 1], data_range 1"}
     if nfe is not None:
         metrics["nfe"] = nfe
+    if auto is not None:
+        metrics["auto"] = auto
     if volume.kind == "ct" and norm_info["method"] == "window":  # CT numbers: ROI bias and noise, NPS
         metrics["hu"] = hu_metrics(denormalize(np.clip(r, 0, 1), norm_info), denormalize(img, norm_info))
     if res.compared:
@@ -281,6 +293,8 @@ def cmd_reconstruct(args) -> int:
           f"({task.baseline_name}: {_db(mb['psnr'])}"
           + "".join(f", {name}: {_db(cm['psnr'])}" for name, (_, cm, _) in res.compared.items())
           + f") -> {out}")
+    if auto is not None:
+        print(auto_line(auto))
     if "hu" in metrics and metrics["hu"]["roi_mean_abs_error_hu"] is not None:
         print(f"  CT numbers: ROI mean |bias| {metrics['hu']['roi_mean_abs_error_hu']:.1f} HU, ROI noise std "
               f"{metrics['hu']['roi_noise_std_hu']:.1f} HU (lung / fat / soft tissue / bone by HU thresholds)")

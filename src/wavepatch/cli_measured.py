@@ -23,7 +23,8 @@ from wavepatch.physics.coil_maps import calibration_width, espirit_maps, phase_n
 from wavepatch.physics.mri import MultiCoilMRI, gaussian_1d_mask, kspace_noise_std, uniform_1d_mask
 from wavepatch.physics.noise import attenuation_per_unit
 from wavepatch.report import compare_figure, save_json
-from wavepatch.run import data_metrics, solve
+from wavepatch.run import data_metrics
+from wavepatch.selection import auto_line, solve_auto
 from wavepatch.tasks import Task, TaskOptions, make_task
 
 CT_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose")
@@ -146,9 +147,10 @@ def _reconstruct_and_publish(args, task: Task, y: torch.Tensor, overrides: dict,
     """Solve, then write recon.npy/png, compare.png, metrics.json (and std.npy, DICOM) as one published folder.
     With ``reference`` (retrospective undersampling) PSNR/SSIM against it are reported next to the data
     consistency figures."""
-    res = solve(task, y, args.method, overrides, seed=args.seed, prior=args.prior, samples=args.samples,
-                fast=args.fast, patch_mode=args.patch_mode, device=args.device, progress=not args.no_progress,
-                compare=tuple(args.compare), truth=reference, precision=args.precision)
+    res, auto = solve_auto(task, y, args.method, overrides, args.auto, seed=args.seed, prior=args.prior,
+                           samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
+                           progress=not args.no_progress, compare=tuple(args.compare), truth=reference,
+                           precision=args.precision)
     fidelity = task.fidelity(y)
     vs_ref = None
     if reference is not None:  # solve scored against the reference; the data figures are added here
@@ -175,6 +177,9 @@ def _reconstruct_and_publish(args, task: Task, y: torch.Tensor, overrides: dict,
                             "sampled reference; relative_residual = ||A x - y|| / ||y||")
     if res.nfe is not None:
         metrics["nfe"] = res.nfe
+    if auto is not None:
+        metrics["auto"] = auto
+        print(auto_line(auto))
     if res.compared:
         metrics["compared"] = {n: {"data_consistency": cm, "seconds": sec} for n, (_, cm, sec) in res.compared.items()}
         if vs_ref is not None:

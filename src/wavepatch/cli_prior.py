@@ -70,7 +70,7 @@ def add_train_parser(sub) -> None:
                         "coefficients; shape-voxel: diffusion on the TSDF itself) from .npz/.npy masks or meshes")
     t.add_argument("--size", type=int, default=None, help=f"training images resized to N x N (default {d.size})")
     t.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                   help="HU window mapped to [0, 1] (CT default -1000 1000; others: min-max)")
+                   help="HU window mapped to [0, 1] (CT default -1000 1000; others: 0 to the 99.5th percentile)")
     t.add_argument("--axis", type=int, default=d.axis, help="NIfTI slicing axis")
     t.add_argument("--modality", choices=("ct", "mri", "other"), default=None,
                    help="stored in the prior (default: ct for DICOM data or an HU window, else other)")
@@ -176,7 +176,7 @@ def cmd_train(args) -> int:
 
 
 def _looks_like_ct(paths) -> bool:
-    """Default window: HU for DICOM data, min-max for anything else (NIfTI MRI, PNG)."""
+    """Default window: HU for DICOM data, the percentile normalisation for anything else (NIfTI MRI, PNG, JPEG)."""
     from wavepatch.io.image_stack import file_suffix as _suffix
 
     for p in map(Path, paths):

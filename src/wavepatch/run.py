@@ -104,6 +104,15 @@ def _check_linear(task: Task, entry: Method, compare: list[Method], fast: bool) 
             raise ValueError(f"{m.name} needs a linear forward model; {task.name} is nonlinear (use {usable})")
 
 
+def simulate_measurement(img: np.ndarray, task_name: str, opts: TaskOptions, seed: int = 0
+                         ) -> tuple[Task, Tensor, Tensor]:
+    """(task, truth x (1, 1, H, W) float32, measurement y) for image ``img`` (H, W) in [0, 1]: the task's
+    random parts (masks) drawn with ``seed``, the measurement noise with ``seed + 1``."""
+    task = make_task(task_name, tuple(img.shape[-2:]), opts, torch.Generator().manual_seed(seed))
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+    return task, x, task.simulate(x, torch.Generator().manual_seed(seed + 1))
+
+
 def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, method: str,
                        overrides: dict | None = None, seed: int = 0, prior: str | Path | None = None,
                        samples: int = 1, fast: bool = False, patch_mode: str = "padis", device: str = "cpu",
@@ -114,9 +123,7 @@ def run_reconstruction(img: np.ndarray, task_name: str, opts: TaskOptions, metho
     the ADMM-TV warm start is reused rather than recomputed (its time is part of the learned method's).
 
     Seeds: the task (masks) uses ``seed``, the measurement noise ``seed + 1``, posterior sampling ``seed + 2``."""
-    task = make_task(task_name, tuple(img.shape[-2:]), opts, torch.Generator().manual_seed(seed))
-    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
-    y = task.simulate(x, torch.Generator().manual_seed(seed + 1))
+    task, x, y = simulate_measurement(img, task_name, opts, seed)
     return solve(task, y, method, overrides, seed, prior, samples, fast, patch_mode, device, progress, compare,
                  truth=x, precision=precision)
 

@@ -1,8 +1,8 @@
 """Volume reconstruction: every slice of a volume measured by a 2-D task, reconstructed as one stack.
 
-The volume (S, H, W) is normalised like a slice (HU window for CT, min-max otherwise), resized in-plane to
-``size`` (z kept as acquired) and handled as a batch of S slices: ``task.simulate`` measures each slice, the
-baseline is per slice, and the methods run on the whole stack:
+The volume (S, H, W) is normalised like a slice (HU window for CT, 0 to the 99.5th percentile otherwise),
+resized in-plane to ``size`` (z kept as acquired) and handled as a batch of S slices: ``task.simulate``
+measures each slice, the baseline is per slice, and the methods run on the whole stack:
 
 - ``admm-tv``: 3-D isotropic TV over the stack, the z differences scaled by in-plane pixel / slice spacing
   (one CG over the whole volume per ADMM step), with the method's 2-D ``lam``/``rho``/``n_iter``;

@@ -129,9 +129,9 @@ class _InMemory(torch.utils.data.Dataset):
         """Draw n patches uniformly over all items, each zero-padded by ``pad`` on every side: (patches
         (n, 1, *P) float32, positions (n, d) int64 of each patch's first pixel in the padded frame, uniform over
         0..N + 2 pad - P per axis). Padding is zero, which is air for the default CT window and background for
-        min-max MRI, so patches may hang over the image edge as they do at sampling time. flip: also mirror each
-        patch along each axis with probability 1/2 (augmentation; it breaks anatomical left/right, so keep it off
-        when that matters). See ``random_patches``."""
+        percentile-normalised MRI, so patches may hang over the image edge as they do at sampling time. flip:
+        also mirror each patch along each axis with probability 1/2 (augmentation; it breaks anatomical
+        left/right, so keep it off when that matters). See ``random_patches``."""
         return random_patches(self.images, n, patch_size, generator, pad, flip)
 
 
@@ -144,7 +144,7 @@ class SliceDataset(_InMemory):
     size: N, the side of the square slices (``resize_square``: pad to square with the volume minimum, then
         antialiased bilinear resize).
     window: (lo, hi) intensity window applied to every volume (HU for CT); default: ``DEFAULT_CT_WINDOW``
-        for CT volumes, min-max over the volume for others (``normalize_volume``).
+        for CT volumes, 0 to the 99.5th percentile over the volume for others (``normalize_volume``).
     axis, kind: passed to ``read_image`` (NIfTI slicing axis; kind override).
 
     Attributes: ``images`` float32 tensor (S, 1, N, N) on the CPU; ``volumes`` one dict per volume with

@@ -79,29 +79,62 @@ def minmax_to_unit(x: ArrayLike) -> tuple[ArrayLike, tuple[float, float]]:
     return (x - lo) / scale, (lo, hi)
 
 
+# Robust intensity range of magnitude images (MRI and other non-CT inputs): the upper percentile of the volume's
+# values is mapped to 1, so a few very bright voxels (vessels, fat, contrast enhancement, JPEG ringing) do not
+# set the scale of the whole image, and everything above it is clipped. Chosen, not tuned on any result.
+DEFAULT_PERCENTILE = 99.5
+NORMALIZATIONS = ("percentile", "minmax")
+
+
+def percentile_range(data: np.ndarray, q: float = DEFAULT_PERCENTILE) -> tuple[float, float]:
+    """(lo, hi) of the percentile normalisation of ``data`` (any shape, finite).
+
+    hi is the ``q``-th percentile of all values. lo is 0 for non-negative data (magnitude images: zero signal
+    stays zero, so the map is a pure scale and MRI physics stays linear in the unit image, and zero padding is
+    background), else the (100 - q)-th percentile. A constant or all-zero input gives hi = lo + 1.
+    """
+    if not 50.0 < q <= 100.0:
+        raise ValueError(f"percentile must be in (50, 100], got {q}")
+    flat = np.asarray(data, dtype=np.float32).ravel()
+    lo = 0.0 if float(flat.min()) >= 0.0 else float(np.percentile(flat, 100.0 - q))
+    hi = float(np.percentile(flat, q))
+    if not hi > lo:  # mostly background: fall back to the maximum, then to a unit range
+        hi = float(flat.max()) if float(flat.max()) > lo else lo + 1.0
+    return lo, hi
+
+
 def normalize_volume(
-    volume: ImageVolume, window: tuple[float, float] | None = None
+    volume: ImageVolume, window: tuple[float, float] | None = None, method: str = "percentile"
 ) -> tuple[np.ndarray, dict]:
     """Map a volume's data (S, H, W) to [0, 1]; return (float32 array (S, H, W), inversion info).
 
     CT: HU window ``window`` (default ``DEFAULT_CT_WINDOW``), clipped. Other kinds: the explicit intensity
-    window ``window`` if given (clipped), else min-max over the whole volume. The info dict holds only plain
-    floats and strings (JSON-safe): {'method': 'window', 'lo', 'hi', 'kind'} or
-    {'method': 'minmax', 'min', 'max', 'kind'}; ``denormalize`` inverts it.
+    window ``window`` if given (clipped); else ``method``: 'percentile' (default; ``percentile_range`` over
+    the whole volume: 0 -> 0, the 99.5th percentile -> 1, clipped) or 'minmax' (min -> 0, max -> 1). The info
+    dict holds only plain floats and strings (JSON-safe): {'method': 'window', 'lo', 'hi', 'kind'},
+    {'method': 'percentile', 'lo', 'hi', 'q', 'kind'} or {'method': 'minmax', 'min', 'max', 'kind'};
+    ``denormalize`` inverts it (on [0, 1]; clipped values stay clipped).
     """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, got {method!r}")
     if volume.kind == "ct" and window is None:
         window = DEFAULT_CT_WINDOW
     if window is not None:
         lo, hi = float(window[0]), float(window[1])
         x = hu_window_to_unit(volume.data, lo, hi)
         return np.asarray(x, dtype=np.float32), {"method": "window", "lo": lo, "hi": hi, "kind": volume.kind}
+    if method == "percentile":
+        lo, hi = percentile_range(volume.data)
+        x = hu_window_to_unit(volume.data, lo, hi)
+        return np.asarray(x, dtype=np.float32), {"method": "percentile", "lo": lo, "hi": hi,
+                                                 "q": DEFAULT_PERCENTILE, "kind": volume.kind}
     x, (lo, hi) = minmax_to_unit(volume.data)
     return np.asarray(x, dtype=np.float32), {"method": "minmax", "min": lo, "max": hi, "kind": volume.kind}
 
 
 def denormalize(x: ArrayLike, info: dict) -> ArrayLike:
     """Inverse of ``normalize_volume``: unit image -> input units (HU for CT), any shape."""
-    if info["method"] == "window":
+    if info["method"] in ("window", "percentile"):
         return unit_to_hu(x, info["lo"], info["hi"])
     if info["method"] == "minmax":
         scale = info["max"] - info["min"] if info["max"] > info["min"] else 1.0

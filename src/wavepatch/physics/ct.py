@@ -197,11 +197,14 @@ class FanBeamCT(_RayTransform):
     default 2N), ``detector_distance`` (rotation centre to detector, default 2N); ``detector_spacing``
     (bin width on the detector, default the magnification so bins are one pixel wide at the centre);
     ``n_detectors`` defaults to enough bins for the fan to cover the image's circumscribed circle.
+    ``angles`` (radians): explicit source angles instead of ``n_views`` equispaced ones over 360 degrees (a
+    subset of a full scan's views; FBP assumes they sample 360 degrees evenly).
     """
 
     def __init__(self, image_size: int, n_views: int = 60, source_distance: float | None = None,
                  detector_distance: float | None = None, detector_spacing: float | None = None,
-                 n_detectors: int | None = None, channels: int = 1, projector: str = "auto"):
+                 n_detectors: int | None = None, channels: int = 1, projector: str = "auto",
+                 angles: Tensor | None = None):
         self.n = int(image_size)
         self.r_src = float(source_distance or 2.0 * self.n)
         self.r_det = float(detector_distance or 2.0 * self.n)
@@ -212,8 +215,9 @@ class FanBeamCT(_RayTransform):
         self.spacing = float(detector_spacing or magnification)
         half_width = (self.r_src + self.r_det) * math.tan(math.asin(radius / self.r_src))
         self.n_detectors = int(n_detectors or 2 * math.ceil(half_width / self.spacing) + 1)
-        self.angles = parallel_beam_angles(n_views, 360.0)
-        self.n_views = int(n_views)
+        self.angles = (parallel_beam_angles(n_views, 360.0) if angles is None
+                       else torch.as_tensor(angles, dtype=torch.float64))
+        self.n_views = int(self.angles.numel())
         self.image_shape = (channels, self.n, self.n)
         key = (self.n, tuple(self.angles.tolist()), self.n_detectors, self.r_src, self.r_det, self.spacing)
         self._set_rays(projector, lambda: _fan_matrix(*key), lambda: _fan_rays(*key))

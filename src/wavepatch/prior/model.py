@@ -74,8 +74,9 @@ class PriorConfig:
     image_size: size of the training images (the size a whole-image prior generates by default), an int (the
     same on every axis) or one per axis. patch_size: default inference patch size of a patch prior, an int or
     one per axis. window: (lo, hi) window the training data were mapped to [0, 1] with (HU for CT), or None
-    (min-max). modality: 'ct', 'mri' or 'other'; None (older checkpoints) means CT when the window reaches
-    below -500 (an HU window), else 'other'. Only CT priors write samples in HU (NIfTI, DICOM).
+    (the percentile normalisation of ``io.normalize_volume``; the MNI-template MRI prior of earlier releases
+    used min-max). modality: 'ct', 'mri' or 'other'; None (older checkpoints) means CT when the window
+    reaches below -500 (an HU window), else 'other'. Only CT priors write samples in HU (NIfTI, DICOM).
     """
 
     kind: str = "patch"

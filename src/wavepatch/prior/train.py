@@ -74,8 +74,8 @@ class TrainConfig:
     networks train on random periodic crops of this side of their bands (``wsgm_loss``; None: whole bands), so a
     training step costs the same at every image size. dims: 2 (slices) or 3 (whole volumes, ``VolumeDataset``;
     patch and whole priors only). size: training images are resized to size x size; volumes to size per axis (an
-    int, or (D, H, W) for dims 3). window: HU window (lo, hi) or None (min-max per volume). modality: ct / mri / other,
-    stored in the prior (None: CT if the window is an HU window). axis: NIfTI slicing axis.
+    int, or (D, H, W) for dims 3). window: HU window (lo, hi) or None (0 to the 99.5th percentile per volume).
+    modality: ct / mri / other, stored in the prior (None: CT if the window is an HU window). axis: NIfTI slicing axis.
     patch_sizes / patch_probs: patch sides drawn per step (patch priors) and their probabilities; the batch
     holds ``batch * (max(patch_sizes) / P)^dims`` patches so every step sees about the same number of pixels.
     patch_size: default inference patch size stored in the prior, an int or one per axis (default: largest

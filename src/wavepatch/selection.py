@@ -1,0 +1,259 @@
+"""Per-scan parameter selection without ground truth, by measurement splitting (hold-out cross-validation).
+
+A measurement y of a CT or MRI task splits into two independent parts: some views (CT) or some sampled
+k-space columns (MRI, outside the fully sampled centre) are held out, y = (y_train, y_held), with operators
+A_train and A_held whose rows together are exactly those of A (``split_task``). Each candidate value theta of
+one parameter reconstructs from y_train alone; its score is the held-out prediction error ||A_held x_theta -
+y_held||^2, in a norm that tracks the image-domain error (plain for MRI k-space, ramp-weighted for CT
+projections: ``Split.score``). The value with the lowest score reconstructs the whole measurement. Held-out
+prediction error estimates the error on new measurements of the same kind without bias (Ward, "Compressed
+sensing with cross validation", IEEE Trans. Inf. Theory 2009), with no noise level and no ground truth needed.
+
+What is selected (:data:`AUTO_PARAMS`): the regularisation weight of the classical methods and PnP's denoiser
+level on a log grid around the default, and for the learned fast mode the noise level it starts from
+(``sigma_start``; small values stay near the ADMM-TV warm start, which is what protects a prior from images
+unlike its training data). Weights are in image-intensity units of a data term normalised by ||A||^2, so a
+value chosen on 80 % of the rows applies to all of them.
+
+Cost: (number of candidates + 1) reconstructions, each candidate on 1 - ``fraction`` of the data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from wavepatch.methods import get_method
+from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT, ramp_filter
+from wavepatch.physics.mri import MultiCoilMRI, SingleCoilMRI
+from wavepatch.run import RunResult, gaussian_std, simulate_measurement, solve
+from wavepatch.tasks import Task, TaskOptions
+
+# method -> (parameter, candidate values as factors of the default, or absolute values with "abs")
+AUTO_PARAMS: dict[str, tuple[str, tuple[float, ...], str]] = {
+    "admm-tv": ("lam", (0.25, 0.5, 1.0, 2.0, 4.0), "factor"),
+    "fista-tv": ("lam", (0.25, 0.5, 1.0, 2.0, 4.0), "factor"),
+    "l1-wavelet": ("lam", (0.25, 0.5, 1.0, 2.0, 4.0), "factor"),
+    "pnp-admm": ("sigma", (0.5, 0.75, 1.0, 1.5, 2.0), "factor"),
+    "red": ("lam", (0.25, 0.5, 1.0, 2.0, 4.0), "factor"),
+}
+# the learned samplers' fast mode: the first noise level of the warm start
+FAST_AUTO = ("sigma_start", (0.02, 0.05, 0.1, 0.2), "abs")
+HOLDOUT_FRACTION = 0.2
+
+
+@dataclass
+class Split:
+    """A measurement split: ``task`` / ``y`` the training part (a task of its own: operator, baseline and noise
+    model on the kept rows); ``held_op`` / ``held_y`` the held-out rows; ``ramp``: score CT residuals in the
+    ramp-filtered norm. ``score(x)`` is the held-out prediction error of an estimate x (1, 1, H, W)."""
+
+    task: Task
+    y: Tensor
+    held_op: object
+    held_y: Tensor
+    held_rows: list[int]
+    ramp: bool = False
+
+    def score(self, x: Tensor) -> float:
+        """Held-out prediction error of x, in a norm that tracks the image-domain squared error: MRI k-space
+        by Parseval (unitary FFT); CT projections weighted by the ramp filter, since by the Fourier slice
+        theorem ||f||^2 = (1/2) int int |w| |(R f)^(w, theta)|^2 dw dtheta, so unweighted projection residuals
+        would under-count fine detail and favour over-smoothed images. Measurement noise on the held-out rows
+        is independent of x and adds a constant (in expectation) to every candidate's score."""
+        r = self.held_op.A(x) - self.held_y
+        if self.ramp:
+            return float((r * ramp_filter(r, "ramp")).sum())
+        return float((r.abs() ** 2).sum())
+
+
+def _pick(candidates: list[int], fraction: float, generator: torch.Generator) -> list[int]:
+    """Every k-th of the sorted ``candidates`` (k = round(1 / fraction)) from a random offset: a held-out set
+    spread evenly over the angles or frequencies, so it represents the whole measurement."""
+    step = max(2, round(1.0 / fraction))
+    if len(candidates) < step:
+        raise ValueError(f"too few independent measurement parts to hold out {fraction:.0%} "
+                         f"({len(candidates)})")
+    offset = int(torch.randint(0, step, (1,), generator=generator))
+    return sorted(candidates)[offset::step]
+
+
+def _split_ct(task: Task, y: Tensor, fraction: float, generator: torch.Generator) -> Split:
+    op = task.op
+    v = op.n_views
+    held = _pick(list(range(1, v - 1)), fraction, generator)  # never the end views: they fix the arc
+    kept = [i for i in range(v) if i not in set(held)]
+
+    def sub(views: list[int]):
+        angles = op.angles[views]
+        if isinstance(op, FanBeamCT):
+            return FanBeamCT(op.n, source_distance=op.r_src, detector_distance=op.r_det,
+                             detector_spacing=op.spacing, n_detectors=op.n_detectors, channels=op.image_shape[0],
+                             projector=op.projector, angles=angles)
+        return ParallelBeamCT(op.n, angles=angles, n_detectors=op.n_detectors, channels=op.image_shape[0],
+                              projector=op.projector)
+
+    fbp_filter = (task.baseline_name.split("-", 1)[1] if task.baseline_name.startswith("fbp-") else "ramp")
+    train_op = sub(kept)
+    train = replace(task, op=train_op, baseline=lambda yy: train_op.fbp(yy, fbp_filter),
+                    params={**task.params, "views": len(kept)})
+    return Split(train, y[..., kept, :], sub(held), y[..., held, :], held, ramp=True)
+
+
+def _center_run(sampled: Tensor) -> set[int]:
+    """The contiguous sampled columns around the centre (the fully sampled calibration region)."""
+    w = sampled.numel()
+    c = w // 2
+    run = set()
+    for step in (1, -1):
+        i = c if step == 1 else c - 1
+        while 0 <= i < w and bool(sampled[i]):
+            run.add(i)
+            i += step
+    return run
+
+
+def _split_mri(task: Task, y: Tensor, fraction: float, generator: torch.Generator) -> Split:
+    op = task.op
+    mask = op.mask.bool()  # (H, W), columns = phase encodes
+    sampled = mask.any(dim=0)
+    centre = _center_run(sampled)
+    outer = [int(i) for i in torch.nonzero(sampled).flatten() if int(i) not in centre]
+    held = _pick(outer, fraction, generator)
+    cols = torch.zeros(mask.shape[1], dtype=torch.bool)
+    cols[held] = True
+    held_mask, train_mask = mask & cols, mask & ~cols
+
+    def sub(m: Tensor):
+        if isinstance(op, MultiCoilMRI):
+            return MultiCoilMRI(m, op.sensitivity_maps, real_image=op.real_image)
+        return SingleCoilMRI(m, op.image_shape, real_image=op.real_image)
+
+    train_op = sub(train_mask)
+    baseline = train_op.A_dagger
+    train = replace(task, op=train_op, baseline=baseline, params={**task.params, "lines": int(train_mask.any(0).sum())})
+    return Split(train, y * train_mask.to(y.real.dtype), sub(held_mask), y * held_mask.to(y.real.dtype), held)
+
+
+def split_task(task: Task, y: Tensor, fraction: float = HOLDOUT_FRACTION, seed: int = 0) -> Split:
+    """Hold out ``fraction`` of the independent parts of measurement y (1, ...) of ``task``: CT views (never the
+    first or last), or MRI k-space columns outside the fully sampled centre. ValueError (one line) for tasks
+    whose measurement has no such parts (blur, super-resolution, inpainting, phase retrieval)."""
+    if not 0.0 < fraction < 0.5:
+        raise ValueError(f"hold-out fraction must be in (0, 0.5), got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(task.op, (ParallelBeamCT, FanBeamCT)):
+        return _split_ct(task, y, fraction, g)
+    if isinstance(task.op, (SingleCoilMRI, MultiCoilMRI)):
+        return _split_mri(task, y, fraction, g)
+    raise ValueError(f"--auto splits CT views or MRI k-space lines; {task.name} has no independent parts to hold "
+                     "out (set the parameters with --param)")
+
+
+def choose_by_holdout(values: Sequence, splits: Sequence, fit: Callable, score: Callable) -> tuple[int, list[float]]:
+    """The core of the selection: for every candidate ``values[i]`` and every split, ``fit(split, value)`` an
+    estimate from the split's training part and ``score(split, estimate)`` its held-out error; returns (index of
+    the value with the lowest total score, the totals). Non-finite scores never win."""
+    scores = [0.0] * len(values)
+    for split in splits:
+        for i, v in enumerate(values):
+            scores[i] += float(score(split, fit(split, v)))
+    best = min(range(len(values)), key=lambda i: scores[i] if math.isfinite(scores[i]) else math.inf)
+    return best, scores
+
+
+def auto_candidates(task_name: str, method: str, fast: bool, overrides: dict, noise_std: float = 0.0
+                    ) -> tuple[str, list[float]]:
+    """(parameter, candidate values) that --auto tries for ``method`` on ``task_name``. ValueError if the method
+    has nothing to select or the user fixed the parameter with --param."""
+    entry = get_method(method)
+    if entry.kind == "sampler":
+        if not fast:
+            raise ValueError(f"--auto selects the fast mode's start level; {method} without --fast has no "
+                             "selected parameter")
+        name, values, how = FAST_AUTO
+    elif method in AUTO_PARAMS:
+        name, values, how = AUTO_PARAMS[method]
+    else:
+        raise ValueError(f"--auto has nothing to select for {method} (it selects the weight of "
+                         f"{', '.join(AUTO_PARAMS)} and the start level of --fast)")
+    if name in overrides:
+        raise ValueError(f"--auto selects {name}; do not also give --param {name}=...")
+    if how == "abs":
+        return name, list(values)
+    default = entry.resolve(task_name, overrides, fast, noise_std=noise_std)[name]
+    return name, [default * f for f in values]
+
+
+def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, *,
+                     fraction: float = HOLDOUT_FRACTION, folds: int = 1, seed: int = 0,
+                     **solve_kwargs) -> tuple[RunResult, dict]:
+    """Choose ``method``'s parameter by hold-out (``split_task``, ``auto_candidates``), then reconstruct the
+    whole measurement with it. Returns (the final ``solve`` result, a JSON-safe report: parameter, candidates,
+    held-out scores, chosen value, fraction, held rows, seconds). ``solve_kwargs`` go to every ``solve``
+    (``truth`` only to the final one: candidates are never scored against it)."""
+    overrides = dict(overrides or {})
+    fast = bool(solve_kwargs.get("fast", False))
+    name, values = auto_candidates(task.name, method, fast, overrides, gaussian_std(task))
+    t0 = time.perf_counter()
+    splits = [split_task(task, y, fraction, seed + f) for f in range(folds)]
+    inner = {k: v for k, v in solve_kwargs.items() if k not in ("truth", "compare", "progress")}
+
+    def fit(split: Split, v: float) -> Tensor:
+        return solve(split.task, split.y, method, {**overrides, name: v}, seed=seed, **inner).recon
+
+    best, scores = choose_by_holdout(values, splits, fit, lambda split, x: split.score(x))
+    select_seconds = time.perf_counter() - t0
+    final = solve(task, y, method, {**overrides, name: values[best]}, seed=seed, **solve_kwargs)
+    report = {"param": name, "candidates": values, "heldout_scores": scores, "chosen": values[best],
+              "fraction": fraction, "folds": folds, "held_out": [sp.held_rows for sp in splits],
+              "held_out_kind": "views" if isinstance(task.op, (ParallelBeamCT, FanBeamCT)) else "k-space columns",
+              "selection_seconds": select_seconds}
+    return final, report
+
+
+SPLITTABLE_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri")
+
+
+def check_auto(task_name: str, method: str, fast: bool, overrides: dict, volume: bool = False) -> None:
+    """ValueError (one line) before any work if --auto cannot run: volume mode, a task without independent
+    measurement parts, a method with nothing to select, or the selected parameter fixed by --param."""
+    if volume:
+        raise ValueError("--auto selects parameters per slice; it is not available with --volume")
+    if task_name not in SPLITTABLE_TASKS:
+        raise ValueError(f"--auto splits CT views or MRI k-space lines ({', '.join(SPLITTABLE_TASKS)}); {task_name} "
+                         "has no independent parts to hold out (set the parameters with --param)")
+    auto_candidates(task_name, method, fast, overrides)
+
+
+def auto_line(report: dict) -> str:
+    """One console line saying what --auto chose, among what, and what it cost."""
+    cands = ", ".join(f"{v:.3g}" for v in report["candidates"])
+    return (f"  --auto: {report['param']} = {report['chosen']:.3g} (of {cands}; {report['fraction']:.0%} of the "
+            f"{report['held_out_kind']} held out, {report['selection_seconds']:.1f} s)")
+
+
+def solve_auto(task: Task, y: Tensor, method: str, overrides: dict | None = None, auto: bool = False,
+               seed: int = 0, **solve_kwargs) -> tuple[RunResult, dict | None]:
+    """``solve`` (report None), or with ``auto`` ``select_and_solve`` (its report): what the CLI calls."""
+    if not auto:
+        return solve(task, y, method, overrides, seed=seed, **solve_kwargs), None
+    return select_and_solve(task, y, method, overrides, seed=seed, **solve_kwargs)
+
+
+def run_reconstruction_auto(img, task_name: str, opts: TaskOptions, method: str, overrides: dict | None = None,
+                            seed: int = 0, auto: bool = False, **solve_kwargs) -> tuple[RunResult, dict | None]:
+    """``run.run_reconstruction`` (simulate from the clean image ``img``, then reconstruct) with ``auto``
+    selection; the truth scores only the final reconstruction."""
+    task, x, y = simulate_measurement(img, task_name, opts, seed)
+    return solve_auto(task, y, method, overrides, auto, seed=seed, truth=x, **solve_kwargs)
+
+
+__all__ = ["AUTO_PARAMS", "FAST_AUTO", "HOLDOUT_FRACTION", "SPLITTABLE_TASKS", "Split", "auto_candidates",
+           "auto_line", "check_auto", "choose_by_holdout", "run_reconstruction_auto", "select_and_solve",
+           "solve_auto", "split_task"]

@@ -1,0 +1,165 @@
+"""Per-scan parameter selection (wavepatch.selection): the measurement splits are exact partitions of the
+measurement, the hold-out principle finds a closed-form optimum, and --auto runs from the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from wavepatch.io import normalize_volume, percentile_range, read_image, resize_square
+from wavepatch.io.readers import ImageVolume
+from wavepatch.run import simulate_measurement, solve
+from wavepatch.selection import (
+    auto_candidates,
+    check_auto,
+    choose_by_holdout,
+    select_and_solve,
+    split_task,
+)
+from wavepatch.tasks import make_task, task_options
+
+
+def _phantom(n: int = 48) -> np.ndarray:
+    yy, xx = np.mgrid[:n, :n] / n - 0.5
+    img = 0.6 * (xx**2 / 0.16 + yy**2 / 0.1 < 1) + 0.3 * ((xx - 0.1) ** 2 + yy**2 < 0.01)
+    return img.astype(np.float32)
+
+
+@pytest.mark.parametrize("name,opts", [("ct-parallel", {"views": 30}), ("ct-fan", {"views": 24}),
+                                       ("ct-lowdose", {"views": 40}), ("mri", {"accel": 4.0})])
+def test_split_parts_add_back_to_the_whole(name, opts):
+    """Training and held-out parts partition the measurement: their normal operators sum to A^T A, the rows of
+    y are split without loss, and the held-out parts spread over the measurement (not one block)."""
+    n = 48
+    task = make_task(name, n, task_options(name, **opts), torch.Generator().manual_seed(3))
+    x = torch.rand(1, 1, n, n, dtype=torch.float64)
+    y = task.op.A(x)
+    split = split_task(task, y, fraction=0.2, seed=1)
+    full = task.op.A_adjoint(task.op.A(x))
+    parts = split.task.op.A_adjoint(split.task.op.A(x)) + split.held_op.A_adjoint(split.held_op.A(x))
+    torch.testing.assert_close(parts, full, rtol=1e-9, atol=1e-9)
+    # the parts' data are the measurement's own rows
+    torch.testing.assert_close(split.task.op.A(x), split.y)
+    torch.testing.assert_close(split.held_op.A(x), split.held_y)
+    total = float((y.abs() ** 2).sum())
+    assert float((split.y.abs() ** 2).sum() + (split.held_y.abs() ** 2).sum()) == pytest.approx(total, rel=1e-9)
+    held = split.held_rows
+    assert len(held) >= 2 and min(np.diff(held)) >= 4  # every 5th part, spread out
+    if name.startswith("ct"):
+        assert 0 not in held and task.op.n_views - 1 not in held
+        assert split.task.op.n_views + len(held) == task.op.n_views
+    else:  # only outer sampled columns are held out: the fully sampled centre stays in training
+        sampled = task.op.mask.any(0)
+        assert all(bool(sampled[c]) for c in held)
+        assert all(abs(c - n // 2) > 2 for c in held)
+
+
+def test_holdout_finds_the_closed_form_optimum():
+    """K noisy copies y_k = x + n_k of x ~ N(0, s^2 I), n_k ~ N(0, sigma^2 I): the ridge estimate from any subset
+    of copies, sum(y_k) / (k + lam), has the lowest expected error of every kind at lam = sigma^2 / s^2
+    (the posterior mean, whatever k), so holding copies out must pick that value from a grid around it."""
+    g = torch.Generator().manual_seed(0)
+    s, sigma, k, dim = 1.0, 2.0, 10, 20000
+    x = s * torch.randn(dim, generator=g, dtype=torch.float64)
+    y = x + sigma * torch.randn(k, dim, generator=g, dtype=torch.float64)
+    lam_opt = sigma**2 / s**2
+    values = [lam_opt * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)]
+    splits = [[i, (i + 5) % k] for i in range(5)]  # 5 folds, 2 copies held out each
+
+    def fit(held, lam):
+        kept = [i for i in range(k) if i not in held]
+        return y[kept].sum(0) / (len(kept) + lam)
+
+    def score(held, est):
+        return float(((y[held] - est) ** 2).sum())
+
+    best, scores = choose_by_holdout(values, splits, fit, score)
+    assert values[best] == lam_opt
+    assert scores[best] < min(scores[:best] + scores[best + 1:])
+    # non-finite scores never win
+    best, _ = choose_by_holdout([1.0, 2.0], [0], lambda _, v: v, lambda _, e: float("nan") if e == 1.0 else e)
+    assert best == 1
+
+
+def test_selection_matches_the_truth_on_a_mistuned_weight():
+    """Low-dose CT of a phantom with candidate weights far apart: hold-out selection (no ground truth) picks the
+    candidate that the ground truth ranks best, and its report is complete."""
+    img = _phantom(48)
+    task, x, y = simulate_measurement(img, "ct-lowdose", task_options("ct-lowdose", views=60, dose=2e3), seed=0)
+    overrides = {"n_iter": 30}
+    res, report = select_and_solve(task, y, "admm-tv", overrides, truth=x)
+    psnrs = [solve(task, y, "admm-tv", {**overrides, "lam": v}, truth=x).metrics["psnr"]
+             for v in report["candidates"]]
+    assert report["param"] == "lam" and len(report["heldout_scores"]) == len(report["candidates"]) == 5
+    assert psnrs[report["candidates"].index(report["chosen"])] >= max(psnrs) - 0.3
+    assert res.params["lam"] == report["chosen"]
+    assert report["held_out_kind"] == "views" and report["selection_seconds"] > 0
+
+
+def test_auto_refusals():
+    with pytest.raises(ValueError, match="nothing to select"):
+        auto_candidates("ct-parallel", "fbp", False, {})
+    with pytest.raises(ValueError, match="without --fast"):
+        auto_candidates("ct-parallel", "padis", False, {})
+    with pytest.raises(ValueError, match="do not also give"):
+        auto_candidates("mri", "admm-tv", False, {"lam": 0.1})
+    with pytest.raises(ValueError, match="no independent parts"):
+        check_auto("deblur", "admm-tv", False, {})
+    with pytest.raises(ValueError, match="--volume"):
+        check_auto("ct-parallel", "admm-tv", False, {}, volume=True)
+    name, values = auto_candidates("ct-parallel", "padis", True, {})
+    assert name == "sigma_start" and 0.1 in values
+
+
+def test_percentile_normalisation_round_trip():
+    """0 stays 0 and the 99.5th percentile maps to 1 (clipped above); below it the map inverts exactly; signed
+    data start at the 0.5th percentile; a constant image does not divide by zero."""
+    rng = np.random.default_rng(0)
+    data = rng.gamma(2.0, 50.0, size=(3, 40, 40)).astype(np.float32)
+    vol = ImageVolume(data=data, kind="mri", spacing=(1.0, 1.0), source="synthetic")
+    unit, info = normalize_volume(vol)
+    lo, hi = percentile_range(data)
+    assert info["method"] == "percentile" and info["lo"] == lo == 0.0 and info["hi"] == pytest.approx(hi)
+    assert unit.min() >= 0 and unit.max() == 1.0 and np.mean(unit >= 1.0) == pytest.approx(0.005, abs=0.001)
+    from wavepatch.io import denormalize
+    below = data < hi
+    np.testing.assert_allclose(denormalize(unit, info)[below], data[below], rtol=1e-5, atol=1e-3)
+    lo, hi = percentile_range(data - 100.0)
+    assert lo == pytest.approx(np.percentile(data - 100.0, 0.5), rel=1e-5)
+    assert percentile_range(np.zeros((4, 4))) == (0.0, 1.0)
+    assert percentile_range(np.ones((4, 4))) == (0.0, 1.0)
+
+
+def test_training_and_reconstruction_normalise_alike(tmp_path):
+    """A JPEG slice reaches a prior's training set and `reconstruct` with the same unit image."""
+    from PIL import Image
+
+    from wavepatch.io import SliceDataset
+    rng = np.random.default_rng(1)
+    img = (rng.gamma(2.0, 30.0, size=(64, 64))).clip(0, 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "a.jpg", quality=95)
+    ds = SliceDataset(tmp_path, size=32)
+    unit, _ = normalize_volume(read_image(tmp_path / "a.jpg"))
+    np.testing.assert_allclose(ds.images[0, 0].numpy(), resize_square(unit[0], 32), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_auto(tmp_path, ct_files):
+    out = tmp_path / "auto"
+    cmd = [sys.executable, "-m", "wavepatch.cli", "reconstruct", str(ct_files[0]), "--task", "ct-parallel",
+           "--views", "20", "--method", "admm-tv", "--auto", "--size", "48", "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--auto: lam =" in proc.stdout
+    report = json.loads((out / "metrics.json").read_text())["auto"]
+    assert report["chosen"] in report["candidates"] and report["param"] == "lam"
+    bad = [sys.executable, "-m", "wavepatch.cli", "reconstruct", str(ct_files[0]), "--task", "deblur", "--method",
+           "admm-tv", "--auto", "--size", "48", "--out", str(tmp_path / "b")]
+    bad = subprocess.run(bad, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no independent parts" in bad.stderr
+    assert not (tmp_path / "b").exists()
