@@ -1,8 +1,9 @@
 """Choose the classical methods' default parameters per task, on TRAINING data only.
 
 For every task and iterative method a small grid of the method's regularisation parameters is run on
-training images (chest CT of patient A0001 from ``../shared/data/ct/train``; for MRI two slices of the MNI
-template away from the bundled test planes), and the setting with the best mean PSNR is reported. The
+training images (chest CT of patient A0001 from ``../shared/data/ct/train``; for MRI four real brain slices
+of ``../shared/data/mri_brain/train``, or with ``--mri-source template`` two planes of the MNI template away
+from the bundled test planes, as before the real data existed), and the setting with the best mean PSNR is reported. The
 chosen values are copied by hand into the per-task ``default=`` dicts of the method entries in
 ``src/wavepatch/methods.py`` (the registry), so the defaults are explicit and reviewable; the test patient
 (``data/ct``, ``../shared/data/ct/test``) is never used here.
@@ -34,6 +35,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CT_TRAIN = [SHARED / "ct" / "train" / f"A0001_B_{i:03d}.dcm" for i in (25, 45)]
 MRI_VOLUME = SHARED / "mri" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 MRI_PLANES = (70, 120)  # the bundled test planes are z = 82..106
+# real T1-CE brain slices of glioma patients (the test patients of mri_brain are meningioma patients)
+MRI_BRAIN = [SHARED / "mri_brain" / "train" / f for f in ("1900.jpg", "2300.jpg", "2700.jpg", "3000.jpg")]
 
 # Task settings tuned: (task name, options, label). ct-parallel is tuned on 20 and 60 views together.
 SETTINGS = {
@@ -56,9 +59,13 @@ GRIDS = {
 }
 
 
-def training_images(task: str, size: int) -> list[torch.Tensor]:
-    """(1, 1, size, size) unit-scale training images: CT windowed [-1000, 1000] HU, MRI min-max scaled."""
-    if task == "mri":
+def training_images(task: str, size: int, mri_source: str = "brain") -> list[torch.Tensor]:
+    """(1, 1, size, size) unit-scale training images: CT windowed [-1000, 1000] HU, MRI by the default
+    (percentile) normalisation: real brain slices (``MRI_BRAIN``), or with ``mri_source == 'template'`` two
+    planes of the MNI template (the source of the defaults before the real-MRI data existed)."""
+    if task == "mri" and mri_source == "brain":
+        units = np.concatenate([normalize_volume(read_image(p))[0] for p in MRI_BRAIN])
+    elif task == "mri":
         units = normalize_volume(read_image(MRI_VOLUME, axis=2, slices=list(MRI_PLANES)), None)[0]
     else:
         units = np.concatenate([normalize_volume(read_image(p), None)[0] for p in CT_TRAIN])
@@ -82,11 +89,17 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="*", default=list(SETTINGS))
     ap.add_argument("--methods", nargs="*", default=list(GRIDS))
     ap.add_argument("--out", default="benchmarks/results/tune_classical.json")
+    ap.add_argument("--mri-source", choices=("brain", "template"), default="brain",
+                    help="MRI training images: real brain slices (mri_brain/train) or MNI template planes")
+    ap.add_argument("--mri-accels", type=float, nargs="+", default=None,
+                    help="MRI accelerations tuned together (default: the task default, x4)")
     args = ap.parse_args()
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
+    if args.mri_accels:
+        SETTINGS["mri"] = [TaskOptions(accel=a) for a in args.mri_accels]
     for task_name in args.tasks:
-        images = training_images(task_name, args.size)
+        images = training_images(task_name, args.size, args.mri_source)
         for method in args.methods:
             key = f"{task_name}/{method}"
             if key in results:

@@ -16,7 +16,9 @@ Two kinds:
 Defaults: the classical ones per task are the best of a small grid on training data (two CT slices of the
 training patient, two planes of the MRI template; never a test slice), by mean PSNR, found by
 ``benchmarks/tune_classical.py`` (``benchmarks/results/tune_classical.json``; ct-lowdose re-tuned for the
-count-weighted data term in ``benchmarks/results/tune_classical_pwls.json``). The samplers' are stated at their
+count-weighted data term in ``benchmarks/results/tune_classical_pwls.json``; mri re-tuned on four real brain
+slices of ``mri_brain/train`` in ``benchmarks/results/tune_classical_mri_brain.json``, which moved fista-tv's
+lam 3e-5 -> 1e-4 and l1-wavelet's 3e-5 -> 3e-4 and kept the others). The samplers' are stated at their
 entries, with the training slices they were chosen on.
 """
 
@@ -264,7 +266,7 @@ register(Method("hio", "classical", _hio, "phase retrieval: Fienup's hybrid inpu
 register(Method("cgls", "classical", _cgls, "least squares by conjugate gradients (early stopping regularises)",
                 (_n_iter(30),)))
 register(Method("fista-tv", "classical", _fista_tv, "0.5||Ax-y||^2/L + lam TV(x), x >= 0, FISTA with an inner TV prox",
-                (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-5, mri=3e-5,
+                (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-5, mri=1e-4,
                                                deblur=1e-3, sr=3e-3, inpaint=3e-3), _LAM, low=0),
                  _n_iter(100))))
 # mri: lam >= 0.3 x noise std (white Gaussian noise per k-space entry) for admm-tv and l1-wavelet, chosen on
@@ -279,7 +281,7 @@ register(Method("admm-tv", "classical", _admm_tv, "the same objective by ADMM (z
                  _n_iter(50))))
 register(Method("l1-wavelet", "classical", _l1_wavelet,
                 "0.5||Ax-y||^2/L + lam ||Wx||_1 (db4, 3 levels, random cycle spin), FISTA",
-                (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-5, mri=3e-5,
+                (Param("lam", float, _per_task(1e-3, ct_parallel=3e-5, ct_fan=1e-4, ct_lowdose=3e-5, mri=3e-4,
                                                deblur=3e-4, sr=3e-3, inpaint=3e-3), _LAM, low=0,
                        per_noise={"mri": LAM_PER_NOISE}),
                  _n_iter(100))))
