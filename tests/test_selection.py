@@ -163,3 +163,23 @@ def test_cli_auto(tmp_path, ct_files):
     bad = subprocess.run(bad, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no independent parts" in bad.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_split_multicoil_mri():
+    """Measured multi-coil k-space splits the same way: coil maps kept, columns partitioned."""
+    from wavepatch.fidelity import GaussianNoise
+    from wavepatch.physics.mri import MultiCoilMRI, gaussian_1d_mask
+    from wavepatch.tasks import Task
+
+    n, coils = 32, 3
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(coils, n, n, generator=g, dtype=torch.complex128)
+    op = MultiCoilMRI(gaussian_1d_mask(n, 3.0, generator=g), maps)
+    task = Task("mri", op, lambda x, gen: op.A(x), op.A_dagger, "zero-filled", "multi-coil", GaussianNoise(0.0))
+    x = torch.rand(1, 1, n, n, dtype=torch.float64)
+    y = op.A(x)
+    split = split_task(task, y, 0.2, seed=0)
+    torch.testing.assert_close(split.y + split.held_y, y)
+    torch.testing.assert_close(split.task.op.A_adjoint(split.y) + split.held_op.A_adjoint(split.held_y),
+                               op.A_adjoint(y))
+    assert isinstance(split.task.op, MultiCoilMRI) and split.task.op.n_coils == coils
