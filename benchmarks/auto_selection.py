@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavepatch.io import normalize_volume, read_image, resize_square
+from wavepatch.bench import load_slices
 from wavepatch.io.atomic import atomic_write_bytes
 from wavepatch.run import simulate_measurement, solve
 from wavepatch.selection import select_and_solve
@@ -28,11 +28,6 @@ CT_TRAIN = [SHARED / "ct" / "train" / f for f in ("A0001_B_020.dcm", "A0001_B_04
 MRI_TRAIN = [SHARED / "mri_brain" / "train" / f for f in ("1841.jpg", "2100.jpg", "2500.jpg")]
 SETTINGS = [("ct-parallel", {"views": 20}, CT_TRAIN), ("ct-lowdose", {"dose": 1e4}, CT_TRAIN),
             ("mri", {"accel": 4.0}, MRI_TRAIN), ("mri", {"accel": 8.0}, MRI_TRAIN)]
-
-
-def _unit(path: Path, size: int) -> np.ndarray:
-    unit, _ = normalize_volume(read_image(path))
-    return resize_square(unit[unit.shape[0] // 2], size)
 
 
 def main() -> int:
@@ -47,7 +42,8 @@ def main() -> int:
         for f in files:
             if not f.exists():
                 raise SystemExit(f"missing training slice {f}")
-            task, x, y = simulate_measurement(_unit(f, args.size), task_name, task_options(task_name, **opts))
+            img = load_slices(f, args.size)[0][1]
+            task, x, y = simulate_measurement(img, task_name, task_options(task_name, **opts))
             for method, fast in methods:
                 default = solve(task, y, method, fast=fast, truth=x)
                 auto, rep = select_and_solve(task, y, method, fast=fast, truth=x)

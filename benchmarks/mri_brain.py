@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavepatch.io import normalize_volume, read_image, resize_square
+from wavepatch.bench import load_slices
 from wavepatch.io.atomic import atomic_write_bytes
 from wavepatch.learned import default_prior
 from wavepatch.run import run_reconstruction
@@ -51,12 +51,6 @@ def pick_slices(folder: Path, n: int) -> list[Path]:
         raise SystemExit(f"no images in {folder}")
     idx = np.unique(np.linspace(0, len(files) - 1, min(n, len(files))).round().astype(int))
     return [files[i] for i in idx]
-
-
-def load_unit(path: Path, size: int) -> np.ndarray:
-    """The slice as ``wavepatch reconstruct`` sees it: default normalisation, resized to size x size."""
-    unit, _ = normalize_volume(read_image(path))
-    return resize_square(unit[unit.shape[0] // 2], size)
 
 
 def summarize(rows: list[dict], reference: str = "admm-tv") -> str:
@@ -97,12 +91,11 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "rows.csv"
     rows = list(csv.DictReader(path.open())) if path.exists() else []
-    done = {(r["label"] if COLUMNS[r["method"]][0] in ("padis", "pnp-admm") else "", r["method"],
-             float(r["accel"]), r["slice"]) for r in rows}
+    done = {(r["label"], r["method"], float(r["accel"]), r["slice"]) for r in rows}  # label "" for classical
     files = pick_slices(args.data, args.slices)
     for accel in args.accels:
         for k, f in enumerate(files):
-            img = load_unit(f, args.size)
+            img = load_slices(f, args.size)[0][1]  # normalised and resized as `reconstruct` does
             for col in args.methods:
                 method, fast, overrides = COLUMNS[col]
                 learned = method in ("padis", "pnp-admm")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavepatch.io import normalize_volume, read_image, resize_square
+from wavepatch.bench import load_slices
 from wavepatch.io.atomic import atomic_write_bytes
 from wavepatch.run import run_reconstruction
 from wavepatch.tasks import task_options
@@ -31,10 +31,7 @@ def main() -> int:
     ap.add_argument("--accels", type=float, nargs="+", default=[4.0, 8.0])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    imgs = []
-    for f in SLICES:
-        unit, _ = normalize_volume(read_image(TRAIN / f))
-        imgs.append(resize_square(unit[0], 256))
+    imgs = [load_slices(TRAIN / f, 256)[0][1] for f in SLICES]
     table = {}
     for accel in args.accels:
         opts = task_options("mri", accel=accel, mask="gaussian")

@@ -171,7 +171,8 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "bench_run.json", (json.dumps(run_info, indent=1) + "\n").encode())
     done = {(r["setting"], r["method"], r["slice"]) for r in rows}
-    jobs = [(s, m, name, img) for s in settings for m in meths for name, img in _setting_slices(s, slices, own)
+    per_setting = {s.label: _setting_slices(s, slices, own) for s in settings}  # resampled once
+    jobs = [(s, m, name, img) for s in settings for m in meths for name, img in per_setting[s.label]
             if (s.label, m.label, name) not in done]
     if resume and done:
         print(f"resuming: {len(done)} reconstructions already in {out / 'results.csv'}, {len(jobs)} to run")
@@ -185,7 +186,7 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
         rows.append({"setting": setting.label, "method": meth.label, "slice": name, "psnr": res.metrics["psnr"],
                      "ssim": res.metrics["ssim"],
                      "seconds": res.seconds + (auto["selection_seconds"] if auto else 0.0), "nfe": res.nfe or 0})
-        first = name == _setting_slices(setting, slices, own)[0][0]
+        first = name == per_setting[setting.label][0][0]
         if first:
             images[f"{setting.label}|{meth.label}"] = res.recon[0, 0].numpy()
             images[f"{setting.label}|truth"] = img

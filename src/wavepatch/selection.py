@@ -87,7 +87,8 @@ def _split_ct(task: Task, y: Tensor, fraction: float, generator: torch.Generator
     op = task.op
     v = op.n_views
     held = _pick(list(range(1, v - 1)), fraction, generator)  # never the end views: they fix the arc
-    kept = [i for i in range(v) if i not in set(held)]
+    held_set = set(held)
+    kept = [i for i in range(v) if i not in held_set]
 
     def sub(views: list[int]):
         angles = op.angles[views]
@@ -123,7 +124,7 @@ def _split_mri(task: Task, y: Tensor, fraction: float, generator: torch.Generato
     mask = op.mask.bool()  # (H, W), columns = phase encodes
     sampled = mask.any(dim=0)
     centre = _center_run(sampled)
-    outer = [int(i) for i in torch.nonzero(sampled).flatten() if int(i) not in centre]
+    outer = [i for i in torch.nonzero(sampled).flatten().tolist() if i not in centre]
     held = _pick(outer, fraction, generator)
     cols = torch.zeros(mask.shape[1], dtype=torch.bool)
     cols[held] = True
