@@ -1,6 +1,7 @@
 """``wavepatch train``, ``sample`` and ``eval-samples``: argument parsing and calls into the library.
 
     wavepatch train DATA... --prior whole|patch|wavelet --size N --steps S --out RUN [--resume] [architecture options]
+    wavepatch train CT_SLICES... --prior ldct-metric|ldct-gan|ldct-supervised --out RUN   (cli_ldct)
         [--noisy-data lowdose|lowdose-fbp|gaussian [--noise-level L] [--wavelet-denoiser]]   (noisy scans)
     wavepatch sample [--prior CKPT | --modality ct|mri] --n K --size N --sampler heun|euler|langevin|pc --steps T
         --out DIR   (without --prior: the bundled patch prior of the modality, default ct)
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from wavepatch.cli_ldct import LDCT_PRIORS, add_ldct_train_args, cmd_train_ldct, refuse_ldct_options
 from wavepatch.cli_shape import (
     SHAPE_DEFAULTS,
     SHAPE_PRIORS,
@@ -64,10 +66,13 @@ def add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a score prior (denoising score matching) on a folder of images")
     t.add_argument("data", nargs="+", help="training images: folders (DICOM series, NIfTI, PNG, .npy) or files")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log, loss curve)")
-    t.add_argument("--prior", choices=("whole", "patch", "wavelet", *SHAPE_PRIORS), default=d.prior,
+    t.add_argument("--prior", choices=("whole", "patch", "wavelet", *SHAPE_PRIORS, *LDCT_PRIORS), default=d.prior,
                    help="whole-image UNet, PaDIS patches, WSGM (one UNet per wavelet scale), or a 3-D shape prior "
                         "(shape-wavelet: Hui et al.'s coarse generator + detail predictor on TSDF wavelet "
-                        "coefficients; shape-voxel: diffusion on the TSDF itself) from .npz/.npy masks or meshes")
+                        "coefficients; shape-voxel: diffusion on the TSDF itself) from .npz/.npy masks or meshes; "
+                        "ldct-metric / ldct-gan / ldct-supervised: the low-dose CT denoiser of --method "
+                        "ldct-metric (Jung et al.'s patch-wise metric learning, its no-metric ablation, and a "
+                        "supervised reference)")
     t.add_argument("--size", type=int, default=None, help=f"training images resized to N x N (default {d.size})")
     t.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="HU window mapped to [0, 1] (CT default -1000 1000; others: 0 to the 99.5th percentile)")
@@ -126,6 +131,7 @@ def add_train_parser(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-progress", action="store_true")
     add_shape_train_args(t)
+    add_ldct_train_args(t)
 
 
 _IMAGE_DEFAULTS = {"size": "size", "levels": "levels", "wavelet": "wavelet", "channels": "base_channels",
@@ -134,6 +140,9 @@ _IMAGE_DEFAULTS = {"size": "size", "levels": "levels", "wavelet": "wavelet", "ch
 
 
 def cmd_train(args) -> int:
+    if args.prior in LDCT_PRIORS:
+        return cmd_train_ldct(args)
+    refuse_ldct_options(args)
     if args.prior in SHAPE_PRIORS:
         return cmd_train_shape(args)
     refuse_shape_options(args)

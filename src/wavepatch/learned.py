@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from wavepatch.fidelity import DataFidelity
 from wavepatch.methods import SCHEDULE_PARAMS, Method
-from wavepatch.prior.checkpoint import load_prior
+from wavepatch.prior.checkpoint import load_prior, load_translator
 from wavepatch.prior.model import make_denoiser
 from wavepatch.resources import prior_path
 from wavepatch.sampling.posterior import warm_start
@@ -49,6 +49,17 @@ def cached_prior(path: str | Path, device: str = "cpu"):
 @lru_cache(maxsize=4)
 def _load_cached(path: str, mtime_ns: int, device: str):
     return load_prior(path, device=device)
+
+
+def cached_translator(path: str | Path, device: str = "cpu"):
+    """``load_translator`` (translator, config, training info) once per (file, modification time, device)."""
+    p = Path(path)
+    return _load_translator_cached(str(p.resolve()), p.stat().st_mtime_ns if p.exists() else 0, str(device))
+
+
+@lru_cache(maxsize=4)
+def _load_translator_cached(path: str, mtime_ns: int, device: str):
+    return load_translator(path, device=device)
 
 
 def learned_denoiser(prior: str | Path, generator: torch.Generator, device: str = "cpu",

@@ -31,6 +31,7 @@ from typing import Any
 
 from wavepatch.linalg import cgls
 from wavepatch.physics.phase_retrieval import hio
+from wavepatch.prior.ldct import denoise_image
 from wavepatch.recon.admm import admm_tv, pnp_admm
 from wavepatch.recon.fista import fista_tv, l1_wavelet
 from wavepatch.recon.red import red
@@ -120,7 +121,9 @@ class Method:
     schedule: 'karras' or 'geometric' noise levels (``fast_schedule`` in fast mode); fast_defaults: defaults
     that change with ``--fast``; variants: {param: {value: defaults}}, defaults that follow another parameter's
     value (PnP with the learned denoiser); nonlinear: runs on nonlinear forward models too (phase retrieval: it
-    uses only the fidelity's residual and scale)."""
+    uses only the fidelity's residual and scale); network: the bundled image-to-image network a classical method
+    runs (``run`` gets it as ``translator``; ``--prior`` replaces it); tasks: the only tasks the method applies to
+    (None: all)."""
 
     name: str
     kind: str
@@ -136,6 +139,8 @@ class Method:
     fast_defaults: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)
     nonlinear: bool = False
+    network: str | None = None
+    tasks: tuple[str, ...] | None = None
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -155,6 +160,8 @@ class Method:
         unknown parameter, a bad value, or one that does not apply in this mode."""
         if fast and self.kind != "sampler":
             raise ValueError(f"--fast is for the learned-prior methods; {self.name} is a classical method")
+        if self.tasks is not None and task not in self.tasks:
+            raise ValueError(f"{self.name} applies to --task {' / '.join(self.tasks)} only, not {task}")
         parsed = {}
         for key, raw in (overrides or {}).items():
             p = self.param(key)
@@ -252,6 +259,10 @@ def _red(fidelity, x0, *, denoiser, sigma: float, lam: float, n_iter: int, progr
     return red(fidelity, denoiser, sigma=sigma, lam=lam, n_iter=n_iter, x0=x0, progress=progress)
 
 
+def _ldct_translate(fidelity, x0, *, translator, progress: bool = False):
+    return denoise_image(translator, x0)
+
+
 register(Method("fbp", "classical", _baseline, "the task's baseline (FBP, zero-filled, ...)"))
 register(Method("adjoint", "classical", _baseline, "the task's baseline (same as fbp)"))
 register(Method("hio", "classical", _hio, "phase retrieval: Fienup's hybrid input-output with the support box and "
@@ -301,6 +312,11 @@ register(Method("red", "classical", _red, "regularisation by denoising, accelera
                                                deblur=0.1, sr=1.0, inpaint=1.0), "weight of the RED prior term",
                        low=0),
                  _n_iter(50), _DENOISER), variants=_LEARNED_DENOISER))
+# Jung et al. 2022: the FBP image translated by a network trained without pairs (patch-wise metric learning);
+# --prior takes another translator (wavepatch train --prior ldct-metric|ldct-gan|ldct-supervised)
+register(Method("ldct-metric", "classical", _ldct_translate, "low-dose CT: the FBP image denoised by the "
+                "unsupervised patch-wise metric-learning translator (bundled models/ldct_metric256; --prior "
+                "another translator)", network="ldct_metric256", tasks=("ct-lowdose",)))
 
 # ---------------------------------------------------------------------------------------------- samplers
 # zeta is per-pixel normalised (0.01 corresponds to PaDIS' official 0.3); 0.1 was chosen for DPS (100 NFE:

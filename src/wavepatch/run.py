@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from wavepatch.fidelity import DataFidelity
-from wavepatch.learned import cached_prior, default_prior, learned_denoiser, run_sampler
+from wavepatch.learned import cached_prior, cached_translator, default_prior, learned_denoiser, run_sampler
 from wavepatch.methods import Method, get_method, names
 from wavepatch.metrics import image_metrics
 from wavepatch.prior.model import resolve_precision
 from wavepatch.recon.denoisers import tv_denoiser, wavelet_denoiser
+from wavepatch.resources import prior_path
 from wavepatch.sampling.steps import Counted
 from wavepatch.tasks import Task, TaskOptions, make_task
 from wavepatch.types import Denoiser
@@ -49,13 +50,16 @@ class RunResult:
 
 
 def run_classical(method: Method, fidelity: DataFidelity, x0: Tensor, params: dict, progress: bool = False,
-                  learned: Denoiser | None = None) -> Tensor:
+                  learned: Denoiser | None = None, network: str | Path | None = None) -> Tensor:
     """Run classical ``method`` from the baseline x0 with ``params`` (resolved); a denoiser parameter becomes the
-    named classical denoiser, or ``learned`` for 'learned'."""
+    named classical denoiser, or ``learned`` for 'learned'; a method with a network gets the translator of
+    ``network`` (default: its bundled one)."""
     kwargs = dict(params)
     for p in method.params:
         if p.denoiser:
             kwargs[p.name] = learned if kwargs[p.name] == "learned" else CLASSICAL_DENOISERS[kwargs[p.name]]
+    if method.network is not None:
+        kwargs["translator"] = cached_translator(network or prior_path(method.network))[0]
     return method.run(fidelity, x0, progress=progress, **kwargs)
 
 
@@ -83,11 +87,12 @@ def _check_options(entry: Method, samples: int, prior, patch_mode: str, params: 
         raise ValueError(f"--samples must be at least 1, got {samples}")
     if entry.kind == "sampler":
         return
-    learned = entry.uses_learned_denoiser(params)
+    learned = entry.uses_learned_denoiser(params) or entry.network is not None
     for flag, given in (("--samples", samples != 1), ("--patch-mode", patch_mode != "padis"),
                         ("--prior", prior is not None and not learned)):
         if given:
-            raise ValueError(f"{flag} is for the learned-prior methods (or pnp-admm / red with denoiser=learned); "
+            raise ValueError(f"{flag} is for the learned-prior methods (or pnp-admm / red with denoiser=learned, "
+                             "ldct-metric); "
                              f"{entry.name} does not use it")
 
 
@@ -183,7 +188,14 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
             cached_prior(prior, device)  # a bad checkpoint fails here, before any work
             learned = Counted(learned_denoiser(prior, torch.Generator().manual_seed(seed + 2), device=device,
                                                precision=precision))
-        recon = run_classical(entry, fidelity, baseline, params, progress, learned)
+        if entry.network is not None:
+            network = Path(prior) if prior else prior_path(entry.network)
+            _, _, info = cached_translator(network, device)  # a bad checkpoint fails here, before any work
+            params = {**params, "prior": str(network), "objective": info.get("objective")}
+            prior = network
+        recon = run_classical(entry, fidelity, baseline, {k: v for k, v in params.items()
+                                                          if k not in ("prior", "objective")}, progress, learned,
+                              network=prior if entry.network is not None else None)
         if learned is not None:
             nfe = learned.nfe
             params = {**params, "prior": str(prior), "precision": resolve_precision(precision, device)}

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from wavepatch.io.atomic import PathLike, atomic_path, atomic_write_bytes
+from wavepatch.prior.ldct import LDCTConfig, Translator
 from wavepatch.prior.model import PriorConfig, build_prior
 from wavepatch.prior.precond import EDMDenoiser
 from wavepatch.prior.shape_wavelet import ShapePrior, ShapePriorConfig
@@ -89,8 +90,9 @@ def load_prior(path: PathLike, device: str | torch.device = "cpu",
                expect_kind: str | None = None) -> tuple[EDMDenoiser, PriorConfig]:
     """(model in eval mode on ``device``, config) from a checkpoint written by ``save_prior``."""
     kind = prior_kind(path)
-    if kind in ("wavelet", "shape"):
-        what = "a wavelet (WSGM) prior" if kind == "wavelet" else "a 3-D shape prior"
+    if kind in ("wavelet", "shape", "ldct"):
+        what = {"wavelet": "a wavelet (WSGM) prior", "shape": "a 3-D shape prior",
+                "ldct": "a low-dose CT translator (for --method ldct-metric)"}[kind]
         raise CheckpointError(f"{path} is {what}, not one denoiser; a {expect_kind or 'whole or patch'}"
                               " prior is needed here")
     config = _parse_config(PriorConfig, path)
@@ -121,6 +123,35 @@ def load_shape_prior(path: PathLike, device: str | torch.device = "cpu") -> tupl
                               "shape-wavelet) is needed here")
     config = _parse_config(ShapePriorConfig, path)
     return _load_weights(path, ShapePrior, config, device), config
+
+
+def save_translator(path: PathLike, translator: Translator, config: LDCTConfig, extra: dict | None = None) -> Path:
+    """The translator alone (float16 weights, the inference part of a training run's checkpoint)."""
+    return save_prior(path, translator, config, extra, half=True)
+
+
+def load_translator(path: PathLike, device: str | torch.device = "cpu") -> tuple[Translator, LDCTConfig, dict]:
+    """(translator in eval mode on ``device``, config, training info) from a translator file or a training run's
+    ldct.safetensors (which also holds the raw translator, discriminator and projection head: its EMA translator
+    is the one loaded)."""
+    kind = prior_kind(path)
+    if kind != "ldct":
+        raise CheckpointError(f"{path} is a {kind} prior, not a low-dose CT translator (train one with "
+                              "wavepatch train --prior ldct-metric)")
+    config = _parse_config(LDCTConfig, path)
+    found = tensor_shapes(path)
+    prefix = "ema." if any(k.startswith("ema.") for k in found) else ""
+    with torch.device("meta"):
+        skeleton = Translator(config)
+    check_state_matches(skeleton.state_dict(), {k[len(prefix):]: v for k, v in found.items()
+                                                if k.startswith(prefix)}, str(path))
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is corrupt or truncated ({exc})") from None
+    model = Translator(config)
+    model.load_state_dict({k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)})
+    return model.to(device).eval(), config, read_prior_metadata(path).get("info", {})
 
 
 def _parse_config(cls, path: PathLike):
