@@ -11,7 +11,9 @@ and optionally the score prior trained on noisy data (``--noisy-prior CKPT``, Wu
 
 Figures per method: PSNR / SSIM (unit scale, HU window [-1000, 1000]), the mean over tissue ROIs of |mean HU error|
 and of the error std (wavepatch.metrics.hu: lung, fat, soft tissue, bone by thresholds on the reference), and the
-HU-histogram W1 distance inside the body. Resumable: results.json is rewritten after each reconstruction.
+HU-histogram W1 distance inside the body, and the error's noise power spectrum (nps.png). Resumable: the results
+file of the run's dose set is rewritten after each reconstruction; the table (results.md), examples.png and
+nps.png are made from every results_*.json in --out, so doses can run in parallel processes.
 
     python benchmarks/ldct_denoise.py --tune-bm3d                      # BM3D's c on 4 training slices
     python benchmarks/ldct_denoise.py --translator ldct-metric=RUN1/ldct.safetensors ... --out DIR
@@ -31,11 +33,12 @@ from wavepatch.bench import load_slices
 from wavepatch.io import unit_to_hu
 from wavepatch.io.atomic import atomic_write_bytes
 from wavepatch.metrics import image_metrics
-from wavepatch.metrics.hu import hu_metrics
+from wavepatch.metrics.hu import hu_metrics, tissue_rois
 from wavepatch.run import simulate_measurement, solve
 from wavepatch.tasks import TaskOptions
 
 DOSES = (1e4, 2.5e3)
+NORMAL_DOSE = 2e5  # the normal-dose reference: FBP of the same slice at this I0 (as ldct_data's normal-dose images)
 BM3D_C_GRID = (4.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 
 
@@ -48,14 +51,24 @@ def bm3d_denoise(fbp: np.ndarray, c: float) -> np.ndarray:
     return np.asarray(bm3d.bm3d(fbp.astype(np.float64), sigma_psd=max(sigma, 1e-6)), np.float32)
 
 
-def figures(recon: np.ndarray, truth: np.ndarray) -> dict:
+def figures(recon: np.ndarray, truth: np.ndarray, normal: np.ndarray | None = None) -> dict:
+    """PSNR / SSIM and CT-number figures of ``recon`` against the clean slice ``truth``; with ``normal`` (the
+    normal-dose FBP image of the same slice) also the ROI bias against it ('_nd' keys), in the ROIs of ``truth``."""
     t = torch.from_numpy(truth)[None, None]
     r = torch.from_numpy(np.asarray(recon, np.float32))[None, None]
     m = image_metrics(r, t)
-    hu = hu_metrics(unit_to_hu(np.clip(recon, 0, 1)), unit_to_hu(truth))
-    return {"psnr": m["psnr"], "ssim": m["ssim"], "roi_bias_hu": hu["roi_mean_abs_error_hu"],
-            "roi_noise_hu": hu["roi_noise_std_hu"], "w1_hu": hu["histogram_w1_hu"],
-            "rois": {k: v["mean_error_hu"] for k, v in hu["rois"].items() if v["pixels"] >= 50}}
+    rec_hu = unit_to_hu(np.clip(recon, 0, 1))
+    hu = hu_metrics(rec_hu, unit_to_hu(truth))
+    out = {"psnr": m["psnr"], "ssim": m["ssim"], "roi_bias_hu": hu["roi_mean_abs_error_hu"],
+           "roi_noise_hu": hu["roi_noise_std_hu"], "w1_hu": hu["histogram_w1_hu"],
+           "rois": {k: v["mean_error_hu"] for k, v in hu["rois"].items() if v["pixels"] >= 50},
+           "nps_f": hu["nps_frequency_cycles_per_px"], "nps": hu["nps_hu2"]}
+    if normal is not None:
+        nd_hu = unit_to_hu(np.clip(normal, 0, 1))
+        rois = {k: v for k, v in tissue_rois(unit_to_hu(truth)).items() if v.sum() >= 50}
+        bias = {k: float((rec_hu - nd_hu)[v].mean()) for k, v in rois.items()}
+        out.update({"rois_nd": bias, "roi_bias_nd_hu": float(np.mean([abs(b) for b in bias.values()]))})
+    return out
 
 
 def run_method(name: str, spec: str | None, task, y, x, fbp: np.ndarray, bm3d_c: float) -> tuple[np.ndarray, float]:
@@ -127,37 +140,45 @@ def main() -> None:
         specs["noisy-prior"] = args.noisy_prior
     imgs = load_slices(args.data, 256)
     picks = np.linspace(0, len(imgs) - 1, args.slices).round().astype(int)
-    path = out / "results.json"
+    path = out / f"results_{'_'.join(f'{d:g}' for d in args.doses)}.json"  # one file per dose set: runs in parallel
     results = json.loads(path.read_text()) if path.exists() else {}
-    examples = out / "examples"
+    examples, recons = out / "examples", out / "recons"  # recons/: every reconstruction (not committed)
     examples.mkdir(exist_ok=True)
+    recons.mkdir(exist_ok=True)
     middle = picks[len(picks) // 2]
     for dose in args.doses:
         for k in picks:
             name, img = imgs[k]
             task, x, y = simulate_measurement(img, "ct-lowdose", TaskOptions(dose=dose), seed=int(k))
             fbp = task.baseline(y)[0, 0].numpy()
+            t_nd, _, y_nd = simulate_measurement(img, "ct-lowdose", TaskOptions(dose=NORMAL_DOSE), seed=1000 + int(k))
+            normal = t_nd.baseline(y_nd)[0, 0].numpy()
             for method, spec in specs.items():
                 key = f"{dose:g}|{name}|{method}"
                 if key in results:
                     continue
                 rec, sec = run_method(method, spec, task, y, x, fbp, c)
-                results[key] = {**figures(rec, img), "seconds": sec, "dose": dose, "slice": name,
+                np.save(recons / f"{dose:g}_{k}_{method}.npy", rec.astype(np.float32))
+                results[key] = {**figures(rec, img, normal), "seconds": sec, "dose": dose, "slice": name,
                                 "method": method, "checkpoint": spec}
                 if k == middle:
                     np.save(examples / f"{dose:g}_{method}.npy", rec.astype(np.float32))
                     np.save(examples / f"{dose:g}_truth.npy", img.astype(np.float32))
                 print(f"I0={dose:g} {name} {method}: {results[key]['psnr']:.2f} dB, ROI bias "
-                      f"{results[key]['roi_bias_hu']:.1f} HU, noise {results[key]['roi_noise_hu']:.1f} HU, "
-                      f"{sec:.1f} s", flush=True)
+                      f"{results[key]['roi_bias_hu']:.1f} HU (vs normal dose {results[key]['roi_bias_nd_hu']:.1f}),"
+                      f" noise {results[key]['roi_noise_hu']:.1f} HU, {sec:.1f} s", flush=True)
                 atomic_write_bytes(path, json.dumps(results, indent=1).encode())
-    write_table(results, list(specs), args.doses, out, c)
-    write_figure(examples, list(specs), args.doses, out / "examples.png")
+    results = {k: v for f in sorted(out.glob("results_*.json")) for k, v in json.loads(f.read_text()).items()}
+    doses = sorted({r["dose"] for r in results.values()}, reverse=True)
+    methods = list(dict.fromkeys([*specs, *(r["method"] for r in results.values())]))
+    write_table(results, methods, doses, out, c)
+    write_figure(examples, methods, doses, out / "examples.png")
+    write_nps(results, methods, doses, out / "nps.png")
 
 
 def write_table(results: dict, methods: list[str], doses: list[float], out: Path, c: float) -> None:
-    lines = ["| I0 | method | PSNR (dB) | SSIM | ROI mean abs HU error | ROI noise std (HU) | HU hist. W1 | s/slice |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| I0 | method | PSNR (dB) | SSIM | ROI mean abs HU error vs truth | vs normal-dose FBP | "
+             "ROI error std (HU) | HU hist. W1 | s/slice |", "|---|---|---|---|---|---|---|---|---|"]
     for dose in doses:
         for m in methods:
             rows = [r for r in results.values() if r["dose"] == dose and r["method"] == m]
@@ -168,13 +189,48 @@ def write_table(results: dict, methods: list[str], doses: list[float], out: Path
                 return float(np.mean([r[key] for r in rows]))
 
             lines.append(f"| {dose:g} | {m} | {mean('psnr'):.2f} ± {np.std([r['psnr'] for r in rows]):.2f} | "
-                         f"{mean('ssim'):.4f} | {mean('roi_bias_hu'):.1f} | {mean('roi_noise_hu'):.1f} | "
+                         f"{mean('ssim'):.4f} | {mean('roi_bias_hu'):.1f} | {mean('roi_bias_nd_hu'):.1f} | "
+                         f"{mean('roi_noise_hu'):.1f} | "
                          f"{mean('w1_hu'):.1f} | {mean('seconds'):.1f} |")
+    tissues = ("lung", "fat", "soft tissue", "bone")
+    per = ["| I0 | method | " + " | ".join(f"{t} bias (HU)" for t in tissues) + " |", "|---|---|" + "---|" * 4]
+    for dose in doses:
+        for m in methods:
+            rows = [r for r in results.values() if r["dose"] == dose and r["method"] == m]
+            if rows:
+                cells = []
+                for t in tissues:
+                    v = [r["rois"][t] for r in rows if t in r["rois"]]
+                    cells.append(f"{np.mean(v):+.1f} ({len(v)})" if v else "–")
+                per.append(f"| {dose:g} | {m} | " + " | ".join(cells) + " |")
     n = len({r["slice"] for r in results.values()})
     text = (f"{n} test slices, 256^2, 180-view parallel beam, Poisson counts; BM3D sigma factor c = {c:g}\n\n"
-            + "\n".join(lines) + "\n")
+            + "\n".join(lines) + "\n\nMean signed error per tissue against the truth, HU (slices where the "
+            "region has >= 50 pixels)\n\n" + "\n".join(per) + "\n")
     atomic_write_bytes(out / "results.md", text.encode())
     print(text)
+
+
+def write_nps(results: dict, methods: list[str], doses: list[float], path: Path) -> None:
+    """Radially averaged noise power spectrum of the error (HU^2 px^2), mean over slices, one panel per dose."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(doses), figsize=(5 * len(doses), 3.6), squeeze=False)
+    for ax, dose in zip(axes[0], doses, strict=True):
+        for m in methods:
+            rows = [r for r in results.values() if r["dose"] == dose and r["method"] == m and "nps" in r]
+            if rows:
+                ax.semilogy(rows[0]["nps_f"], np.mean([r["nps"] for r in rows], axis=0), label=m)
+        ax.set_xlabel("frequency (cycles / pixel)")
+        ax.set_ylabel("NPS of the error (HU² px²)")
+        ax.set_title(f"I0 = {dose:g}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_figure(folder: Path, methods: list[str], doses: list[float], path: Path) -> None:
