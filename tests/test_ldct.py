@@ -193,3 +193,13 @@ def test_bad_input_one_line(tmp_path, ct_files, run_cli, argv, message):
     assert code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_checkpoint_files_get_the_normal_file_mode(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    os.umask(old)
+    path = save_translator(tmp_path / "t.safetensors", Translator(LDCTConfig(channels=8, res_blocks=1)),
+                           LDCTConfig(channels=8, res_blocks=1))
+    assert path.stat().st_mode & 0o777 == 0o666 & ~old  # safetensors alone writes 0600

@@ -37,6 +37,12 @@ def check_not_input(out_path: PathLike, input_paths: Iterable[PathLike | None]) 
             raise ValueError(f"refusing to write {out_path}: it is inside the input folder {raw}")
 
 
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def _temp_sibling(path: Path, tag: str) -> Path:
     # The real name stays at the end so writers that pick a format from the extension (nibabel, Pillow)
     # still see it; the leading dot hides the file from folder listings and from read_image's series scan.
@@ -62,6 +68,9 @@ def atomic_path(path: PathLike, protect: Iterable[PathLike | None] = ()) -> Iter
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
+        # a body that recreates the file by name (safetensors' save_file does, with mode 0600) must not leave it
+        # unreadable to others: give it the mode a normally opened file gets
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
