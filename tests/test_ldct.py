@@ -185,6 +185,8 @@ def test_cli_train_and_reconstruct(tmp_path, ct_files, run_cli):
     (["train", "{ct}", "--prior", "patch", "--crop", "32"], "--crop applies"),
     (["train", "{ct}", "--prior", "ldct-metric", "--window", "-100", "100"], "--window does not apply"),
     (["train", "{ct}", "--prior", "ldct-metric"], "at least 8 slice positions"),
+    (["train", "{ct}", "--prior", "ldct-metric", "--steps", "0"], "--steps must be at least 1"),
+    (["train", "{ct}", "--prior", "ldct-metric", "--channels", "6"], "--channels for the LDCT"),
 ])
 def test_bad_input_one_line(tmp_path, ct_files, run_cli, argv, message):
     subs = {"{ct}": str(ct_files[1]), "{patch}": str(prior_path("ct_patch128"))}

@@ -76,13 +76,19 @@ def cmd_train_ldct(args) -> int:
     size = args.size or 256
     if size < 32 or size > 1024:
         raise ValueError(f"--size for the LDCT translator must be in 32..1024, got {size}")
+    def given(name: str, default):
+        value = getattr(args, name)
+        return default if value is None else value
+
     cfg = LDCTTrainConfig(
-        steps=args.steps or LDCT_DEFAULTS.steps, batch=args.batch or LDCT_DEFAULTS.batch,
-        crop=args.crop or min(LDCT_DEFAULTS.crop, size), lr=args.lr or LDCT_DEFAULTS.lr, seed=args.seed,
-        metric_weight=LDCT_DEFAULTS.metric_weight if args.metric_weight is None else args.metric_weight,
-        checkpoint_every=args.checkpoint_every or LDCT_DEFAULTS.checkpoint_every, log_every=args.log_every)
-    model_cfg = LDCTConfig(objective=objective, channels=args.channels or LDCTConfig.channels,
-                           wavelet_split=not args.no_wavelet_split)
+        steps=given("steps", LDCT_DEFAULTS.steps), batch=given("batch", LDCT_DEFAULTS.batch),
+        crop=given("crop", min(LDCT_DEFAULTS.crop, size)), lr=given("lr", LDCT_DEFAULTS.lr), seed=args.seed,
+        metric_weight=given("metric_weight", LDCT_DEFAULTS.metric_weight),
+        checkpoint_every=given("checkpoint_every", LDCT_DEFAULTS.checkpoint_every), log_every=args.log_every)
+    channels = given("channels", LDCTConfig.channels)
+    if not 4 <= channels <= 256 or channels % 4:
+        raise ValueError(f"--channels for the LDCT translator must be a multiple of 4 in 4..256, got {channels}")
+    model_cfg = LDCTConfig(objective=objective, channels=channels, wavelet_split=not args.no_wavelet_split)
     check_not_input(args.out, args.data)
     data = SliceDataset([str(p) for p in args.data], size, window=model_cfg.window)
     if any(v["kind"] != "ct" for v in data.volumes):

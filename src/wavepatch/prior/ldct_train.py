@@ -148,7 +148,6 @@ def train_ldct(low: Tensor, normal: Tensor, model_cfg: LDCTConfig, cfg: LDCTTrai
     rows = _read_log(log_path, start) if resume else []
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=f"ldct-{model_cfg.objective}")
-    step = start
     for step in range(start, cfg.steps):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         for opt in (opt_g, opt_d):
@@ -187,9 +186,7 @@ def train_ldct(low: Tensor, normal: Tensor, model_cfg: LDCTConfig, cfg: LDCTTrai
             _checkpoint(out, model, opt_g, opt_d, step + 1, model_cfg, cfg, rows, extra)
         if done:
             break
-    bar.close()
-    if step + 1 == start:  # nothing left to do (a finished run resumed)
-        _checkpoint(out, model, opt_g, opt_d, start, model_cfg, cfg, rows, extra)
+    bar.close()  # a finished run resumed does nothing: its checkpoint is already written
     return out / CHECKPOINT
 
 
