@@ -31,19 +31,10 @@ LDCT_ONLY = {"doses": "--doses", "crop": "--crop", "metric_weight": "--metric-we
              "realisations": "--realisations", "no_wavelet_split": "--no-wavelet-split"}
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    import argparse
-
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    return values
-
-
-def add_ldct_train_args(t) -> None:
-    """The train options only the LDCT translator has (default None / False: the LDCTTrainConfig default)."""
-    t.add_argument("--doses", type=_floats, default=None,
+def add_ldct_train_args(t, floats) -> None:
+    """The train options only the LDCT translator has (default None / False: the LDCTTrainConfig default);
+    ``floats``: the argparse type of a comma-separated list of numbers."""
+    t.add_argument("--doses", type=floats, default=None,
                    help="ldct-*: I0 photons per bin of the simulated low-dose scans (default "
                         f"{','.join(f'{d:g}' for d in TRAIN_DOSES)})")
     t.add_argument("--crop", type=int, default=None, help=f"ldct-*: training crop side (default {LDCT_DEFAULTS.crop})")

@@ -131,7 +131,7 @@ def add_train_parser(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-progress", action="store_true")
     add_shape_train_args(t)
-    add_ldct_train_args(t)
+    add_ldct_train_args(t, _floats)
 
 
 _IMAGE_DEFAULTS = {"size": "size", "levels": "levels", "wavelet": "wavelet", "channels": "base_channels",

@@ -139,19 +139,9 @@ def load_translator(path: PathLike, device: str | torch.device = "cpu") -> tuple
         raise CheckpointError(f"{path} is a {kind} prior, not a low-dose CT translator (train one with "
                               "wavepatch train --prior ldct-metric)")
     config = _parse_config(LDCTConfig, path)
-    found = tensor_shapes(path)
-    prefix = "ema." if any(k.startswith("ema.") for k in found) else ""
-    with torch.device("meta"):
-        skeleton = Translator(config)
-    check_state_matches(skeleton.state_dict(), {k[len(prefix):]: v for k, v in found.items()
-                                                if k.startswith(prefix)}, str(path))
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path} is corrupt or truncated ({exc})") from None
-    model = Translator(config)
-    model.load_state_dict({k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)})
-    return model.to(device).eval(), config, read_prior_metadata(path).get("info", {})
+    prefix = "ema." if any(k.startswith("ema.") for k in tensor_shapes(path)) else ""
+    model = _load_weights(path, Translator, config, device, prefix)
+    return model, config, read_prior_metadata(path).get("info", {})
 
 
 def _parse_config(cls, path: PathLike):
@@ -161,8 +151,9 @@ def _parse_config(cls, path: PathLike):
         raise CheckpointError(f"{path}: invalid prior config ({exc})") from None
 
 
-def _load_weights(path: PathLike, build, config, device: str | torch.device):
-    """``build(config)`` with the weights of ``path``, in eval mode on ``device``.
+def _load_weights(path: PathLike, build, config, device: str | torch.device, prefix: str = ""):
+    """``build(config)`` with the weights of ``path`` (those named PREFIX..., prefix stripped; others ignored),
+    in eval mode on ``device``.
 
     The architecture is first built on the meta device (no memory) and its tensor shapes compared with the
     file's header, so a small file whose config declares a huge network is refused before anything is allocated."""
@@ -171,14 +162,15 @@ def _load_weights(path: PathLike, build, config, device: str | torch.device):
             skeleton = build(config)
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: invalid prior config ({exc})") from None
-    check_state_matches(skeleton.state_dict(), tensor_shapes(path), str(path))
+    found = {k[len(prefix):]: v for k, v in tensor_shapes(path).items() if k.startswith(prefix)}
+    check_state_matches(skeleton.state_dict(), found, str(path))
     del skeleton
     model = build(config)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is corrupt or truncated ({exc})") from None
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    model.load_state_dict({k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)})
     return model.to(device).eval()
 
 

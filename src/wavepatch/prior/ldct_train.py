@@ -31,7 +31,7 @@ from wavepatch.io.atomic import atomic_path, atomic_write_bytes
 from wavepatch.prior.checkpoint import check_state_matches, save_prior
 from wavepatch.prior.ldct import LDCTConfig, LDCTModel
 from wavepatch.prior.ldct_losses import gather, lsgan_d_loss, lsgan_g_loss, patch_metric_loss, sample_locations
-from wavepatch.prior.train import read_state_file
+from wavepatch.prior.train import load_optimizer_tensors, optimizer_tensors, read_state_file
 
 Tensor = torch.Tensor
 CHECKPOINT = "ldct.safetensors"
@@ -203,11 +203,7 @@ def _read_log(path: Path, upto: int) -> list[list]:
 def _checkpoint(out: Path, model: LDCTModel, opt_g, opt_d, step: int, model_cfg: LDCTConfig,
                 cfg: LDCTTrainConfig, rows: list[list], extra: dict | None) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for tag, opt in (("g", opt_g), ("d", opt_d)):
-        params = [p for group in opt.param_groups for p in group["params"]]
-        for i, p in enumerate(params):
-            for name, value in opt.state.get(p, {}).items():
-                tensors[f"opt_{tag}.{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors.update({**optimizer_tensors(opt_g, "opt_g"), **optimizer_tensors(opt_d, "opt_d")})
     with atomic_path(out / "train_state.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"step": str(step)})
     info = {"step": step, "objective": model_cfg.objective, "train": asdict(cfg), **(extra or {})}
@@ -223,10 +219,6 @@ def _load_state(path: Path, model: LDCTModel, opt_g, opt_d) -> int:
     part = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     check_state_matches(model.state_dict(), part, str(path))
     model.load_state_dict(part)
-    for tag, opt in (("g", opt_g), ("d", opt_d)):
-        params = [p for group in opt.param_groups for p in group["params"]]
-        for i, p in enumerate(params):
-            state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt_{tag}.{i}.")}
-            if state:
-                opt.state[p] = state
+    load_optimizer_tensors(opt_g, tensors, "opt_g")
+    load_optimizer_tensors(opt_d, tensors, "opt_d")
     return int(meta["step"])

@@ -349,9 +349,7 @@ def save_train_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, o
                 cfg: TrainConfig) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    for i, p in enumerate(_all_params(opt)):
-        for name, value in opt.state.get(p, {}).items():
-            tensors[f"opt.{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors.update(optimizer_tensors(opt, "opt"))
     meta = {"step": str(step), "config": json.dumps(asdict(cfg))}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -364,11 +362,22 @@ def load_train_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, o
         part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         check_state_matches(module.state_dict(), part, str(path))
         module.load_state_dict(part)
+    load_optimizer_tensors(opt, tensors, "opt")
+    return int(meta["step"])
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, Tensor]:
+    """An optimizer's per-parameter state (Adam moments, step) as flat tensors named PREFIX.I.NAME."""
+    return {f"{prefix}.{i}.{name}": torch.as_tensor(value).detach().cpu().contiguous()
+            for i, p in enumerate(_all_params(opt)) for name, value in opt.state.get(p, {}).items()}
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], prefix: str) -> None:
+    """Inverse of :func:`optimizer_tensors` (tensors moved to each parameter's device, except the step)."""
     for i, p in enumerate(_all_params(opt)):
-        state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{prefix}.{i}.")}
         if state:
             opt.state[p] = {k: (v.to(p.device) if k != "step" else v) for k, v in state.items()}
-    return int(meta["step"])
 
 
 def read_state_file(path: Path) -> tuple[dict, dict[str, Tensor]]:
