@@ -48,7 +48,8 @@ def _timed_job(env: dict, out: str) -> tuple[float, str]:
     proc = subprocess.run([_wavepatch_exe(), *MAIN_ARGS, "--out", out], env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stderr)
-    return time.perf_counter() - t0, proc.stdout.strip().splitlines()[-1]
+    lines = proc.stdout.strip().splitlines()
+    return time.perf_counter() - t0, next((ln for ln in lines if " PSNR " in ln), lines[-1])
 
 
 def side_by_side(rev: str, repeats: int, env: dict) -> None:
@@ -88,13 +89,8 @@ def whole_process(repeats: int, env: dict) -> list[tuple[str, float]]:
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
-            t0 = time.perf_counter()
-            proc = subprocess.run([_wavepatch_exe(), *MAIN_ARGS, "--out", f"{tmp}/run{i}"], env=env,
-                                  capture_output=True, text=True)
-            times.append(time.perf_counter() - t0)
-            if proc.returncode:
-                raise SystemExit(proc.stderr)
-        summary = proc.stdout.strip().splitlines()[-1]
+            sec, summary = _timed_job(env, f"{tmp}/run{i}")
+            times.append(sec)
     rows.append(("main job as a process", statistics.median(times)))
     print(f"last run: {summary}")
     return rows

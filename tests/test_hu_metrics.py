@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wavepatch.metrics.hu import body_mask, hu_metrics, noise_power_spectrum, tissue_rois
+from wavepatch.metrics.hu import body_mask, histogram_w1, hu_metrics, noise_power_spectrum, tissue_rois
 
 
 def _phantom(n: int = 128) -> np.ndarray:
@@ -50,3 +50,14 @@ def test_nps_integrates_to_the_variance_and_is_flat_for_white_noise():
                                                      np.fft.fftfreq(128)[None] ** 2) / 0.01))).real
     f2, nps2 = noise_power_spectrum(smooth)
     assert nps2[0] > 10 * nps2[-1]  # low-pass noise: power at low frequencies
+
+
+def test_histogram_w1_equals_scipy():
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 30, 500), rng.gamma(2.0, 20.0, 500) - 40
+    assert histogram_w1(a, b) == pytest.approx(wasserstein_distance(a, b), rel=1e-12)
+    assert histogram_w1(a, a + 7.5) == pytest.approx(7.5)
+    with pytest.raises(ValueError, match="equal size"):
+        histogram_w1(a, b[:10])

@@ -16,11 +16,20 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from scipy.stats import wasserstein_distance
 
 TISSUES = {"lung": (-950.0, -600.0), "fat": (-150.0, -50.0), "soft tissue": (20.0, 80.0), "bone": (300.0, np.inf)}
 ROI_EROSION = 2  # pixels
 MIN_ROI_PIXELS = 50  # regions smaller than this are reported but not averaged
+
+
+def histogram_w1(a: np.ndarray, b: np.ndarray) -> float:
+    """Wasserstein-1 distance between the empirical distributions of two samples of equal size (1-D arrays,
+    same units): the mean absolute difference of the sorted samples, which equals the area between the two
+    CDFs (``scipy.stats.wasserstein_distance``, tested; not imported here: scipy.stats costs 0.2 s of start-up)."""
+    a, b = np.sort(np.ravel(a)), np.sort(np.ravel(b))
+    if a.shape != b.shape:
+        raise ValueError(f"histogram_w1 needs samples of equal size, got {a.size} and {b.size}")
+    return float(np.mean(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
 
 
 def body_mask(truth_hu: np.ndarray) -> np.ndarray:
@@ -81,7 +90,7 @@ def hu_metrics(recon_hu: np.ndarray, truth_hu: np.ndarray) -> dict:
         "rois": regions,
         "roi_mean_abs_error_hu": float(np.mean([abs(r["mean_error_hu"]) for r in used])) if used else None,
         "roi_noise_std_hu": float(np.mean([r["noise_std_hu"] for r in used])) if used else None,
-        "histogram_w1_hu": float(wasserstein_distance(recon_hu[body], truth_hu[body])) if body.any() else None,
+        "histogram_w1_hu": histogram_w1(recon_hu[body], truth_hu[body]) if body.any() else None,
         "nps_frequency_cycles_per_px": freq.round(4).tolist(),
         "nps_hu2": nps.tolist(),
         "rules": {"tissues_hu": {k: list(v) for k, v in TISSUES.items()}, "erosion_px": ROI_EROSION,

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 Tensor = torch.Tensor
@@ -151,6 +150,8 @@ def chamfer_matrix(a: Tensor, b: Tensor, *, chunk: int = CHUNK, progress: bool =
 
 def _emd_pair(cost: np.ndarray) -> float:
     """Mean cost of the optimal assignment for a (P, P) cost matrix."""
+    from scipy.optimize import linear_sum_assignment  # lazily: 0.1 s of start-up
+
     r, c = linear_sum_assignment(cost)
     return float(cost[r, c].mean())
 

@@ -11,6 +11,8 @@ The third kind, ``wavelet`` (WSGM: one network per wavelet scale), has its own c
 
 from __future__ import annotations
 
+import copy
+import weakref
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -52,17 +54,46 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
     return precision
 
 
-def _with_precision(fn, precision: str, device_type: str):
-    """``fn`` run under bf16 autocast (convolutions and matmuls in bfloat16, accumulation and the EDM skip
-    path in float32; the output is cast back to float32) when ``precision`` is 'bf16'."""
-    if precision == "fp32":
-        return fn
+def inference_network(model: EDMDenoiser, precision: str) -> EDMDenoiser:
+    """The model to evaluate at ``precision`` ('fp32' or 'bf16', already resolved).
 
-    def autocast_fn(*args):
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            out = fn(*args)
+    'fp32' is ``model`` itself. 'bf16' on the CPU for a 2-D network is a copy with bfloat16 weights stored
+    channels-last: oneDNN's bfloat16 convolutions are ~7x faster channels-last than NCHW on an AMX CPU (0.48 vs
+    3.5 ms for 25x64x28x28, 3x3), whose NCHW path spends its time reordering. The noise embedding's sinusoids, the
+    GroupNorm statistics, the EDM skip path and the output stay float32 (``unet.norm_act``). Other devices and 3-D
+    networks keep float32 weights under bf16 autocast. The copy is made once per model (again after its weights change in place).
+    """
+    if precision == "fp32":
+        return model
+    version = sum(p._version for p in model.parameters())  # in-place updates (an optimizer step) bump it
+    cached = _INFERENCE_COPIES.get(model)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    param = next(model.parameters())
+    if param.device.type == "cpu" and model.net.conv_in.weight.ndim == 4:
+        fast = copy.deepcopy(model).to(torch.bfloat16).to(memory_format=torch.channels_last)
+        fast.requires_grad_(False)  # an input gradient (DPS) still flows; the weights stay fixed
+    else:
+        fast = _Autocast(model, param.device.type)
+    fast.eval()
+    _INFERENCE_COPIES[model] = (version, fast)
+    return fast
+
+
+class _Autocast(torch.nn.Module):
+    """``model`` under bf16 autocast (convolutions and matrix products in bfloat16), output float32."""
+
+    def __init__(self, model: torch.nn.Module, device_type: str) -> None:
+        super().__init__()
+        self.model, self.device_type = model, device_type
+
+    def forward(self, *args):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            out = self.model(*args)
         return out.float()
-    return autocast_fn
+
+
+_INFERENCE_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -157,12 +188,15 @@ def make_denoiser(model: EDMDenoiser, config: PriorConfig, mode: str = "padis", 
     'stitch' (fixed grid) or 'average' (overlapping patches averaged, overlap a quarter patch per axis);
     ``patch_size`` (an int or one per axis) overrides the config's; ``generator`` drives the shifts and the border
     noise; ``chunk`` caps patches per network call. A whole-image prior ignores these.
-    ``precision``: 'fp32', 'bf16' (autocast) or 'auto' (:func:`resolve_precision` for the model's device).
+    ``precision``: 'fp32', 'bf16' (:func:`inference_network`) or 'auto' (:func:`resolve_precision` for the model's device).
     """
     dims = config.dims
     device_type = next(model.parameters()).device.type
     precision = resolve_precision(precision, device_type)
-    run_model = _with_precision(lambda x, sigma, *extra: model(x, sigma, *extra), precision, device_type)
+    network = inference_network(model, precision)
+
+    def run_model(x: Tensor, sigma: Tensor | float, *extra: Tensor) -> Tensor:
+        return network(x, sigma, *extra).float()
     if config.kind == "whole":
         def denoise_whole(x: Tensor, sigma: Tensor | float) -> Tensor:
             _check_input(x, dims)
