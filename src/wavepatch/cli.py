@@ -41,6 +41,7 @@ from wavepatch.prior.model import PRECISIONS
 from wavepatch.report import compare_figure, save_json, uncertainty_figure
 from wavepatch.selection import auto_line, check_auto, run_reconstruction_auto
 from wavepatch.tasks import TASKS, TaskOptions, task_options
+from wavepatch.volume_tasks import VOLUME_TASKS
 
 
 class UsageError(Exception):
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "MRI: complex k-space)")
     r.add_argument("--counts", action="store_true",
                    help="--measurement holds raw detector counts (needs --dose I0), not post-log line integrals")
-    r.add_argument("--task", required=True, choices=TASKS)
+    r.add_argument("--task", required=True, choices=TASKS + VOLUME_TASKS,
+                   help="zsr and mri3d measure a whole volume (with --volume)")
     r.add_argument("--method", required=True, choices=names(), help="see the list below, or `wavepatch methods`")
     r.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
     r.add_argument("--size", type=int, default=256, help="reconstruct at N x N (default 256)")
@@ -225,6 +227,9 @@ def cmd_reconstruct(args) -> int:
         check_auto(args.task, args.method, args.fast, _overrides(args), volume=args.volume)
     if args.volume:
         return cmd_volume(args, opts, _overrides(args))
+    if args.task in VOLUME_TASKS:
+        raise UsageError(f"--task {args.task} measures a whole volume: add --volume (and give a DICOM series folder or "
+                         "a NIfTI volume)")
     if args.slices is not None:
         raise UsageError("--slices is for --volume (one slice: --slice K)")
     for flag, value in (("--series", args.series), ("--coupling", args.coupling),

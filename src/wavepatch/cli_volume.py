@@ -84,7 +84,8 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
         raise ValueError(f"--coupling-lam must be a finite number >= 0, got {lam}")
     res = reconstruct_volume(unit, args.task, opts, args.method, overrides, seed=args.seed, prior=args.prior,
                              fast=args.fast, z_weight=z_weight, device=args.device, progress=not args.no_progress,
-                             precision=args.precision, coupling=coupling, coupling_lam=lam)
+                             precision=args.precision, coupling=coupling, coupling_lam=lam,
+                             modality="ct" if norm["method"] == "window" else "mri")
     m, mb = volume_metrics(res.recon, unit), volume_metrics(res.baseline, unit)
     protect = [args.input]
     metrics = {**m, "baseline": res.task.baseline_name, **{f"baseline_{k}": v for k, v in mb.items()},

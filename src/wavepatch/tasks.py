@@ -110,6 +110,9 @@ TASK_OPTIONS = {
     "sr": ("factor", "noise"),
     "inpaint": ("mask", "keep", "noise"),
     "phase-retrieval": ("oversampling", "noise"),
+    # volume-only tasks (wavepatch.volume_tasks): the operator couples the slices
+    "zsr": ("factor", "noise"),
+    "mri3d": ("accel", "center_fraction", "noise"),
 }
 
 

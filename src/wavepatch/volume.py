@@ -35,6 +35,7 @@ from wavepatch.recon.tv import tv_z_prox
 from wavepatch.run import gaussian_std, run_classical
 from wavepatch.sampling.steps import Counted
 from wavepatch.tasks import Task, TaskOptions, make_task
+from wavepatch.volume_tasks import PARAMETER_TASK, VOLUME_TASKS, StackFidelity, make_volume_task
 
 Tensor = torch.Tensor
 
@@ -88,35 +89,51 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
                        overrides: dict | None = None, seed: int = 0, prior=None, fast: bool = False,
                        z_weight: float = 1.0, device: str = "cpu", progress: bool = False,
                        precision: str = "auto", coupling: str = "none",
-                       coupling_lam: float = DEFAULT_COUPLING_LAM) -> VolumeResult:
+                       coupling_lam: float = DEFAULT_COUPLING_LAM, modality: str = "ct") -> VolumeResult:
     """Simulate ``task_name`` on every slice of ``unit`` (S, H, W) in [0, 1] and reconstruct the stack with
     ``method``. ``z_weight``: in-plane pixel size / slice spacing (3-D TV). Seeds as ``run.run_reconstruction``:
     the task uses ``seed``, the noise ``seed + 1``, the sampler ``seed + 2``. ``coupling``: 'none' or 'tv-z'
-    (learned samplers; weight ``coupling_lam`` on the unit scale, in-plane units: scaled by ``z_weight``)."""
+    (learned samplers; weight ``coupling_lam`` on the unit scale, in-plane units: scaled by ``z_weight``).
+    ``modality`` ('ct' or 'mri') picks the default prior of the tasks that do not imply one (zsr).
+
+    The volume tasks (:data:`~wavepatch.volume_tasks.VOLUME_TASKS`: zsr, mri3d) measure the whole volume at
+    once; they take ``admm-tv`` and the learned samplers (whose data steps see the volume as one vector)."""
     if coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
     if unit.ndim != 3 or unit.shape[0] < 2:
         raise ValueError(f"a volume needs at least 2 slices (S, H, W), got shape {unit.shape}")
     s, h, w = unit.shape
-    task = make_task(task_name, (h, w), opts, torch.Generator().manual_seed(seed))
     x = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[:, None]
-    y = task.simulate(x, torch.Generator().manual_seed(seed + 1))
     entry = get_method(method)
+    if task_name in VOLUME_TASKS:
+        if entry.kind != "sampler" and method != "admm-tv":
+            raise ValueError(f"--task {task_name} measures the whole volume; it takes admm-tv or a learned sampler, "
+                             f"not {method}")
+        task = make_volume_task(task_name, (s, h, w), opts, torch.Generator().manual_seed(seed))
+        y = task.simulate(x.reshape(1, 1, s, h, w), torch.Generator().manual_seed(seed + 1))
+        fidelity = StackFidelity(task.fidelity(y), s)
+        baseline = task.baseline(y).reshape(s, 1, h, w)
+        param_task = PARAMETER_TASK[task_name]
+    else:
+        task = make_task(task_name, (h, w), opts, torch.Generator().manual_seed(seed))
+        y = task.simulate(x, torch.Generator().manual_seed(seed + 1))
+        fidelity = task.fidelity(y)
+        baseline = task.baseline(y)
+        param_task = task.name
     noise_std = gaussian_std(task)
-    params = entry.resolve(task.name, overrides, fast, noise_std=noise_std)
-    fidelity = task.fidelity(y)
-    baseline = task.baseline(y)
+    params = entry.resolve(param_task, overrides, fast, noise_std=noise_std)
     admm = get_method("admm-tv")
 
     def admm3d() -> Tensor:
-        p = admm.resolve(task.name, overrides if method == "admm-tv" else None, noise_std=noise_std)
+        p = admm.resolve(param_task, overrides if method == "admm-tv" else None, noise_std=noise_std)
         return admm_tv(fidelity, lam=p["lam"], rho=p["rho"], n_iter=p["n_iter"], x0=baseline, progress=progress,
                        z_weight=z_weight)
 
     nfe = None
     t0 = time.perf_counter()
     if entry.kind == "sampler":
-        prior = prior or default_prior(task.name, entry.prior)
+        prior = prior or default_prior("mri" if param_task == "mri" or modality == "mri" else param_task,
+                                        entry.prior)
         x_fast = admm3d() if fast else None
         coupled = ZCoupled(fidelity, coupling_lam * z_weight) if coupling == "tv-z" else fidelity
         recon, nfe = run_sampler(entry, coupled, prior, params, torch.Generator().manual_seed(seed + 2),

@@ -65,17 +65,20 @@ def _channels_last(x: Tensor) -> bool:
 
 def _channel_sums(flat: Tensor, chunk_bytes: int = 1 << 20) -> tuple[Tensor, Tensor]:
     """Per-channel sums of x and x**2 over axis 1 of ``flat`` (B, N, C), in float32 (float64 for float64 input):
-    (B, C) each. The upcast copy is made a few batch items at a time, so temporaries stay small (large fresh
-    buffers page-fault)."""
+    (B, C) each. The upcast copy is made about ``chunk_bytes`` at a time (whole items, or an item cut into k
+    equal runs of N / k rows), so temporaries stay in cache: large fresh buffers page-fault."""
     acc = torch.promote_types(flat.dtype, torch.float32)
-    per_item = flat.shape[1] * flat.shape[2] * 4
-    step = max(1, chunk_bytes // max(per_item, 1))
+    b, n, c = flat.shape
+    row = c * torch.finfo(acc).bits // 8
+    k = next((d for d in range(1, n + 1) if n % d == 0 and (n // d) * row <= chunk_bytes), n)
+    runs = flat.reshape(b * k, n // k, c)
+    step = max(1, chunk_bytes // ((n // k) * row))
     s1, s2 = [], []
-    for part in flat.split(step):
+    for part in runs.split(step):
         f = part.to(acc)
         s1.append(f.sum(1))
-        s2.append(torch.linalg.vecdot(f, f, dim=1))
-    return torch.cat(s1), torch.cat(s2)
+        s2.append((f * f).sum(1))
+    return torch.cat(s1).view(b, k, c).sum(1), torch.cat(s2).view(b, k, c).sum(1)
 
 
 def norm_act(norm: nn.GroupNorm, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None,
