@@ -147,3 +147,71 @@ def test_cli_volume_two_series_folder(tmp_path, capsys, ct_files):
     assert code == 2 and len(err) == 1 and "2 DICOM series" in err[0] and uid in err[0], err
     assert main([*base, "--series", uid, "--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["slices"] == 3
+
+
+def test_slerp_slice_noise_is_standard_per_slice_and_correlated_between_neighbours():
+    from wavepatch.sampling.steps import randn_like, slerp_slice_noise
+
+    x = torch.zeros(24, 1, 48, 48)
+    z = slerp_slice_noise(x, torch.Generator().manual_seed(0))
+    z0, z1 = randn_like(x[:2], torch.Generator().manual_seed(0))
+    assert torch.allclose(z[0], z0, atol=1e-6)  # t = 0 is the first draw itself
+    norms = z.flatten(1).norm(dim=1)  # between the two draws' norms (each that of a standard normal draw)
+    lo, hi = sorted((float(z0.norm()), float(z1.norm())))
+    assert lo * (1 - 1e-5) <= float(norms.min()) and float(norms.max()) <= hi * (1 + 1e-5)
+    flat = z.flatten(1) / z.flatten(1).norm(dim=1, keepdim=True)
+    neighbours = (flat[1:] * flat[:-1]).sum(1)
+    assert float(neighbours.min()) > 0.99 and abs(float((flat[0] * flat[-1]).sum())) < 0.2
+    assert torch.equal(z, slerp_slice_noise(x, torch.Generator().manual_seed(0)))
+
+
+def test_cli_volume_iscs_coupling(tmp_path, capsys, mri_path):
+    out = tmp_path / "iscs"
+    code = main(["reconstruct", str(mri_path), "--volume", "--task", "ct-parallel", "--views", "12", "--size", "32",
+                 "--method", "padis", "--fast", "--steps", "3", "--coupling", "iscs", "--no-progress",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method_params"]["coupling"] == "iscs" and m["method_params"]["coupling_lam"] is None
+    code = main(["reconstruct", str(mri_path), "--volume", "--task", "ct-parallel", "--views", "12", "--size", "32",
+                 "--method", "dps", "--steps", "3", "--coupling", "iscs", "--no-progress",
+                 "--out", str(tmp_path / "dps")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no noise argument" in err[0], err
+
+
+def test_slabs_cover_the_volume_once():
+    from wavepatch.shard import slab
+
+    for n, world, halo in ((30, 2, 0), (7, 3, 2), (5, 4, 4)):
+        slabs = [slab(n, r, world, halo) for r in range(world)]
+        kept = [i for s in slabs for i in range(s.keep_lo, s.keep_hi)]
+        assert kept == list(range(n))
+        assert all(max(0, s.keep_lo - halo) == s.lo and min(n, s.keep_hi + halo) == s.hi for s in slabs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("coupling", ["none", "iscs"])
+def test_torchrun_two_processes_equal_one(tmp_path, mri_path, coupling):
+    """2 gloo processes on the CPU, each a slab of the 5 slices: the written volume equals one process's (every
+    random draw is made for the whole volume and cut; float32 so no bf16 rounding enters)."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["reconstruct", str(mri_path), "--volume", "--task", "ct-parallel", "--views", "12", "--size", "32",
+            "--method", "padis", "--fast", "--steps", "4", "--coupling", coupling, "--precision", "fp32",
+            "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "wavepatch.cli", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "wavepatch.cli", *args,
+                          "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr
+    a = nib.load(tmp_path / "one" / "recon.nii.gz").get_fdata()
+    b = nib.load(tmp_path / "two" / "recon.nii.gz").get_fdata()
+    assert np.array_equal(a, b), float(np.abs(a - b).max())
+    m = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m["method_params"]["processes"] == 2 and m["slices"] == 5

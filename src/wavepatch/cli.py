@@ -41,6 +41,7 @@ from wavepatch.prior.model import PRECISIONS
 from wavepatch.report import compare_figure, save_json, uncertainty_figure
 from wavepatch.selection import auto_line, check_auto, run_reconstruction_auto
 from wavepatch.tasks import TASKS, TaskOptions, task_options
+from wavepatch.volume import COUPLINGS
 from wavepatch.volume_tasks import VOLUME_TASKS
 
 
@@ -91,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--slices", default=None, metavar="A:B", help="--volume: the slice range to use (default all)")
     r.add_argument("--series", default=None, metavar="UID",
                    help="--volume: the SeriesInstanceUID to read from a folder holding several DICOM series")
-    r.add_argument("--coupling", choices=("none", "tv-z"), default=None,
-                   help="--volume, learned methods: inter-slice coupling (default tv-z; see README)")
+    r.add_argument("--coupling", choices=COUPLINGS, default=None,
+                   help="--volume, learned methods: inter-slice coupling: none, tv-z (TV along z in the data step), "
+                   "iscs (noise shared across slices; padis --fast, ddnm) or tv-z+iscs (default tv-z; see README)")
     r.add_argument("--coupling-lam", type=float, default=None,
                    help="--volume: weight of the tv-z coupling on the unit scale (default 0.0025)")
     r.add_argument("--axis", type=int, default=2, help="NIfTI axis to slice along (default 2, axial)")

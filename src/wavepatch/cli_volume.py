@@ -86,6 +86,8 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
                              fast=args.fast, z_weight=z_weight, device=args.device, progress=not args.no_progress,
                              precision=args.precision, coupling=coupling, coupling_lam=lam,
                              modality="ct" if norm["method"] == "window" else "mri")
+    if res is None:  # another rank of a torchrun job: rank 0 writes
+        return 0
     m, mb = volume_metrics(res.recon, unit), volume_metrics(res.baseline, unit)
     protect = [args.input]
     metrics = {**m, "baseline": res.task.baseline_name, **{f"baseline_{k}": v for k, v in mb.items()},

@@ -11,6 +11,7 @@ al. 2024): one denoiser call per level and no backpropagation through the networ
 
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from wavepatch.fidelity import DataFidelity
 from wavepatch.methods import SCHEDULE_PARAMS, Method
 from wavepatch.prior.checkpoint import load_prior, load_translator
 from wavepatch.prior.model import make_denoiser
+from wavepatch.prior.patches import sliced_draw
 from wavepatch.resources import prior_path
 from wavepatch.sampling.posterior import warm_start
-from wavepatch.sampling.steps import Counted
+from wavepatch.sampling.steps import Counted, NoiseFn, randn_like
 from wavepatch.sampling.unconditional import geometric_sigmas, karras_sigmas
 from wavepatch.types import Denoiser
 
@@ -86,28 +88,48 @@ def noise_schedule(method: Method, params: dict, fast: bool = False, device: str
 def run_sampler(method: Method, fidelity: DataFidelity, prior: str | Path, params: dict,
                 generator: torch.Generator, samples: int = 1, fast: bool = False, x_fast: Tensor | None = None,
                 patch_mode: str = "padis", device: str = "cpu", progress: bool = False,
-                precision: str = "auto") -> tuple[Tensor, int]:
+                precision: str = "auto", noise: NoiseFn | None = None,
+                shard: tuple[int, int, int] | None = None) -> tuple[Tensor, int]:
     """``samples`` posterior samples (K, *image_shape) of the measurement in ``fidelity`` (batch 1), on the CPU,
     and the NFE per sample (the K samples run as one batch).
 
-    fast: warm start from ``x_fast`` (the ADMM-TV reconstruction, (1, *image_shape)) at sigma_start."""
+    fast: warm start from ``x_fast`` (the ADMM-TV reconstruction, (1, *image_shape)) at sigma_start.
+    noise: the sampler's noise draws (start and re-noising) instead of independent ones, e.g.
+    :func:`~wavepatch.sampling.steps.slerp_slice_noise` across a slice stack; samplers without a ``noise``
+    argument refuse it. shard: (total, lo, hi) when these ``samples`` are items lo..hi of a batch of ``total``
+    run by several processes: every random draw (start, re-noising, the patch border noise) is made for the
+    whole batch and cut, so each item gets the numbers it would get in one process."""
     model, cfg = cached_prior(prior, device)
     if method.patch_only and cfg.kind != "patch":
         raise ValueError(f"{method.name} needs a patch prior; {prior} is a {cfg.kind} prior")
-    denoise = Counted(make_denoiser(model, cfg, mode=patch_mode, generator=generator, precision=precision))
+    draw = sliced_draw(*shard) if shard is not None else None
+    denoise = Counted(make_denoiser(model, cfg, mode=patch_mode, generator=generator, precision=precision, draw=draw))
+    if shard is not None:
+        total, lo, hi = shard
+        whole = noise or randn_like
+
+        def noise(x: Tensor, g: torch.Generator | None) -> Tensor:
+            return whole(torch.zeros((total, *x.shape[1:]), dtype=x.dtype, device=x.device), g)[lo:hi]
     fidelity = fidelity.expand(samples)
     sigmas = noise_schedule(method, params, fast, device)
     shape = (samples, *fidelity.op.image_shape)
     if fast:
         if x_fast is None:
             raise ValueError("fast mode needs the warm-start image")
-        x = warm_start(x_fast.to(device).expand(shape), float(sigmas[0]), generator)
+        x = x_fast.to(device).expand(shape)
+        x = warm_start(x, float(sigmas[0]), generator) if noise is None else x + float(sigmas[0]) * noise(x, generator)
     else:
-        x = float(sigmas[0]) * torch.randn(shape, generator=generator).to(device)
+        x = float(sigmas[0]) * (torch.randn(shape, generator=generator).to(device) if noise is None
+                                else noise(torch.zeros(shape, device=device), generator))
     run = method.fast_run if fast and method.fast_run is not None else method.run
     mode = "fast" if fast else "slow"
     kwargs = {p.name: params[p.name] for p in method.params
               if p.name not in SCHEDULE_PARAMS and p.applies in ("always", mode)}
+    if noise is not None:
+        if "noise" not in inspect.signature(run).parameters:
+            raise ValueError(f"{method.name}{' --fast' if fast else ''} has no noise argument: its draws cannot be "
+                             "correlated (iscs) or sharded across processes (padis --fast and ddnm can)")
+        kwargs["noise"] = noise
     with tqdm(total=len(sigmas) - 1, disable=not progress, desc=method.name, leave=False) as bar:
         def callback(state: dict) -> None:
             bar.total = state["n"]

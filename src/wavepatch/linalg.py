@@ -12,9 +12,13 @@ Tensor = torch.Tensor
 
 
 def inner(a: Tensor, b: Tensor) -> Tensor:
-    """Real inner product Re <a, b> = Re sum(conj(a) * b) over all but the batch dimension -> (B,)."""
+    """Real inner product Re <a, b> = Re sum(conj(a) * b) over all but the batch dimension -> (B,).
+
+    Each item is summed on its own, so an item's value does not depend on the batch it is in (a batched row
+    reduction picks its summation order by the batch's shape; conjugate gradients amplify that last-bit
+    difference): a slab of a volume computed by one process of a torchrun job matches the whole volume's."""
     prod = torch.conj(a) * b if a.is_complex() or b.is_complex() else a * b
-    return prod.real.reshape(prod.shape[0], -1).sum(dim=1)
+    return torch.stack([row.sum() for row in prod.real.reshape(prod.shape[0], -1)])
 
 
 def _bcast(v: Tensor, like: Tensor) -> Tensor:

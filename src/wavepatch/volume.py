@@ -10,7 +10,10 @@ measures each slice, the baseline is per slice, and the methods run on the whole
 - learned samplers (PaDIS, DPS, ...): the 2-D prior on all slices as one batch; ``--fast`` warm-starts from
   the 3-D ADMM-TV stack. Inter-slice coupling ``coupling="tv-z"`` (after DiffusionMBIR: TV along z in the
   data step): every data-consistency step of the sampler is followed by 1-D TV denoising across slices of
-  weight ``coupling_lam`` (:func:`~wavepatch.recon.tv.tv_z_prox`); ``"none"`` leaves the slices independent.
+  weight ``coupling_lam`` (:func:`~wavepatch.recon.tv.tv_z_prox`); ``"iscs"`` (after ISCS): the sampler's
+  noise draws (warm start and re-noising) are shared across slices by spherical interpolation
+  (:func:`~wavepatch.sampling.steps.slerp_slice_noise`), for samplers that re-noise (padis --fast, ddnm);
+  ``"tv-z+iscs"`` both; ``"none"`` leaves the slices independent.
 
 Metrics (:func:`volume_metrics`): PSNR over all voxels, SSIM over the volume (3-D Gaussian SSIM, skimage, when
 every side is >= 11, else the mean axial SSIM), and the mean PSNR of the axial, coronal and sagittal planes
@@ -33,7 +36,8 @@ from wavepatch.metrics.image import psnr
 from wavepatch.recon.admm import admm_tv
 from wavepatch.recon.tv import tv_z_prox
 from wavepatch.run import gaussian_std, run_classical
-from wavepatch.sampling.steps import Counted
+from wavepatch.sampling.steps import Counted, slerp_slice_noise
+from wavepatch.shard import broadcast_from_root, gather_slabs, process_group, slab, world_size
 from wavepatch.tasks import Task, TaskOptions, make_task
 from wavepatch.volume_tasks import PARAMETER_TASK, VOLUME_TASKS, StackFidelity, make_volume_task
 
@@ -54,10 +58,11 @@ class VolumeResult:
     peak_memory_mb: float = 0.0
 
 
-COUPLINGS = ("none", "tv-z")
+COUPLINGS = ("none", "tv-z", "iscs", "tv-z+iscs")
 # the CLI's defaults, chosen on the training volume: benchmarks/tune_coupling.py (docs/results.md §14)
 DEFAULT_COUPLING = "tv-z"
 DEFAULT_COUPLING_LAM = 0.0025
+SHARD_HALO = 4  # slices each process also computes on both sides of its own under torchrun, for tv-z coupling
 
 
 class ZCoupled:
@@ -89,15 +94,21 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
                        overrides: dict | None = None, seed: int = 0, prior=None, fast: bool = False,
                        z_weight: float = 1.0, device: str = "cpu", progress: bool = False,
                        precision: str = "auto", coupling: str = "none",
-                       coupling_lam: float = DEFAULT_COUPLING_LAM, modality: str = "ct") -> VolumeResult:
+                       coupling_lam: float = DEFAULT_COUPLING_LAM, modality: str = "ct") -> VolumeResult | None:
     """Simulate ``task_name`` on every slice of ``unit`` (S, H, W) in [0, 1] and reconstruct the stack with
     ``method``. ``z_weight``: in-plane pixel size / slice spacing (3-D TV). Seeds as ``run.run_reconstruction``:
-    the task uses ``seed``, the noise ``seed + 1``, the sampler ``seed + 2``. ``coupling``: 'none' or 'tv-z'
-    (learned samplers; weight ``coupling_lam`` on the unit scale, in-plane units: scaled by ``z_weight``).
+    the task uses ``seed``, the noise ``seed + 1``, the sampler ``seed + 2``. ``coupling`` (learned samplers):
+    one of :data:`COUPLINGS` (tv-z weight ``coupling_lam`` on the unit scale, in-plane units: scaled by
+    ``z_weight``).
     ``modality`` ('ct' or 'mri') picks the default prior of the tasks that do not imply one (zsr).
 
     The volume tasks (:data:`~wavepatch.volume_tasks.VOLUME_TASKS`: zsr, mri3d) measure the whole volume at
-    once; they take ``admm-tv`` and the learned samplers (whose data steps see the volume as one vector)."""
+    once; they take ``admm-tv`` and the learned samplers (whose data steps see the volume as one vector).
+
+    Under torchrun (WORLD_SIZE > 1) a learned sampler's slices are split into slabs, one per process (widened by
+    ``SHARD_HALO`` slices for tv-z coupling), rank 0 computes the warm start and gathers the slabs; every random
+    draw is made for the whole volume and cut (``run_sampler(shard=...)``), so without tv-z the result equals
+    one process's. Other ranks return None; classical methods run on rank 0."""
     if coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
     if unit.ndim != 3 or unit.shape[0] < 2:
@@ -129,18 +140,37 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
         return admm_tv(fidelity, lam=p["lam"], rho=p["rho"], n_iter=p["n_iter"], x0=baseline, progress=progress,
                        z_weight=z_weight)
 
+    rank, world, device = process_group(device) if world_size() > 1 else (0, 1, device)
+    if world > 1 and task_name in VOLUME_TASKS:
+        raise ValueError(f"--task {task_name} couples every slice: run it in one process, not under torchrun")
+    if world > 1 and entry.kind != "sampler" and rank != 0:
+        return None  # classical methods run on rank 0 alone
     nfe = None
     t0 = time.perf_counter()
     if entry.kind == "sampler":
         prior = prior or default_prior("mri" if param_task == "mri" or modality == "mri" else param_task,
                                         entry.prior)
-        x_fast = admm3d() if fast else None
-        coupled = ZCoupled(fidelity, coupling_lam * z_weight) if coupling == "tv-z" else fidelity
+        x_fast = (admm3d() if rank == 0 else None) if fast else None
+        if fast and world > 1:
+            x_fast = broadcast_from_root(x_fast, (s, 1, h, w))
+        tv_z = coupling.startswith("tv-z")
+        slabs = [slab(s, r, world, SHARD_HALO if tv_z else 0) for r in range(world)]
+        mine = slabs[rank]
+        part = fidelity if world == 1 else task.fidelity(y[mine.lo:mine.hi])
+        coupled = ZCoupled(part, coupling_lam * z_weight) if tv_z else part
         recon, nfe = run_sampler(entry, coupled, prior, params, torch.Generator().manual_seed(seed + 2),
-                                 samples=s, fast=fast, x_fast=x_fast, device=device, progress=progress,
-                                 precision=precision)
+                                 samples=mine.hi - mine.lo, fast=fast,
+                                 x_fast=x_fast[mine.lo:mine.hi] if fast else None, device=device,
+                                 progress=progress and rank == 0, precision=precision,
+                                 noise=slerp_slice_noise if "iscs" in coupling else None,
+                                 shard=(s, mine.lo, mine.hi) if world > 1 else None)
+        if world > 1:
+            recon = gather_slabs(recon, slabs)
+            if rank != 0:
+                return None
         params = {**params, "prior": str(prior), "fast": fast, "coupling": coupling,
-                  "coupling_lam": coupling_lam if coupling == "tv-z" else None,
+                  "coupling_lam": coupling_lam if tv_z else None, "processes": world,
+                  "shard_halo": SHARD_HALO if tv_z and world > 1 else None,
                   "warm_start": "admm-tv (3-D TV)" if fast else None}
     elif method == "admm-tv":
         recon = admm3d()

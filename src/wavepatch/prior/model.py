@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.nn import functional as F
 
-from wavepatch.prior.patches import denoise_fixed_grid, denoise_overlapping, denoise_random_shift
+from wavepatch.prior.patches import Draw, denoise_fixed_grid, denoise_overlapping, denoise_random_shift
 from wavepatch.prior.precond import EDMDenoiser
 from wavepatch.prior.unet import UNet, UNetConfig
 from wavepatch.shapes import Size, per_axis
@@ -180,14 +180,15 @@ def build_prior(config: PriorConfig) -> EDMDenoiser:
 
 def make_denoiser(model: EDMDenoiser, config: PriorConfig, mode: str = "padis", patch_size: Size | None = None,
                   generator: torch.Generator | None = None, chunk: int | None = 256,
-                  precision: str = "fp32") -> Denoiser:
+                  precision: str = "fp32", draw: Draw | None = None) -> Denoiser:
     """``denoise(x, sigma)`` for x (B, 1, H, W) (2-D prior) or (B, 1, D, H, W) (3-D prior), any size per axis;
     sigma a float, 0-d or (B,) tensor. Returns the denoised x, same shape.
 
     For a patch prior ``mode`` picks how patches make the image: 'padis' (random grid shift per call),
     'stitch' (fixed grid) or 'average' (overlapping patches averaged, overlap a quarter patch per axis);
     ``patch_size`` (an int or one per axis) overrides the config's; ``generator`` drives the shifts and the border
-    noise; ``chunk`` caps patches per network call. A whole-image prior ignores these.
+    noise; ``chunk`` caps patches per network call; ``draw`` makes the border noise (``patches.sliced_draw``: a
+    shard of a batch gets the whole batch's numbers). A whole-image prior ignores these.
     ``precision``: 'fp32', 'bf16' (:func:`inference_network`) or 'auto' (:func:`resolve_precision` for the model's device).
     """
     dims = config.dims
@@ -220,10 +221,10 @@ def make_denoiser(model: EDMDenoiser, config: PriorConfig, mode: str = "padis", 
     def denoise_patches(x: Tensor, sigma: Tensor | float) -> Tensor:
         _check_input(x, dims)
         if mode == "padis":
-            return denoise_random_shift(net, x, sigma, p, generator, chunk)
+            return denoise_random_shift(net, x, sigma, p, generator, chunk, draw)
         if mode == "stitch":
-            return denoise_fixed_grid(net, x, sigma, p, generator, chunk)
+            return denoise_fixed_grid(net, x, sigma, p, generator, chunk, draw)
         return denoise_overlapping(net, x, sigma, p, overlap=tuple(max(1, q // 4) for q in p), generator=generator,
-                                   chunk=chunk)
+                                   chunk=chunk, draw=draw)
 
     return denoise_patches

@@ -27,6 +27,7 @@ from wavepatch.shapes import Size, axis_view, per_axis
 
 Tensor = torch.Tensor
 PatchNet = Callable[[Tensor, Tensor, Tensor], Tensor]  # (patches, sigma (n,), positions (n, d, *P)) -> denoised
+Draw = Callable[[tuple, "torch.Generator | None", Tensor], Tensor]  # (shape, generator, like) -> N(0, 1) block
 
 
 def patch_layout(n: int, p: int) -> tuple[int, int]:
@@ -109,12 +110,13 @@ def _crop(x: Tensor, starts: Sequence[int], sizes: Sequence[int]) -> Tensor:
     return x[(slice(None), slice(None), *[slice(s, s + n) for s, n in zip(starts, sizes, strict=True)])]
 
 
-def pad_with_noise(x: Tensor, m: Size, sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def pad_with_noise(x: Tensor, m: Size, sigma: Tensor, generator: torch.Generator | None = None,
+                   draw: Draw | None = None) -> Tensor:
     """Zero-pad (B, C, *spatial) by m (per axis or an int) on both sides, the border filled with N(0, sigma^2)
-    (sigma scalar or (B,))."""
+    (sigma scalar or (B,)); ``draw`` (default: plain draws) makes the standard normal block."""
     b, c, *spatial = x.shape
     ms = per_axis(m, len(spatial), "padding")
-    noise = _randn((b, c, *[n + 2 * mm for n, mm in zip(spatial, ms, strict=True)]), generator, x)
+    noise = (draw or _randn)((b, c, *[n + 2 * mm for n, mm in zip(spatial, ms, strict=True)]), generator, x)
     out = noise * sigma.reshape(-1, *[1] * (x.ndim - 1)).to(x.dtype) if sigma.ndim else noise * sigma.to(x.dtype)
     _crop(out, ms, spatial)[...] = x
     return out
@@ -124,6 +126,17 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: Tens
     if generator is None:
         return torch.randn(shape, device=like.device, dtype=like.dtype)
     return torch.randn(shape, generator=generator, device=generator.device).to(like.device, like.dtype)
+
+
+def sliced_draw(total: int, lo: int, hi: int) -> Draw:
+    """Draws for items lo..hi of a batch of ``total``: the whole batch's block is drawn and cut, so a shard of
+    a batch (one process of a sharded volume) gets the very numbers the whole batch would, and the generator
+    stays in step across processes."""
+    def draw(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+        if shape[0] != hi - lo:
+            raise ValueError(f"this draw is for a shard of {hi - lo} items, got a batch of {shape[0]}")
+        return _randn((total, *shape[1:]), generator, like)[lo:hi]
+    return draw
 
 
 def _sigma_vector(sigma: Tensor | float, b: int, device) -> Tensor:
@@ -139,7 +152,8 @@ def _run_batched(net: PatchNet, patches: Tensor, sigma: Tensor, pos: Tensor, chu
 
 
 def denoise_shifted_grid(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Size, shift: Sequence[int],
-                         generator: torch.Generator | None = None, chunk: int | None = None) -> Tensor:
+                         generator: torch.Generator | None = None, chunk: int | None = None,
+                         draw: Draw | None = None) -> Tensor:
     """Denoise (B, C, *spatial) with non-overlapping patches of size ``p`` on the grid at offset ``shift``,
     shift_i in {0..M_i}. Returns (B, C, *spatial). ``chunk``: most patches per network call (memory); None = all."""
     b, _, *spatial = x.shape
@@ -149,7 +163,7 @@ def denoise_shifted_grid(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Siz
     if len(shift) != d or not all(0 <= s <= m for s, m in zip(shift, ms, strict=True)):
         raise ValueError(f"shift {tuple(shift)} outside 0..{ms}")
     sig = _sigma_vector(sigma, b, x.device)
-    padded = pad_with_noise(x, ms, sig, generator)
+    padded = pad_with_noise(x, ms, sig, generator, draw)
     window = _crop(padded, shift, [k * q for k, q in zip(ks, ps, strict=True)])
     patches = extract_patches(window, ps)
     pos = grid_positions(spatial, ps, shift, b, device=x.device)
@@ -159,7 +173,8 @@ def denoise_shifted_grid(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Siz
 
 
 def denoise_random_shift(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Size,
-                         generator: torch.Generator | None = None, chunk: int | None = None) -> Tensor:
+                         generator: torch.Generator | None = None, chunk: int | None = None,
+                         draw: Draw | None = None) -> Tensor:
     """PaDIS: one grid offset drawn uniformly from {0..M_1} x ... x {0..M_d} per call (shared by the batch)."""
     _, ms = grid_layout(x.shape[2:], p)
     device = generator.device if generator else "cpu"
@@ -167,18 +182,20 @@ def denoise_random_shift(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Siz
         shift = torch.randint(0, ms[0] + 1, (len(ms),), generator=generator, device=device)
     else:
         shift = torch.cat([torch.randint(0, m + 1, (1,), generator=generator, device=device) for m in ms])
-    return denoise_shifted_grid(net, x, sigma, p, tuple(int(s) for s in shift), generator, chunk)
+    return denoise_shifted_grid(net, x, sigma, p, tuple(int(s) for s in shift), generator, chunk, draw)
 
 
 def denoise_fixed_grid(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Size,
-                       generator: torch.Generator | None = None, chunk: int | None = None) -> Tensor:
+                       generator: torch.Generator | None = None, chunk: int | None = None,
+                       draw: Draw | None = None) -> Tensor:
     """Patch stitching baseline: the same grid (offset M_i // 2, centred) at every call, so seams never move."""
     _, ms = grid_layout(x.shape[2:], p)
-    return denoise_shifted_grid(net, x, sigma, p, tuple(m // 2 for m in ms), generator, chunk)
+    return denoise_shifted_grid(net, x, sigma, p, tuple(m // 2 for m in ms), generator, chunk, draw)
 
 
 def denoise_overlapping(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Size, overlap: Size = 8,
-                        generator: torch.Generator | None = None, chunk: int | None = None) -> Tensor:
+                        generator: torch.Generator | None = None, chunk: int | None = None,
+                        draw: Draw | None = None) -> Tensor:
     """Patch averaging baseline: patches of size p at stride p - overlap (per axis) covering the image, outputs
     averaged. (B, C, *spatial) -> (B, C, *spatial)."""
     b, c, *spatial = x.shape
@@ -197,7 +214,7 @@ def denoise_overlapping(net: PatchNet, x: Tensor, sigma: Tensor | float, p: Size
     idx = _grid_indices(idx)  # d tensors (count, P_i): frame coordinates of every patch, row-major
     count = idx[0].shape[0]
     sig = _sigma_vector(sigma, b, x.device)
-    noise = _randn((b, c, *frames), generator, x)
+    noise = (draw or _randn)((b, c, *frames), generator, x)
     padded = noise * sig.reshape(-1, *[1] * (d + 1)).to(x.dtype)
     _crop(padded, los, spatial)[...] = x
     views = [axis_view(t, i, d) for i, t in enumerate(idx)]  # broadcast to (count, *P)

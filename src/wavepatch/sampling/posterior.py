@@ -21,6 +21,7 @@ from wavepatch.fidelity import DataFidelity
 from wavepatch.sampling.steps import (
     Callback,
     Counted,
+    NoiseFn,
     ancestral_step,
     corrector_step,
     langevin_step,
@@ -177,11 +178,13 @@ def data_consistency(fidelity: DataFidelity, x0: Tensor, sigma: float, cg: int =
 
 @torch.no_grad()
 def ddnm(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *, eta: float = 0.85, cg: int = 10,
-         generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+         generator: torch.Generator | None = None, callback: Callback | None = None,
+         noise: NoiseFn = randn_like) -> Tensor:
     """DDNM (Wang et al. 2023): the range-space part of the Tweedie estimate replaced by the measurement
     (:func:`data_consistency`), then a DDIM-type step x <- x0 + s' (sqrt(1 - eta^2) eps_hat + eta z) with
     eps_hat = (x - D(x))/s. No network gradient. With a random-shift patch denoiser, a warm start and CG data
-    steps this is PaDIS' fast mode (the decomposed diffusion sampler of Chung et al. 2024). NFE = len(sigmas) - 1."""
+    steps this is PaDIS' fast mode (the decomposed diffusion sampler of Chung et al. 2024). NFE = len(sigmas) - 1.
+    ``noise(x, generator)`` draws z (:func:`~wavepatch.sampling.steps.slerp_slice_noise`: ISCS across slices)."""
     denoise = Counted(denoise)
     pairs = level_pairs(sigmas)
     for i, (s, s_next) in enumerate(pairs):
@@ -191,6 +194,6 @@ def ddnm(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *
         if s_next == 0:
             report(callback, i, len(pairs), s, x0, x0, denoise)
             return x0
-        x = x0 + s_next * ((1 - eta**2) ** 0.5 * eps_hat + eta * randn_like(x, generator))
+        x = x0 + s_next * ((1 - eta**2) ** 0.5 * eps_hat + eta * noise(x, generator))
         report(callback, i, len(pairs), s, x, x0, denoise)
     return x

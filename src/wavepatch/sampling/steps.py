@@ -19,6 +19,7 @@ from wavepatch.types import Denoiser
 
 Tensor = torch.Tensor
 Callback = Callable[[dict], None]
+NoiseFn = Callable[[Tensor, "torch.Generator | None"], Tensor]  # (like, generator) -> standard normal noise
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -26,6 +27,22 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     if generator is None:
         return torch.randn_like(x)
     return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+
+
+def slerp_slice_noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Noise for a slice stack x (S, C, H, W) whose neighbouring slices are correlated (ISCS, the inter-slice
+    consistent sampling of duchenhe/ISCS): two independent single-slice draws z0, z1 (near-orthogonal in high
+    dimension) are joined by spherical interpolation, and slice k takes the point t = k / S along the arc:
+    z_k = (sin((1 - t) theta) z0 + sin(t theta) z1) / sin(theta), theta the angle between z0 and z1. Each z_k
+    has the norm of a standard normal draw; neighbours are correlated by about cos(theta / S)."""
+    s = x.shape[0]
+    z = randn_like(x[:2] if s >= 2 else torch.cat([x, x]), generator).to(torch.float64)
+    cos = float((z[0] * z[1]).sum() / (z[0].norm() * z[1].norm()))
+    theta = torch.tensor(cos, dtype=torch.float64).clamp(-1.0, 1.0).acos()
+    t = torch.arange(s, dtype=torch.float64, device=z.device) / s
+    w0, w1 = torch.sin((1 - t) * theta) / torch.sin(theta), torch.sin(t * theta) / torch.sin(theta)
+    view = (s,) + (1,) * (x.ndim - 1)
+    return (w0.view(view) * z[0] + w1.view(view) * z[1]).to(x.dtype)
 
 
 def level_pairs(sigmas: Tensor) -> list[tuple[float, float]]:
