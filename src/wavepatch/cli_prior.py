@@ -66,14 +66,20 @@ def add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a score prior (denoising score matching) on a folder of images")
     t.add_argument("data", nargs="+", help="training images: folders (DICOM series, NIfTI, PNG, .npy) or files")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log, loss curve)")
-    t.add_argument("--prior", choices=("whole", "patch", "wavelet", *SHAPE_PRIORS, *LDCT_PRIORS), default=d.prior,
-                   help="whole-image UNet, PaDIS patches, WSGM (one UNet per wavelet scale), or a 3-D shape prior "
+    t.add_argument("--prior", choices=("whole", "patch", "patch3d", "wavelet", *SHAPE_PRIORS, *LDCT_PRIORS),
+                   default=d.prior,
+                   help="whole-image UNet, PaDIS patches, patch3d (3-D patches of adjacent slices with their 3-D "
+                        "position, from whole volumes resized to --depth x --size x --size; used by "
+                        "reconstruct --volume --prior), WSGM (one UNet per wavelet scale), or a 3-D shape prior "
                         "(shape-wavelet: Hui et al.'s coarse generator + detail predictor on TSDF wavelet "
                         "coefficients; shape-voxel: diffusion on the TSDF itself) from .npz/.npy masks or meshes; "
                         "ldct-metric / ldct-gan / ldct-supervised: the low-dose CT denoiser of --method "
                         "ldct-metric (Jung et al.'s patch-wise metric learning, its no-metric ablation, and a "
                         "supervised reference)")
     t.add_argument("--size", type=int, default=None, help=f"training images resized to N x N (default {d.size})")
+    t.add_argument("--depth", type=int, default=None,
+                   help="patch3d: slices per training volume after resizing along z (default: as acquired; all "
+                        "volumes must then have the same count)")
     t.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="HU window mapped to [0, 1] (CT default -1000 1000; others: 0 to the 99.5th percentile)")
     t.add_argument("--axis", type=int, default=d.axis, help="NIfTI slicing axis")
@@ -150,8 +156,14 @@ def cmd_train(args) -> int:
         if getattr(args, name) is None:
             setattr(args, name, getattr(TRAIN_DEFAULTS, field_name))
     window = tuple(args.window) if args.window else None
+    dims, size = 2, args.size
+    if args.prior == "patch3d":
+        dims, size = 3, (args.depth or _slice_count(args.data, args.axis), args.size, args.size)
+    elif args.depth is not None:
+        raise ValueError("--depth is for --prior patch3d")
     cfg = TrainConfig(
-        data=[str(p) for p in args.data], out=args.out, prior=args.prior, size=args.size,
+        data=[str(p) for p in args.data], out=args.out, prior="patch" if dims == 3 else args.prior, size=size,
+        dims=dims,
         window=window if window is not None else TRAIN_DEFAULTS.window, axis=args.axis,
         patch_sizes=args.patch_sizes, patch_probs=args.patch_probs, patch_size=args.patch_size, pad=args.pad,
         levels=args.levels, wavelet=args.wavelet, detail_crop=args.detail_crop,
@@ -182,6 +194,16 @@ def cmd_train(args) -> int:
         print(f"  on {nd['kind']} noisy scans (level {nd['level']:g}): {nd['psnr_vs_clean']:.2f} dB against the "
               f"clean slices{'; wavelet denoiser thresholds in prior.json' if cfg.wavelet_denoiser else ''}")
     return 0
+
+
+def _slice_count(paths, axis: int) -> int:
+    """The slice count shared by every volume in ``paths`` (patch3d without --depth); ValueError if they differ."""
+    from wavepatch.io.dataset import volume_slice_counts
+
+    counts = set(volume_slice_counts(paths, axis))
+    if len(counts) != 1:
+        raise ValueError(f"the training volumes have {sorted(counts)} slices: give --depth to resize them to one count")
+    return counts.pop()
 
 
 def _looks_like_ct(paths) -> bool:

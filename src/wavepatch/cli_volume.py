@@ -18,7 +18,7 @@ from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import dicom_slice_step, save_dicom_series, save_nifti
 from wavepatch.report import planes_figure, save_json
 from wavepatch.tasks import TaskOptions
-from wavepatch.volume import DEFAULT_COUPLING, DEFAULT_COUPLING_LAM, reconstruct_volume, volume_metrics
+from wavepatch.volume import DEFAULT_COUPLING_LAM, reconstruct_volume, volume_metrics
 
 
 def parse_slices(text: str | None) -> slice | None:
@@ -78,7 +78,7 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
     row_mm, col_mm = ((volume.spacing[0] * scale, volume.spacing[1] * scale) if volume.spacing else (scale, scale))
     dz = slice_spacing_mm(volume, args.input, args.axis)
     z_weight = float(np.sqrt(row_mm * col_mm) / dz)
-    coupling = args.coupling or DEFAULT_COUPLING
+    coupling = args.coupling  # None: the default for the prior (tv-z for 2-D priors, none for 3-D ones)
     lam = DEFAULT_COUPLING_LAM if args.coupling_lam is None else args.coupling_lam
     if lam < 0 or not np.isfinite(lam):
         raise ValueError(f"--coupling-lam must be a finite number >= 0, got {lam}")

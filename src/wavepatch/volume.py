@@ -39,7 +39,7 @@ from wavepatch.run import gaussian_std, run_classical
 from wavepatch.sampling.steps import Counted, slerp_slice_noise
 from wavepatch.shard import broadcast_from_root, gather_slabs, process_group, slab, world_size
 from wavepatch.tasks import Task, TaskOptions, make_task
-from wavepatch.volume_tasks import PARAMETER_TASK, VOLUME_TASKS, StackFidelity, make_volume_task
+from wavepatch.volume_tasks import PARAMETER_TASK, VOLUME_TASKS, StackFidelity, VolumeFidelity, make_volume_task
 
 Tensor = torch.Tensor
 
@@ -93,13 +93,18 @@ def peak_memory_mb() -> float:
 def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, method: str,
                        overrides: dict | None = None, seed: int = 0, prior=None, fast: bool = False,
                        z_weight: float = 1.0, device: str = "cpu", progress: bool = False,
-                       precision: str = "auto", coupling: str = "none",
+                       precision: str = "auto", coupling: str | None = "none",
                        coupling_lam: float = DEFAULT_COUPLING_LAM, modality: str = "ct") -> VolumeResult | None:
     """Simulate ``task_name`` on every slice of ``unit`` (S, H, W) in [0, 1] and reconstruct the stack with
     ``method``. ``z_weight``: in-plane pixel size / slice spacing (3-D TV). Seeds as ``run.run_reconstruction``:
     the task uses ``seed``, the noise ``seed + 1``, the sampler ``seed + 2``. ``coupling`` (learned samplers):
     one of :data:`COUPLINGS` (tv-z weight ``coupling_lam`` on the unit scale, in-plane units: scaled by
-    ``z_weight``).
+    ``z_weight``); None: :data:`DEFAULT_COUPLING` for a 2-D prior, "none" for a 3-D one.
+
+    A 3-D patch prior (``train --prior patch3d``) denoises the whole volume with random 3-D grid shifts (PaDIS in
+    3-D; the shifting grid blends across slab borders, as DiffusionBlend's score blending does): the sampler's
+    state is the volume (1, 1, S, H, W), its data steps run per slice (:class:`VolumeFidelity`) or on the
+    volume task's operator; no coupling applies and it runs in one process.
     ``modality`` ('ct' or 'mri') picks the default prior of the tasks that do not imply one (zsr).
 
     The volume tasks (:data:`~wavepatch.volume_tasks.VOLUME_TASKS`: zsr, mri3d) measure the whole volume at
@@ -109,7 +114,7 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
     ``SHARD_HALO`` slices for tv-z coupling), rank 0 computes the warm start and gathers the slabs; every random
     draw is made for the whole volume and cut (``run_sampler(shard=...)``), so without tv-z the result equals
     one process's. Other ranks return None; classical methods run on rank 0."""
-    if coupling not in COUPLINGS:
+    if coupling is not None and coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
     if unit.ndim != 3 or unit.shape[0] < 2:
         raise ValueError(f"a volume needs at least 2 slices (S, H, W), got shape {unit.shape}")
@@ -150,6 +155,10 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
     if entry.kind == "sampler":
         prior = prior or default_prior("mri" if param_task == "mri" or modality == "mri" else param_task,
                                         entry.prior)
+        if cached_prior(prior, device)[1].dims == 3:
+            return _with_3d_prior(unit, task, fidelity, baseline, entry, params, prior, admm3d, coupling, world, seed,
+                                  fast, device, progress, precision, t0)
+        coupling = coupling or DEFAULT_COUPLING
         x_fast = (admm3d() if rank == 0 else None) if fast else None
         if fast and world > 1:
             x_fast = broadcast_from_root(x_fast, (s, 1, h, w))
@@ -190,6 +199,28 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
         raise ValueError(f"{method} produced non-finite values on the volume; try other --param values")
     return VolumeResult(task, recon[:, 0].float().numpy(), baseline[:, 0].float().numpy(), seconds, nfe,
                         params, peak_memory_mb())
+
+
+def _with_3d_prior(unit, task, fidelity, baseline, entry, params, prior, admm3d, coupling, world, seed, fast,
+                   device, progress, precision, t0) -> VolumeResult:
+    """The sampler with a 3-D prior on the whole volume (see :func:`reconstruct_volume`)."""
+    if coupling not in (None, "none"):
+        raise ValueError(f"--coupling {coupling} couples the slices of a 2-D prior; a 3-D prior sees them together")
+    if world > 1:
+        raise ValueError("a 3-D prior denoises the whole volume at once: run it in one process, not under torchrun")
+    s, h, w = unit.shape
+    vol_fidelity = fidelity.base if isinstance(fidelity, StackFidelity) else VolumeFidelity(fidelity, s)
+    x_fast = admm3d().reshape(1, 1, s, h, w) if fast else None
+    recon, nfe = run_sampler(entry, vol_fidelity, prior, params, torch.Generator().manual_seed(seed + 2), samples=1,
+                             fast=fast, x_fast=x_fast, device=device, progress=progress, precision=precision)
+    seconds = time.perf_counter() - t0
+    recon = recon.reshape(s, 1, h, w)
+    if not torch.isfinite(recon).all():
+        raise ValueError(f"{entry.name} produced non-finite values on the volume; try other --param values")
+    params = {**params, "prior": str(prior), "prior_dims": 3, "fast": fast, "coupling": "none",
+              "blending": "random 3-D grid shifts", "warm_start": "admm-tv (3-D TV)" if fast else None}
+    return VolumeResult(task, recon[:, 0].float().numpy(), baseline[:, 0].float().numpy(), seconds, nfe, params,
+                        peak_memory_mb())
 
 
 def _plane_psnrs(x: Tensor, ref: Tensor, axis: int) -> float:

@@ -14,6 +14,8 @@ The operators act on volumes (1, 1, S, H, W); the 2-D priors see the volume as a
 (S, 1, H, W), the same memory. :class:`StackFidelity` is the bridge: it takes slice stacks, hands the
 volume to the volume's fidelity (so every conjugate-gradient step treats the volume as one vector) and returns
 slice stacks. Method parameters default to those of the nearest 2-D task (:data:`PARAMETER_TASK`).
+:class:`VolumeFidelity` is the reverse bridge, for 3-D priors whose sampler state is the volume: it hands the
+per-slice fidelity of the axial tasks (ct-parallel, ...) slice stacks.
 """
 
 from __future__ import annotations
@@ -103,6 +105,79 @@ class StackFidelity:
     def expand(self, k: int) -> StackFidelity:
         if k != self.op.slices:
             raise ValueError(f"a volume measurement has one estimate of {self.op.slices} slices; got a batch of {k}")
+        return self
+
+
+class VolumeOperator(LinearOperator):
+    """A per-slice operator seen from a volume (3-D priors): x (1, 1, S, H, W) <-> the stack (S, 1, H, W)."""
+
+    def __init__(self, op: LinearOperator, slices: int) -> None:
+        self.op, self.slices = op, int(slices)
+        self.image_shape = (1, self.slices, *op.image_shape[1:])
+        self.closed_form_dagger = getattr(op, "closed_form_dagger", False)
+
+    def _stack(self, x: Tensor) -> Tensor:
+        if x.ndim != 5 or x.shape[:3] != (1, 1, self.slices):
+            raise ValueError(f"this operator takes one volume (1, 1, {self.slices}, H, W), got shape {tuple(x.shape)}")
+        return x.reshape(self.slices, 1, *x.shape[3:])
+
+    def _volume(self, x: Tensor) -> Tensor:
+        return x.reshape(1, 1, self.slices, *x.shape[2:])
+
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        return self.op.A(self._stack(x))
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        return self._volume(self.op.A_adjoint(y))
+
+    def A_dagger(self, y: Tensor, n_iter: int = 100, tol: float = 1e-6) -> Tensor:  # noqa: N802
+        return self._volume(self.op.A_dagger(y, n_iter, tol))
+
+    def norm(self, n_iter: int = 50, seed: int = 0) -> float:
+        return self.op.norm(n_iter, seed)
+
+    @property
+    def device(self) -> torch.device:
+        return self.op.device
+
+
+class VolumeFidelity:
+    """A per-slice fidelity (slice stacks, batch = slices) seen from one volume (1, 1, S, H, W), for 3-D priors:
+    every data step runs per slice (the slices' measurements are independent); ``residual`` sums them, (1,)."""
+
+    def __init__(self, base: DataFidelity, slices: int) -> None:
+        self.base, self.op = base, VolumeOperator(base.op, slices)
+        self.y, self.noiseless = base.y, base.noiseless
+
+    def residual(self, x: Tensor) -> Tensor:
+        return self.base.residual(self.op._stack(x)).sum().reshape(1)
+
+    def grad(self, x: Tensor) -> Tensor:
+        return self.op._volume(self.base.grad(self.op._stack(x)))
+
+    def prox(self, x0: Tensor, weight: float, n_iter: int = 10) -> Tensor:
+        return self.op._volume(self.base.prox(self.op._stack(x0), weight, n_iter))
+
+    def project(self, x: Tensor, n_iter: int = 10) -> Tensor:
+        return self.op._volume(self.base.project(self.op._stack(x), n_iter))
+
+    def pinv(self, r: Tensor, n_iter: int = 10) -> Tensor:
+        return self.op._volume(self.base.pinv(r, n_iter))
+
+    def annealed_grad(self, x: Tensor, sigma: float) -> Tensor:
+        return self.op._volume(self.base.annealed_grad(self.op._stack(x), sigma))
+
+    def quadratic(self) -> tuple[LinearOperator, Tensor]:
+        op, y = self.base.quadratic()
+        return VolumeOperator(op, self.op.slices), y
+
+    @property
+    def scale(self) -> float:
+        return self.base.scale
+
+    def expand(self, k: int) -> VolumeFidelity:
+        if k != 1:
+            raise ValueError(f"a volume prior reconstructs one volume; got a batch of {k}")
         return self
 
 

@@ -50,6 +50,11 @@ def _all_specs(sources: PathLike | Sequence[PathLike]) -> list[tuple[Path, str |
     return specs
 
 
+def volume_slice_counts(sources: PathLike | Sequence[PathLike], axis: int = 2) -> list[int]:
+    """Slices of every volume in ``sources`` (each DICOM series, NIfTI file, ...), as ``VolumeDataset`` reads them."""
+    return [int(read_image(path, axis=axis, series=series).data.shape[0]) for path, series in _all_specs(sources)]
+
+
 def random_patches(
     images: torch.Tensor,
     n: int,
