@@ -240,3 +240,21 @@ def test_cli_patch3d_prior_trains_and_reconstructs_a_volume(tmp_path, capsys, mr
                  "--coupling", "tv-z", "--no-progress", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "a 3-D prior sees them together" in err[0], err
+
+
+def test_rotating_planes_denoise_axial_coronal_sagittal_in_turn():
+    """A 'denoiser' that adds its input's column index: axial and coronal planes have the volume's x as columns,
+    sagittal planes its y; every voxel goes back where it came from."""
+    from wavepatch.volume import rotating_planes
+
+    def add_column(x, sigma):
+        return x + torch.arange(x.shape[-1], dtype=x.dtype)
+
+    d = rotating_planes(add_column)
+    x = torch.rand(4, 1, 5, 6, dtype=torch.float64)
+    col_x = torch.arange(6, dtype=torch.float64).reshape(1, 1, 1, 6)
+    col_y = torch.arange(5, dtype=torch.float64).reshape(1, 1, 5, 1)
+    assert torch.equal(d(x, 0.1), x + col_x)  # axial
+    assert torch.equal(d(x, 0.1), x + col_x)  # coronal: (S, W) planes
+    assert torch.equal(d(x, 0.1), x + col_y)  # sagittal: (S, H) planes
+    assert torch.equal(d(x, 0.1), x + col_x)  # axial again

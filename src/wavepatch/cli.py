@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--volume: the SeriesInstanceUID to read from a folder holding several DICOM series")
     r.add_argument("--coupling", choices=COUPLINGS, default=None,
                    help="--volume, learned methods: inter-slice coupling: none, tv-z (TV along z in the data step), "
-                   "iscs (noise shared across slices; padis --fast, ddnm) or tv-z+iscs (default tv-z; see README)")
+                   "iscs (noise shared across slices; padis --fast, ddnm), tv-z+iscs, or planes (the prior also on "
+                   "coronal and sagittal planes, in turn) (default tv-z; see README)")
     r.add_argument("--coupling-lam", type=float, default=None,
                    help="--volume: weight of the tv-z coupling on the unit scale (default 0.0025)")
     r.add_argument("--axis", type=int, default=2, help="NIfTI axis to slice along (default 2, axial)")

@@ -12,6 +12,7 @@ al. 2024): one denoiser call per level and no backpropagation through the networ
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -89,7 +90,8 @@ def run_sampler(method: Method, fidelity: DataFidelity, prior: str | Path, param
                 generator: torch.Generator, samples: int = 1, fast: bool = False, x_fast: Tensor | None = None,
                 patch_mode: str = "padis", device: str = "cpu", progress: bool = False,
                 precision: str = "auto", noise: NoiseFn | None = None,
-                shard: tuple[int, int, int] | None = None) -> tuple[Tensor, int]:
+                shard: tuple[int, int, int] | None = None,
+                wrap: Callable[[Denoiser], Denoiser] | None = None) -> tuple[Tensor, int]:
     """``samples`` posterior samples (K, *image_shape) of the measurement in ``fidelity`` (batch 1), on the CPU,
     and the NFE per sample (the K samples run as one batch).
 
@@ -98,12 +100,14 @@ def run_sampler(method: Method, fidelity: DataFidelity, prior: str | Path, param
     :func:`~wavepatch.sampling.steps.slerp_slice_noise` across a slice stack; samplers without a ``noise``
     argument refuse it. shard: (total, lo, hi) when these ``samples`` are items lo..hi of a batch of ``total``
     run by several processes: every random draw (start, re-noising, the patch border noise) is made for the
-    whole batch and cut, so each item gets the numbers it would get in one process."""
+    whole batch and cut, so each item gets the numbers it would get in one process. wrap: applied to the prior's
+    denoiser (e.g. ``volume.rotating_planes``)."""
     model, cfg = cached_prior(prior, device)
     if method.patch_only and cfg.kind != "patch":
         raise ValueError(f"{method.name} needs a patch prior; {prior} is a {cfg.kind} prior")
     draw = sliced_draw(*shard) if shard is not None else None
-    denoise = Counted(make_denoiser(model, cfg, mode=patch_mode, generator=generator, precision=precision, draw=draw))
+    denoise = make_denoiser(model, cfg, mode=patch_mode, generator=generator, precision=precision, draw=draw)
+    denoise = Counted(wrap(denoise) if wrap is not None else denoise)
     if shard is not None:
         total, lo, hi = shard
         whole = noise or randn_like

@@ -13,7 +13,9 @@ measures each slice, the baseline is per slice, and the methods run on the whole
   weight ``coupling_lam`` (:func:`~wavepatch.recon.tv.tv_z_prox`); ``"iscs"`` (after ISCS): the sampler's
   noise draws (warm start and re-noising) are shared across slices by spherical interpolation
   (:func:`~wavepatch.sampling.steps.slerp_slice_noise`), for samplers that re-noise (padis --fast, ddnm);
-  ``"tv-z+iscs"`` both; ``"none"`` leaves the slices independent.
+  ``"tv-z+iscs"`` both; ``"planes"`` (after TPDM's perpendicular priors, with one 2-D prior): the denoiser's calls
+  take the axial, coronal and sagittal planes of the stack in turn (:func:`rotating_planes`), so the prior also
+  shapes the volume along z; ``"none"`` leaves the slices independent.
 
 Metrics (:func:`volume_metrics`): PSNR over all voxels, SSIM over the volume (3-D Gaussian SSIM, skimage, when
 every side is >= 11, else the mean axial SSIM), and the mean PSNR of the axial, coronal and sagittal planes
@@ -39,6 +41,7 @@ from wavepatch.run import gaussian_std, run_classical
 from wavepatch.sampling.steps import Counted, slerp_slice_noise
 from wavepatch.shard import broadcast_from_root, gather_slabs, process_group, slab, world_size
 from wavepatch.tasks import Task, TaskOptions, make_task
+from wavepatch.types import Denoiser
 from wavepatch.volume_tasks import PARAMETER_TASK, VOLUME_TASKS, StackFidelity, VolumeFidelity, make_volume_task
 
 Tensor = torch.Tensor
@@ -58,7 +61,7 @@ class VolumeResult:
     peak_memory_mb: float = 0.0
 
 
-COUPLINGS = ("none", "tv-z", "iscs", "tv-z+iscs")
+COUPLINGS = ("none", "tv-z", "iscs", "tv-z+iscs", "planes")
 # the CLI's defaults, chosen on the training volume: benchmarks/tune_coupling.py (docs/results.md §14)
 DEFAULT_COUPLING = "tv-z"
 DEFAULT_COUPLING_LAM = 0.0025
@@ -83,6 +86,23 @@ class ZCoupled:
 
     def prox(self, x0: Tensor, weight: float, n_iter: int = 10) -> Tensor:
         return tv_z_prox(self.base.prox(x0, weight, n_iter), self.lam)
+
+
+def rotating_planes(denoise: Denoiser) -> Denoiser:
+    """A denoiser of slice stacks (S, 1, H, W) whose calls denoise, in turn, the axial planes (the stack as it is),
+    the coronal planes (S x W, one per row) and the sagittal planes (S x H, one per column) with the same 2-D
+    ``denoise``: one call is one pass over every voxel, whichever the orientation."""
+    calls = [0]
+
+    def denoise_planes(x: Tensor, sigma) -> Tensor:
+        k, calls[0] = calls[0] % 3, calls[0] + 1
+        if k == 0:
+            return denoise(x, sigma)
+        v = x[:, 0]
+        order, back = ((1, 0, 2), (1, 0, 2)) if k == 1 else ((2, 0, 1), (1, 2, 0))
+        out = denoise(v.permute(*order)[:, None].contiguous(), sigma)[:, 0]
+        return out.permute(*back)[:, None].contiguous()
+    return denoise_planes
 
 
 def peak_memory_mb() -> float:
@@ -167,12 +187,16 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
         mine = slabs[rank]
         part = fidelity if world == 1 else task.fidelity(y[mine.lo:mine.hi])
         coupled = ZCoupled(part, coupling_lam * z_weight) if tv_z else part
+        if coupling == "planes" and world > 1:
+            raise ValueError("--coupling planes denoises coronal and sagittal planes across all slices: run it in one "
+                             "process, not under torchrun")
         recon, nfe = run_sampler(entry, coupled, prior, params, torch.Generator().manual_seed(seed + 2),
                                  samples=mine.hi - mine.lo, fast=fast,
                                  x_fast=x_fast[mine.lo:mine.hi] if fast else None, device=device,
                                  progress=progress and rank == 0, precision=precision,
                                  noise=slerp_slice_noise if "iscs" in coupling else None,
-                                 shard=(s, mine.lo, mine.hi) if world > 1 else None)
+                                 shard=(s, mine.lo, mine.hi) if world > 1 else None,
+                                 wrap=rotating_planes if coupling == "planes" else None)
         if world > 1:
             recon = gather_slabs(recon, slabs)
             if rank != 0:
