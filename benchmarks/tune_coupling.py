@@ -3,8 +3,8 @@
 PaDIS fast (20-view parallel-beam CT, bundled CT patch prior) on slices --slices of the training patient's
 volume (data/ct/train, its first series), resized to --size, with ``coupling="none"`` and ``"tv-z"`` at
 several weights, and ``"iscs"`` / ``"tv-z+iscs"`` (noise shared across slices; ``--iscs``); prints volume,
-axial, coronal and sagittal PSNR. Run: ``python benchmarks/tune_coupling.py [--slices 27:37] [--size 128]
-[--lams 0.005 0.02] [--skip-none] [--iscs]``.
+axial, coronal and sagittal PSNR; ``--planes``: also ``"planes"``. Run: ``python benchmarks/tune_coupling.py
+[--slices 27:37] [--size 128] [--lams 0.005 0.02] [--skip-none] [--iscs] [--planes]``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lams", type=float, nargs="+", default=[0.005, 0.02])
     ap.add_argument("--skip-none", action="store_true", help="only the tv-z rows")
     ap.add_argument("--iscs", action="store_true", help="also iscs, and tv-z+iscs at each --lams weight")
+    ap.add_argument("--planes", action="store_true", help="also planes (axial / coronal / sagittal in turn)")
     args = ap.parse_args(argv)
     series = sorted(find_dicom_series(TRAIN))[0]  # the folder holds two series of the training patient
     vol = read_image(TRAIN, slices=parse_slices(args.slices), series=series)
@@ -40,6 +41,8 @@ def main(argv=None) -> int:
     rows = ([] if args.skip_none else [("none", 0.0)]) + [("tv-z", lam) for lam in args.lams]
     if args.iscs:
         rows += [("iscs", 0.0)] + [("tv-z+iscs", lam) for lam in args.lams]
+    if args.planes:
+        rows += [("planes", 0.0)]
     for coupling, lam in rows:
         r = reconstruct_volume(unit, "ct-parallel", task_options("ct-parallel", views=20), "padis", fast=True,
                                z_weight=z_weight, coupling=coupling, coupling_lam=lam)
