@@ -223,11 +223,12 @@ def test_cli_patch3d_prior_trains_and_reconstructs_a_volume(tmp_path, capsys, mr
     per-slice CT data steps through VolumeFidelity); tv-z coupling is refused for a 3-D prior."""
     run = tmp_path / "p3"
     code = main(["train", str(mri_path), "--prior", "patch3d", "--size", "32", "--depth", "8", "--patch-sizes",
-                 "8,16", "--patch-probs", "0.5,0.5", "--channels", "8", "--channel-mult", "1,2", "--batch", "2",
-                 "--steps", "3", "--no-progress", "--out", str(run)])
+                 "8,16", "--patch-probs", "0.5,0.5", "--patch-depth", "4", "--channels", "8", "--channel-mult", "1,2",
+                 "--batch", "2", "--steps", "3", "--no-progress", "--out", str(run)])
     assert code == 0, capsys.readouterr().err
     meta = json.loads((run / "prior.json").read_text())
     assert meta["config"]["unet"]["dims"] == 3 and meta["config"]["image_size"] == [8, 32, 32]
+    assert meta["config"]["patch_size"] == [4, 16, 16]  # slabs of 4 slices
     out = tmp_path / "vol3d"
     code = main(["reconstruct", str(mri_path), "--volume", "--task", "ct-parallel", "--views", "12", "--size", "32",
                  "--method", "padis", "--fast", "--steps", "2", "--prior", str(run / "prior.safetensors"),

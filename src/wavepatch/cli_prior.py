@@ -80,6 +80,9 @@ def add_train_parser(sub) -> None:
     t.add_argument("--depth", type=int, default=None,
                    help="patch3d: slices per training volume after resizing along z (default: as acquired; all "
                         "volumes must then have the same count)")
+    t.add_argument("--patch-depth", type=int, default=None,
+                   help="patch3d: slices per patch (DiffusionBlend's slabs; in-plane sides from --patch-sizes; "
+                        "default: cubic patches)")
     t.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="HU window mapped to [0, 1] (CT default -1000 1000; others: 0 to the 99.5th percentile)")
     t.add_argument("--axis", type=int, default=d.axis, help="NIfTI slicing axis")
@@ -159,11 +162,11 @@ def cmd_train(args) -> int:
     dims, size = 2, args.size
     if args.prior == "patch3d":
         dims, size = 3, (args.depth or _slice_count(args.data, args.axis), args.size, args.size)
-    elif args.depth is not None:
-        raise ValueError("--depth is for --prior patch3d")
+    elif args.depth is not None or args.patch_depth is not None:
+        raise ValueError(f"{'--depth' if args.depth is not None else '--patch-depth'} is for --prior patch3d")
     cfg = TrainConfig(
         data=[str(p) for p in args.data], out=args.out, prior="patch" if dims == 3 else args.prior, size=size,
-        dims=dims,
+        dims=dims, patch_depth=args.patch_depth,
         window=window if window is not None else TRAIN_DEFAULTS.window, axis=args.axis,
         patch_sizes=args.patch_sizes, patch_probs=args.patch_probs, patch_size=args.patch_size, pad=args.pad,
         levels=args.levels, wavelet=args.wavelet, detail_crop=args.detail_crop,

@@ -48,7 +48,8 @@ Tensor = torch.Tensor
 
 # Fields that fix the architecture or the data: a resumed run must keep them.
 _FROZEN = ("prior", "size", "window", "base_channels", "channel_mult", "num_blocks", "attention", "sigma_data",
-           "patch_sizes", "pad", "axis", "levels", "wavelet", "noisy_data", "noise_level", "wavelet_denoiser", "dims")
+           "patch_sizes", "pad", "axis", "levels", "wavelet", "noisy_data", "noise_level", "wavelet_denoiser", "dims",
+           "patch_depth")
 
 
 MAX_SIZE = 4096  # largest image / patch side (pixels)
@@ -79,7 +80,8 @@ class TrainConfig:
     patch_sizes / patch_probs: patch sides drawn per step (patch priors) and their probabilities; the batch
     holds ``batch * (max(patch_sizes) / P)^dims`` patches so every step sees about the same number of pixels.
     patch_size: default inference patch size stored in the prior, an int or one per axis (default: largest
-    training size).
+    training size). patch_depth: 3-D patch priors: slices per patch, fixed (DiffusionBlend's slabs of adjacent
+    slices), the in-plane side drawn from patch_sizes; None: cubic patches.
     pad: zero border around training images from which patches may be cut (default: max patch size).
     batch: images (whole, wavelet) or largest-size patches (patch) per step and process. lr: AdamW peak learning
     rate, reached linearly over warmup steps. ema_halflife: steps. p_mean, p_std: ln(sigma) ~ N(p_mean, p_std^2).
@@ -108,6 +110,7 @@ class TrainConfig:
     patch_sizes: tuple[int, ...] = (16, 32, 64)
     patch_probs: tuple[float, ...] = (0.2, 0.3, 0.5)
     patch_size: int | tuple[int, ...] | None = None
+    patch_depth: int | None = None
     pad: int | None = None
     levels: int = 2
     wavelet: str = "haar"
@@ -166,6 +169,12 @@ class TrainConfig:
         if self.prior == "patch":
             if any(p % divisor or p < divisor for p in self.patch_sizes):
                 raise ValueError(f"patch sizes {self.patch_sizes} must be multiples of {divisor}")
+            if self.patch_depth is not None:
+                if self.dims != 3 or self.patch_depth % divisor or self.patch_depth < divisor:
+                    raise ValueError(f"patch_depth is for 3-D patch priors and must be a multiple of {divisor}, got "
+                                     f"{self.patch_depth}")
+                if self.patch_size is None:
+                    self.patch_size = (self.patch_depth, max(self.patch_sizes), max(self.patch_sizes))
             if self.patch_size is None:
                 self.patch_size = max(self.patch_sizes)
             if self.pad is None:
@@ -316,10 +325,11 @@ def draw_batch(data: SliceDataset | VolumeDataset, cfg: TrainConfig,
     d = data.images.ndim - 2
     k = torch.multinomial(torch.tensor(cfg.patch_probs), 1, generator=generator).item()
     p = cfg.patch_sizes[k]
-    n = max(1, round(cfg.batch * (max(cfg.patch_sizes) / p) ** d))
-    patches, positions = data.random_patches(n, p, generator=generator, pad=cfg.pad, flip=False)
-    offs = torch.arange(p)
-    pos = position_channels([positions[:, i, None] - cfg.pad + offs for i in range(d)], data.images.shape[2:])
+    shape = (cfg.patch_depth, p, p) if cfg.patch_depth else (p,) * d  # a fixed depth scales the in-plane axes only
+    n = max(1, round(cfg.batch * (max(cfg.patch_sizes) / p) ** (2 if cfg.patch_depth else d)))
+    patches, positions = data.random_patches(n, shape, generator=generator, pad=cfg.pad, flip=False)
+    pos = position_channels([positions[:, i, None] - cfg.pad + torch.arange(shape[i]) for i in range(d)],
+                            data.images.shape[2:])
     if cfg.flip:
         # flip patch and position channels together: the patch as cut from the mirrored image, with mirrored
         # content and the mirrored image's last-axis coordinates (pixel j shows original column q, at -c_q there)
