@@ -220,7 +220,7 @@ def test_torchrun_two_processes_equal_one(tmp_path, mri_path, coupling):
 @pytest.mark.slow
 def test_cli_patch3d_prior_trains_and_reconstructs_a_volume(tmp_path, capsys, mri_path):
     """train --prior patch3d on a small volume, then reconstruct --volume with it (random 3-D grid shifts; the
-    per-slice CT data steps through VolumeFidelity); tv-z coupling is refused for a 3-D prior."""
+    per-slice CT data steps through volume_fidelity); tv-z coupling is refused for a 3-D prior."""
     run = tmp_path / "p3"
     code = main(["train", str(mri_path), "--prior", "patch3d", "--size", "32", "--depth", "8", "--patch-sizes",
                  "8,16", "--patch-probs", "0.5,0.5", "--patch-depth", "4", "--channels", "8", "--channel-mult", "1,2",

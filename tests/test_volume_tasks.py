@@ -13,7 +13,7 @@ from wavepatch.linalg import inner
 from wavepatch.physics.base import adjoint_mismatch
 from wavepatch.physics.volume_ops import Cartesian3DMRI, ThickSliceZ, cubic_z, gaussian_2d_mask
 from wavepatch.tasks import task_options
-from wavepatch.volume_tasks import StackFidelity, make_volume_task
+from wavepatch.volume_tasks import make_volume_task, stack_fidelity
 
 SHAPE = (1, 8, 6, 5)
 
@@ -63,13 +63,13 @@ def test_phase_encode_mask():
 @pytest.mark.parametrize("name, opts", [("zsr", {"factor": 2, "noise": 0.02}), ("mri3d", {"accel": 3.0,
                                                                                          "noise": 0.02})])
 def test_stack_fidelity_solves_the_volume_as_one_vector(name, opts):
-    """prox through StackFidelity meets the volume's optimality condition A^T(A x - y) / s^2 + w (x - x0) = 0,
+    """prox through stack_fidelity meets the volume's optimality condition A^T(A x - y) / s^2 + w (x - x0) = 0,
     which a per-slice conjugate gradient (one step size per slice) would not reach."""
     s, h, w = 6, 8, 8
     task = make_volume_task(name, (s, h, w), task_options(name, **opts))
     g = torch.Generator().manual_seed(0)
     vol = torch.rand(1, 1, s, h, w, generator=g, dtype=torch.float64)
-    fid = StackFidelity(task.fidelity(task.simulate(vol, g)), s)
+    fid = stack_fidelity(task.fidelity(task.simulate(vol, g)), s)
     x0 = torch.rand(s, 1, h, w, generator=g, dtype=torch.float64)
     x = fid.prox(x0, 30.0, n_iter=300)
     kkt = fid.grad(x) + 30.0 * (x - x0)
@@ -78,6 +78,8 @@ def test_stack_fidelity_solves_the_volume_as_one_vector(name, opts):
     assert torch.allclose(fid.op.A(x), task.op.A(x.reshape(1, 1, s, h, w)))
     with pytest.raises(ValueError, match="one estimate"):
         fid.expand(2)
+    with pytest.raises(ValueError, match="a slice stack"):
+        fid.op.A(x[:2])
 
 
 @pytest.mark.parametrize("task, extra", [("zsr", ["--factor", "2", "--slices", "0:4"]),

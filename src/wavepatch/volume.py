@@ -42,7 +42,7 @@ from wavepatch.sampling.steps import Counted, slerp_slice_noise
 from wavepatch.shard import broadcast_from_root, gather_slabs, process_group, slab, world_size
 from wavepatch.tasks import Task, TaskOptions, make_task
 from wavepatch.types import Denoiser
-from wavepatch.volume_tasks import PARAMETER_TASK, VOLUME_TASKS, StackFidelity, VolumeFidelity, make_volume_task
+from wavepatch.volume_tasks import PARAMETER_TASK, VOLUME_TASKS, make_volume_task, stack_fidelity, volume_fidelity
 
 Tensor = torch.Tensor
 
@@ -123,7 +123,7 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
 
     A 3-D patch prior (``train --prior patch3d``) denoises the whole volume with random 3-D grid shifts (PaDIS in
     3-D; the shifting grid blends across slab borders, as DiffusionBlend's score blending does): the sampler's
-    state is the volume (1, 1, S, H, W), its data steps run per slice (:class:`VolumeFidelity`) or on the
+    state is the volume (1, 1, S, H, W), its data steps run per slice (:func:`~wavepatch.volume_tasks.volume_fidelity`) or on the
     volume task's operator; no coupling applies and it runs in one process.
     ``modality`` ('ct' or 'mri') picks the default prior of the tasks that do not imply one (zsr).
 
@@ -147,7 +147,7 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
                              f"not {method}")
         task = make_volume_task(task_name, (s, h, w), opts, torch.Generator().manual_seed(seed))
         y = task.simulate(x.reshape(1, 1, s, h, w), torch.Generator().manual_seed(seed + 1))
-        fidelity = StackFidelity(task.fidelity(y), s)
+        fidelity = stack_fidelity(task.fidelity(y), s)
         baseline = task.baseline(y).reshape(s, 1, h, w)
         param_task = PARAMETER_TASK[task_name]
     else:
@@ -233,7 +233,7 @@ def _with_3d_prior(unit, task, fidelity, baseline, entry, params, prior, admm3d,
     if world > 1:
         raise ValueError("a 3-D prior denoises the whole volume at once: run it in one process, not under torchrun")
     s, h, w = unit.shape
-    vol_fidelity = fidelity.base if isinstance(fidelity, StackFidelity) else VolumeFidelity(fidelity, s)
+    vol_fidelity = fidelity.base if task.name in VOLUME_TASKS else volume_fidelity(fidelity, s)
     x_fast = admm3d().reshape(1, 1, s, h, w) if fast else None
     recon, nfe = run_sampler(entry, vol_fidelity, prior, params, torch.Generator().manual_seed(seed + 2), samples=1,
                              fast=fast, x_fast=x_fast, device=device, progress=progress, precision=precision)

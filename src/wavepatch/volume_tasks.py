@@ -14,11 +14,13 @@ The operators act on volumes (1, 1, S, H, W); the 2-D priors see the volume as a
 (S, 1, H, W), the same memory. :class:`StackFidelity` is the bridge: it takes slice stacks, hands the
 volume to the volume's fidelity (so every conjugate-gradient step treats the volume as one vector) and returns
 slice stacks. Method parameters default to those of the nearest 2-D task (:data:`PARAMETER_TASK`).
-:class:`VolumeFidelity` is the reverse bridge, for 3-D priors whose sampler state is the volume: it hands the
+:func:`volume_fidelity` is the reverse bridge, for 3-D priors whose sampler state is the volume: it hands the
 per-slice fidelity of the axial tasks (ct-parallel, ...) slice stacks.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -34,31 +36,24 @@ VOLUME_TASKS = ("zsr", "mri3d")
 PARAMETER_TASK = {"zsr": "sr", "mri3d": "mri"}  # whose per-task method defaults a volume task uses
 
 
-class StackOperator(LinearOperator):
-    """A volume operator seen from a slice stack: x (S, 1, H, W) <-> the volume (1, 1, S, H, W)."""
+class ReshapedOperator(LinearOperator):
+    """``op`` seen through a reshape of its images: the caller's x (``image_shape`` per item) becomes the
+    operator's by ``to_base``, and images come back by ``from_base`` (same memory, only the batch / slice axes
+    are regrouped)."""
 
-    def __init__(self, op: LinearOperator, slices: int) -> None:
-        self.op, self.slices = op, int(slices)
-        self.image_shape = (1, *op.image_shape[2:])
+    def __init__(self, op: LinearOperator, image_shape: tuple[int, ...], to_base: Callable[[Tensor], Tensor],
+                 from_base: Callable[[Tensor], Tensor]) -> None:
+        self.op, self.image_shape, self.to_base, self.from_base = op, tuple(image_shape), to_base, from_base
         self.closed_form_dagger = getattr(op, "closed_form_dagger", False)
 
-    def _volume(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[0] != self.slices:
-            raise ValueError(f"this volume operator takes a stack of {self.slices} slices (S, 1, H, W), got shape "
-                             f"{tuple(x.shape)}")
-        return x.reshape(1, 1, *x.shape[:1], *x.shape[2:])
-
-    def _stack(self, v: Tensor) -> Tensor:
-        return v.reshape(self.slices, 1, *v.shape[3:])
-
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
-        return self.op.A(self._volume(x))
+        return self.op.A(self.to_base(x))
 
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
-        return self._stack(self.op.A_adjoint(y))
+        return self.from_base(self.op.A_adjoint(y))
 
     def A_dagger(self, y: Tensor, n_iter: int = 100, tol: float = 1e-6) -> Tensor:  # noqa: N802
-        return self._stack(self.op.A_dagger(y, n_iter, tol))
+        return self.from_base(self.op.A_dagger(y, n_iter, tol))
 
     def norm(self, n_iter: int = 50, seed: int = 0) -> float:
         return self.op.norm(n_iter, seed)
@@ -68,123 +63,90 @@ class StackOperator(LinearOperator):
         return self.op.device
 
 
-class StackFidelity:
-    """The fidelity of a volume measurement, taking and returning slice stacks (S, 1, H, W); ``op`` is the
-    :class:`StackOperator`, ``y`` the volume measurement (batch 1). ``residual`` is the volume's, shape (1,)."""
+class ReshapedFidelity:
+    """A data fidelity ``base`` seen through the reshape of ``op`` (a :class:`ReshapedOperator` around
+    ``base.op``): images in and out in the caller's layout, every solve (CG) in the base's. ``residual`` is the
+    base's summed, (1,): the caller holds one estimate (``expand`` takes only its batch, ``batch``)."""
 
-    def __init__(self, base: DataFidelity, slices: int) -> None:
-        self.base, self.op = base, StackOperator(base.op, slices)
+    def __init__(self, base: DataFidelity, op: ReshapedOperator, batch: int) -> None:
+        self.base, self.op, self.batch = base, op, int(batch)
         self.y, self.noiseless = base.y, base.noiseless
 
+    def _solve(self, method: str, x: Tensor, *args) -> Tensor:
+        return self.op.from_base(getattr(self.base, method)(self.op.to_base(x), *args))
+
     def residual(self, x: Tensor) -> Tensor:
-        return self.base.residual(self.op._volume(x))
+        return self.base.residual(self.op.to_base(x)).sum().reshape(1)
 
     def grad(self, x: Tensor) -> Tensor:
-        return self.op._stack(self.base.grad(self.op._volume(x)))
+        return self._solve("grad", x)
 
     def prox(self, x0: Tensor, weight: float, n_iter: int = 10) -> Tensor:
-        return self.op._stack(self.base.prox(self.op._volume(x0), weight, n_iter))
+        return self._solve("prox", x0, weight, n_iter)
 
     def project(self, x: Tensor, n_iter: int = 10) -> Tensor:
-        return self.op._stack(self.base.project(self.op._volume(x), n_iter))
+        return self._solve("project", x, n_iter)
 
     def pinv(self, r: Tensor, n_iter: int = 10) -> Tensor:
-        return self.op._stack(self.base.pinv(r, n_iter))
+        return self.op.from_base(self.base.pinv(r, n_iter))
 
     def annealed_grad(self, x: Tensor, sigma: float) -> Tensor:
-        return self.op._stack(self.base.annealed_grad(self.op._volume(x), sigma))
+        return self._solve("annealed_grad", x, sigma)
 
     def quadratic(self) -> tuple[LinearOperator, Tensor]:
         op, y = self.base.quadratic()
-        return StackOperator(op, self.op.slices), y
+        return ReshapedOperator(op, self.op.image_shape, self.op.to_base, self.op.from_base), y
 
     @property
     def scale(self) -> float:
         return self.base.scale
 
-    def expand(self, k: int) -> StackFidelity:
-        if k != self.op.slices:
-            raise ValueError(f"a volume measurement has one estimate of {self.op.slices} slices; got a batch of {k}")
+    def expand(self, k: int) -> ReshapedFidelity:
+        if k != self.batch:
+            raise ValueError(f"this measurement has one estimate of batch {self.batch}; got a batch of {k}")
         return self
 
 
-class VolumeOperator(LinearOperator):
-    """A per-slice operator seen from a volume (3-D priors): x (1, 1, S, H, W) <-> the stack (S, 1, H, W)."""
-
-    def __init__(self, op: LinearOperator, slices: int) -> None:
-        self.op, self.slices = op, int(slices)
-        self.image_shape = (1, self.slices, *op.image_shape[1:])
-        self.closed_form_dagger = getattr(op, "closed_form_dagger", False)
-
-    def _stack(self, x: Tensor) -> Tensor:
-        if x.ndim != 5 or x.shape[:3] != (1, 1, self.slices):
-            raise ValueError(f"this operator takes one volume (1, 1, {self.slices}, H, W), got shape {tuple(x.shape)}")
-        return x.reshape(self.slices, 1, *x.shape[3:])
-
-    def _volume(self, x: Tensor) -> Tensor:
-        return x.reshape(1, 1, self.slices, *x.shape[2:])
-
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802
-        return self.op.A(self._stack(x))
-
-    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
-        return self._volume(self.op.A_adjoint(y))
-
-    def A_dagger(self, y: Tensor, n_iter: int = 100, tol: float = 1e-6) -> Tensor:  # noqa: N802
-        return self._volume(self.op.A_dagger(y, n_iter, tol))
-
-    def norm(self, n_iter: int = 50, seed: int = 0) -> float:
-        return self.op.norm(n_iter, seed)
-
-    @property
-    def device(self) -> torch.device:
-        return self.op.device
+def _checked(x: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
+    if tuple(x.shape) != shape:
+        raise ValueError(f"{what} takes shape {shape}, got {tuple(x.shape)}")
+    return x
 
 
-class VolumeFidelity:
-    """A per-slice fidelity (slice stacks, batch = slices) seen from one volume (1, 1, S, H, W), for 3-D priors:
-    every data step runs per slice (the slices' measurements are independent); ``residual`` sums them, (1,)."""
+def stack_fidelity(volume_fidelity: DataFidelity, slices: int) -> ReshapedFidelity:
+    """The fidelity of a volume measurement (images (1, 1, S, H, W)) for solvers holding slice stacks
+    (S, 1, H, W): the 2-D priors' view of the volume tasks; every CG sees the volume as one vector."""
+    s, (_, _, h, w) = int(slices), volume_fidelity.op.image_shape
 
-    def __init__(self, base: DataFidelity, slices: int) -> None:
-        self.base, self.op = base, VolumeOperator(base.op, slices)
-        self.y, self.noiseless = base.y, base.noiseless
+    def to_volume(x: Tensor) -> Tensor:
+        return _checked(x, (s, 1, h, w), "a slice stack of this volume").reshape(1, 1, s, h, w)
 
-    def residual(self, x: Tensor) -> Tensor:
-        return self.base.residual(self.op._stack(x)).sum().reshape(1)
+    def to_stack(v: Tensor) -> Tensor:
+        return v.reshape(s, 1, h, w)
 
-    def grad(self, x: Tensor) -> Tensor:
-        return self.op._volume(self.base.grad(self.op._stack(x)))
+    op = ReshapedOperator(volume_fidelity.op, (1, h, w), to_volume, to_stack)
+    return ReshapedFidelity(volume_fidelity, op, s)
 
-    def prox(self, x0: Tensor, weight: float, n_iter: int = 10) -> Tensor:
-        return self.op._volume(self.base.prox(self.op._stack(x0), weight, n_iter))
 
-    def project(self, x: Tensor, n_iter: int = 10) -> Tensor:
-        return self.op._volume(self.base.project(self.op._stack(x), n_iter))
+def volume_fidelity(stack_fidelity_: DataFidelity, slices: int) -> ReshapedFidelity:
+    """A per-slice fidelity (slice stacks (S, 1, H, W), the axial 2-D tasks) for solvers holding the volume
+    (1, 1, S, H, W), i.e. 3-D priors: every data step still runs per slice."""
+    s, (_, h, w) = int(slices), stack_fidelity_.op.image_shape
 
-    def pinv(self, r: Tensor, n_iter: int = 10) -> Tensor:
-        return self.op._volume(self.base.pinv(r, n_iter))
+    def to_stack(v: Tensor) -> Tensor:
+        return _checked(v, (1, 1, s, h, w), "one volume").reshape(s, 1, h, w)
 
-    def annealed_grad(self, x: Tensor, sigma: float) -> Tensor:
-        return self.op._volume(self.base.annealed_grad(self.op._stack(x), sigma))
+    def to_volume(x: Tensor) -> Tensor:
+        return x.reshape(1, 1, s, h, w)
 
-    def quadratic(self) -> tuple[LinearOperator, Tensor]:
-        op, y = self.base.quadratic()
-        return VolumeOperator(op, self.op.slices), y
-
-    @property
-    def scale(self) -> float:
-        return self.base.scale
-
-    def expand(self, k: int) -> VolumeFidelity:
-        if k != 1:
-            raise ValueError(f"a volume prior reconstructs one volume; got a batch of {k}")
-        return self
+    op = ReshapedOperator(stack_fidelity_.op, (1, s, h, w), to_stack, to_volume)
+    return ReshapedFidelity(stack_fidelity_, op, 1)
 
 
 def make_volume_task(name: str, shape: tuple[int, int, int], opts: TaskOptions | None = None,
                      generator: torch.Generator | None = None) -> Task:
     """Task ``name`` (one of :data:`VOLUME_TASKS`) on volumes (1, 1, S, H, W) of ``shape`` (S, H, W): ``op``,
-    ``simulate`` and ``baseline`` act on volumes; wrap ``task.fidelity(y)`` in :class:`StackFidelity` for the
+    ``simulate`` and ``baseline`` act on volumes; wrap ``task.fidelity(y)`` with :func:`stack_fidelity` for the
     slice-stack solvers. ``generator`` draws the MRI mask."""
     opts = opts or TaskOptions()
     s, h, w = (int(v) for v in shape)
