@@ -12,8 +12,14 @@ from wavepatch.cli import main
 from wavepatch.physics.ct import ParallelBeamCT
 from wavepatch.physics.ray_matrix import apply_sparse
 from wavepatch.prior.checkpoint import load_prior
-from wavepatch.prior.model import build_prior, inference_network, make_denoiser, native_bf16, resolve_precision
-from wavepatch.prior.model import PriorConfig
+from wavepatch.prior.model import (
+    PriorConfig,
+    build_prior,
+    inference_network,
+    make_denoiser,
+    native_bf16,
+    resolve_precision,
+)
 from wavepatch.prior.unet import UNetConfig, norm_act
 from wavepatch.resources import prior_path
 

@@ -123,7 +123,8 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
 
     A 3-D patch prior (``train --prior patch3d``) denoises the whole volume with random 3-D grid shifts (PaDIS in
     3-D; the shifting grid blends across slab borders, as DiffusionBlend's score blending does): the sampler's
-    state is the volume (1, 1, S, H, W), its data steps run per slice (:func:`~wavepatch.volume_tasks.volume_fidelity`) or on the
+    state is the volume (1, 1, S, H, W), its data steps run per slice
+    (:func:`~wavepatch.volume_tasks.volume_fidelity`) or on the
     volume task's operator; no coupling applies and it runs in one process.
     ``modality`` ('ct' or 'mri') picks the default prior of the tasks that do not imply one (zsr).
 

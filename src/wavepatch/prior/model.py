@@ -61,7 +61,8 @@ def inference_network(model: EDMDenoiser, precision: str) -> EDMDenoiser:
     channels-last: oneDNN's bfloat16 convolutions are ~7x faster channels-last than NCHW on an AMX CPU (0.48 vs
     3.5 ms for 25x64x28x28, 3x3), whose NCHW path spends its time reordering. The noise embedding's sinusoids, the
     GroupNorm statistics, the EDM skip path and the output stay float32 (``unet.norm_act``). Other devices and 3-D
-    networks keep float32 weights under bf16 autocast. The copy is made once per model (again after its weights change in place).
+    networks keep float32 weights under bf16 autocast. The copy is made once per model (again after its weights
+    change in place).
     """
     if precision == "fp32":
         return model
@@ -189,7 +190,8 @@ def make_denoiser(model: EDMDenoiser, config: PriorConfig, mode: str = "padis", 
     ``patch_size`` (an int or one per axis) overrides the config's; ``generator`` drives the shifts and the border
     noise; ``chunk`` caps patches per network call; ``draw`` makes the border noise (``patches.sliced_draw``: a
     shard of a batch gets the whole batch's numbers). A whole-image prior ignores these.
-    ``precision``: 'fp32', 'bf16' (:func:`inference_network`) or 'auto' (:func:`resolve_precision` for the model's device).
+    ``precision``: 'fp32', 'bf16' (:func:`inference_network`) or 'auto' (:func:`resolve_precision` for the
+    model's device).
     """
     dims = config.dims
     device_type = next(model.parameters()).device.type

@@ -179,7 +179,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, *spatial = x.shape
-        q, k, v = self.qkv(norm_act(self.norm, x, act=False)).reshape(b, 3, c, math.prod(spatial)).transpose(-1, -2).unbind(1)
+        qkv = self.qkv(norm_act(self.norm, x, act=False))
+        q, k, v = qkv.reshape(b, 3, c, math.prod(spatial)).transpose(-1, -2).unbind(1)
         out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
         return (x + self.proj(out.transpose(-1, -2).reshape(b, c, *spatial))) / math.sqrt(2)
 
