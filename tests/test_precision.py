@@ -59,6 +59,7 @@ def test_channels_last_norm_act_equals_group_norm(dims, modulate):
     with torch.no_grad():
         norm.weight.copy_(torch.randn(16, generator=g))
         norm.bias.copy_(torch.randn(16, generator=g))
+    norm.requires_grad_(False)
     x = 3 * torch.randn(shape, generator=g, dtype=torch.float64) + 2  # a mean large against the spread
     scale, shift = (torch.randn((3, 16) + (1,) * dims, generator=g, dtype=torch.float64) for _ in range(2))
     mod = (scale, shift) if modulate else (None, None)
