@@ -79,6 +79,16 @@ def learned_denoiser(prior: str | Path, generator: torch.Generator, device: str 
     return denoise
 
 
+def _cut(whole: NoiseFn, shard: tuple[int, int, int]) -> NoiseFn:
+    """``whole``'s draws for items lo..hi of a batch of ``total`` (shard = (total, lo, hi)): drawn for the whole
+    batch and cut, so a shard gets the numbers the whole batch would and the generator stays in step."""
+    total, lo, hi = shard
+
+    def draws(x: Tensor, generator: torch.Generator | None) -> Tensor:
+        return whole(torch.zeros((total, *x.shape[1:]), dtype=x.dtype, device=x.device), generator)[lo:hi]
+    return draws
+
+
 def noise_schedule(method: Method, params: dict, fast: bool = False, device: str = "cpu") -> Tensor:
     """The method's noise levels: ``steps`` levels from sigma_max (sigma_start with ``fast``) to sigma_min, then 0."""
     kind = (method.fast_schedule or method.schedule) if fast else method.schedule
@@ -108,32 +118,25 @@ def run_sampler(method: Method, fidelity: DataFidelity, prior: str | Path, param
     draw = sliced_draw(*shard) if shard is not None else None
     denoise = make_denoiser(model, cfg, mode=patch_mode, generator=generator, precision=precision, draw=draw)
     denoise = Counted(wrap(denoise) if wrap is not None else denoise)
-    if shard is not None:
-        total, lo, hi = shard
-        whole = noise or randn_like
-
-        def noise(x: Tensor, g: torch.Generator | None) -> Tensor:
-            return whole(torch.zeros((total, *x.shape[1:]), dtype=x.dtype, device=x.device), g)[lo:hi]
+    draws = _cut(noise or randn_like, shard) if shard is not None else noise or randn_like
     fidelity = fidelity.expand(samples)
     sigmas = noise_schedule(method, params, fast, device)
     shape = (samples, *fidelity.op.image_shape)
     if fast:
         if x_fast is None:
             raise ValueError("fast mode needs the warm-start image")
-        x = x_fast.to(device).expand(shape)
-        x = warm_start(x, float(sigmas[0]), generator) if noise is None else x + float(sigmas[0]) * noise(x, generator)
+        x = warm_start(x_fast.to(device).expand(shape), float(sigmas[0]), generator, draws)
     else:
-        x = float(sigmas[0]) * (torch.randn(shape, generator=generator).to(device) if noise is None
-                                else noise(torch.zeros(shape, device=device), generator))
+        x = float(sigmas[0]) * draws(torch.zeros(shape, device=device), generator)
     run = method.fast_run if fast and method.fast_run is not None else method.run
     mode = "fast" if fast else "slow"
     kwargs = {p.name: params[p.name] for p in method.params
               if p.name not in SCHEDULE_PARAMS and p.applies in ("always", mode)}
-    if noise is not None:
+    if draws is not randn_like:
         if "noise" not in inspect.signature(run).parameters:
             raise ValueError(f"{method.name}{' --fast' if fast else ''} has no noise argument: its draws cannot be "
                              "correlated (iscs) or sharded across processes (padis --fast and ddnm can)")
-        kwargs["noise"] = noise
+        kwargs["noise"] = draws
     with tqdm(total=len(sigmas) - 1, disable=not progress, desc=method.name, leave=False) as bar:
         def callback(state: dict) -> None:
             bar.total = state["n"]

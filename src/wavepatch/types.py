@@ -8,6 +8,7 @@ units, a float, a 0-d tensor or a (B,) tensor (one level per item); x_hat has x'
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 
 import torch
 
@@ -15,3 +16,12 @@ Tensor = torch.Tensor
 
 Denoiser = Callable[[Tensor, Tensor | float], Tensor]
 """``denoise(x, sigma) -> x_hat``: x (B, C, *spatial) in data units, sigma a float, 0-d or (B,) tensor."""
+
+
+def from_known_fields(cls, data: dict, what: str):
+    """``cls(**data)`` for a dataclass ``cls``, with a one-line ValueError naming the keys it does not have (a
+    config saved by another version or another model): "unknown {what}: a, b"."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what}: {', '.join(unknown)}")
+    return cls(**data)

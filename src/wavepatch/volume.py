@@ -169,6 +169,9 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
     rank, world, device = process_group(device) if world_size() > 1 else (0, 1, device)
     if world > 1 and task_name in VOLUME_TASKS:
         raise ValueError(f"--task {task_name} couples every slice: run it in one process, not under torchrun")
+    if world > 1 and coupling == "planes":
+        raise ValueError("--coupling planes denoises coronal and sagittal planes across all slices: run it in one "
+                         "process, not under torchrun")
     if world > 1 and entry.kind != "sampler" and rank != 0:
         return None  # classical methods run on rank 0 alone
     nfe = None
@@ -176,9 +179,10 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
     if entry.kind == "sampler":
         prior = prior or default_prior("mri" if param_task == "mri" or modality == "mri" else param_task,
                                         entry.prior)
-        if cached_prior(prior, device)[1].dims == 3:
-            return _with_3d_prior(unit, task, fidelity, baseline, entry, params, prior, admm3d, coupling, world, seed,
-                                  fast, device, progress, precision, t0)
+    if entry.kind == "sampler" and cached_prior(prior, device)[1].dims == 3:
+        recon, nfe, params = _sample_with_3d_prior(task, fidelity, s, entry, params, prior, admm3d, coupling, world,
+                                                   seed, fast, device, progress, precision)
+    elif entry.kind == "sampler":
         coupling = coupling or DEFAULT_COUPLING
         x_fast = (admm3d() if rank == 0 else None) if fast else None
         if fast and world > 1:
@@ -188,9 +192,6 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
         mine = slabs[rank]
         part = fidelity if world == 1 else task.fidelity(y[mine.lo:mine.hi])
         coupled = ZCoupled(part, coupling_lam * z_weight) if tv_z else part
-        if coupling == "planes" and world > 1:
-            raise ValueError("--coupling planes denoises coronal and sagittal planes across all slices: run it in one "
-                             "process, not under torchrun")
         recon, nfe = run_sampler(entry, coupled, prior, params, torch.Generator().manual_seed(seed + 2),
                                  samples=mine.hi - mine.lo, fast=fast,
                                  x_fast=x_fast[mine.lo:mine.hi] if fast else None, device=device,
@@ -226,26 +227,22 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
                         params, peak_memory_mb())
 
 
-def _with_3d_prior(unit, task, fidelity, baseline, entry, params, prior, admm3d, coupling, world, seed, fast,
-                   device, progress, precision, t0) -> VolumeResult:
-    """The sampler with a 3-D prior on the whole volume (see :func:`reconstruct_volume`)."""
+def _sample_with_3d_prior(task, fidelity, s, entry, params, prior, admm3d, coupling, world, seed, fast, device,
+                          progress, precision) -> tuple[Tensor, int, dict]:
+    """The sampler with a 3-D prior on the whole volume of ``s`` slices (see :func:`reconstruct_volume`):
+    (recon (S, 1, H, W), NFE, params)."""
     if coupling not in (None, "none"):
         raise ValueError(f"--coupling {coupling} couples the slices of a 2-D prior; a 3-D prior sees them together")
     if world > 1:
         raise ValueError("a 3-D prior denoises the whole volume at once: run it in one process, not under torchrun")
-    s, h, w = unit.shape
     vol_fidelity = fidelity.base if task.name in VOLUME_TASKS else volume_fidelity(fidelity, s)
-    x_fast = admm3d().reshape(1, 1, s, h, w) if fast else None
+    x_fast = admm3d() if fast else None
     recon, nfe = run_sampler(entry, vol_fidelity, prior, params, torch.Generator().manual_seed(seed + 2), samples=1,
-                             fast=fast, x_fast=x_fast, device=device, progress=progress, precision=precision)
-    seconds = time.perf_counter() - t0
-    recon = recon.reshape(s, 1, h, w)
-    if not torch.isfinite(recon).all():
-        raise ValueError(f"{entry.name} produced non-finite values on the volume; try other --param values")
+                             fast=fast, x_fast=x_fast.reshape(1, 1, s, *x_fast.shape[2:]) if fast else None,
+                             device=device, progress=progress, precision=precision)
     params = {**params, "prior": str(prior), "prior_dims": 3, "fast": fast, "coupling": "none",
               "blending": "random 3-D grid shifts", "warm_start": "admm-tv (3-D TV)" if fast else None}
-    return VolumeResult(task, recon[:, 0].float().numpy(), baseline[:, 0].float().numpy(), seconds, nfe, params,
-                        peak_memory_mb())
+    return recon.reshape(s, 1, *recon.shape[3:]), nfe, params
 
 
 def _plane_psnrs(x: Tensor, ref: Tensor, axis: int) -> float:

@@ -23,12 +23,13 @@ head is one two-layer MLP per feature layer onto unit vectors of ``feature_dim``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wavepatch.types import from_known_fields
 from wavepatch.wavelets import dwt2_periodized, idwt2_periodized
 
 Tensor = torch.Tensor
@@ -57,11 +58,7 @@ class LDCTConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> LDCTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LDCT config fields {unknown}")
-        cfg = cls(**data)
+        cfg = from_known_fields(cls, data, "LDCT config fields")
         cfg.window = tuple(cfg.window)
         if cfg.kind != "ldct" or cfg.objective not in ("metric", "gan", "supervised"):
             raise ValueError(f"not an LDCT translator config (kind {cfg.kind!r}, objective {cfg.objective!r})")

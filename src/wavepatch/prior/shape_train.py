@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,6 +45,7 @@ from wavepatch.prior.train import (
     train,
 )
 from wavepatch.prior.unet import UNet, UNetConfig
+from wavepatch.types import from_known_fields
 
 Tensor = torch.Tensor
 
@@ -104,10 +105,7 @@ class ShapeTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ShapeTrainConfig:
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown shape training options: {', '.join(unknown)}")
-        return cls(**d)
+        return from_known_fields(cls, d, "shape training options")
 
 
 _FROZEN = ("data", "space", "truncation", "wavelet", "levels", "grid", "base_channels", "channel_mult", "num_blocks",

@@ -25,7 +25,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,6 +43,7 @@ from wavepatch.prior.precond import edm_loss
 from wavepatch.prior.unet import UNetConfig
 from wavepatch.prior.wavelet import WaveletPrior, WaveletPriorConfig, coefficient_stats, wsgm_loss
 from wavepatch.shapes import per_axis
+from wavepatch.types import from_known_fields
 
 Tensor = torch.Tensor
 
@@ -292,11 +293,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training options: {', '.join(unknown)}")
-        return cls(**d)
+        return from_known_fields(cls, d, "training options")
 
 
 @dataclass

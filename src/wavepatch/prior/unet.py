@@ -58,7 +58,8 @@ def _conv(dims: int) -> type[nn.Module]:
 
 
 def _channels_last(x: Tensor) -> bool:
-    """Whether ``x`` (B, C, *spatial), C > 1, is stored channels-last (and not also plain contiguous)."""
+    """Whether ``x`` (B, C, *spatial), C > 1, is stored channels-last (and not also plain contiguous); also for a
+    convolution weight (C_out, C_in, *kernel)."""
     fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
     return x.ndim in (4, 5) and not x.is_contiguous() and x.is_contiguous(memory_format=fmt)
 
@@ -240,9 +241,8 @@ class UNet(nn.Module):
         # the network's own dtype and layout (bfloat16 channels-last for CPU inference); the embedding's sinusoids
         # are computed in float32 first
         weight = self.conv_in.weight
-        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}[weight.ndim]
-        x = x.to(weight.dtype, memory_format=fmt if weight.is_contiguous(memory_format=fmt) and
-                 not weight.is_contiguous() else torch.contiguous_format)
+        fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+        x = x.to(weight.dtype, memory_format=fmt if _channels_last(weight) else torch.contiguous_format)
         emb = self.embed[1:](self.embed[0](c_noise.reshape(-1).expand(x.shape[0])).to(weight.dtype))
         h = self.conv_in(x)
         hs = [h]

@@ -35,9 +35,11 @@ from wavepatch.types import Denoiser
 Tensor = torch.Tensor
 
 
-def warm_start(x_init: Tensor, sigma_start: float, generator: torch.Generator | None = None) -> Tensor:
-    """Fast mode: start the reverse process at noise level ``sigma_start`` from a (classical) estimate."""
-    return x_init + sigma_start * randn_like(x_init, generator)
+def warm_start(x_init: Tensor, sigma_start: float, generator: torch.Generator | None = None,
+               noise: NoiseFn = randn_like) -> Tensor:
+    """Fast mode: start the reverse process at noise level ``sigma_start`` from a (classical) estimate;
+    ``noise(x, generator)`` draws the standard normal part."""
+    return x_init + sigma_start * noise(x_init, generator)
 
 
 def _denoise_with_grad(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
