@@ -5,7 +5,7 @@
         [--noisy-data lowdose|lowdose-fbp|gaussian [--noise-level L] [--wavelet-denoiser]]   (noisy scans)
     wavepatch sample [--prior CKPT | --modality ct|mri] --n K --size N --sampler heun|euler|langevin|pc --steps T
         --out DIR   (without --prior: the bundled patch prior of the modality, default ct)
-        (a wavelet prior samples coarse to fine with T steps at every scale)
+        (a wavelet prior samples coarse to fine with T steps at every scale; dlg / pyramidal / blur: cli_generate)
     wavepatch eval-samples SAMPLES --real DATA... [--window LO HI] [--out FILE.json]
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from wavepatch.cli_generate import FAST_SAMPLERS, add_fast_sampler_args, check_fast_options, draw_fast
 from wavepatch.cli_ldct import LDCT_PRIORS, add_ldct_train_args, cmd_train_ldct, refuse_ldct_options
 from wavepatch.cli_shape import (
     SHAPE_DEFAULTS,
@@ -36,7 +37,7 @@ from wavepatch.io import save_npy, save_png, unit_to_hu
 from wavepatch.io.atomic import check_not_input
 from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import save_dicom_series, save_nifti
-from wavepatch.prior.checkpoint import load_prior, load_wavelet_prior, prior_kind
+from wavepatch.prior.checkpoint import load_blur_prior, load_prior, load_wavelet_prior, prior_kind
 from wavepatch.prior.model import PATCH_MODES, PRECISIONS, make_denoiser
 from wavepatch.prior.noisy_data import NOISE_KINDS
 from wavepatch.prior.train import TrainConfig, resolve_device, train
@@ -66,13 +67,17 @@ def add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a score prior (denoising score matching) on a folder of images")
     t.add_argument("data", nargs="+", help="training images: folders (DICOM series, NIfTI, PNG, .npy) or files")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log, loss curve)")
-    t.add_argument("--prior", choices=("whole", "patch", "patch3d", "wavelet", *SHAPE_PRIORS, *LDCT_PRIORS),
+    t.add_argument("--prior", choices=("whole", "patch", "patch3d", "wavelet", "pyramidal", "blur", "noise-level",
+                                       *SHAPE_PRIORS, *LDCT_PRIORS),
                    default=d.prior,
                    help="whole-image UNet, PaDIS patches, patch3d (3-D patches of adjacent slices with their 3-D "
                         "position, from whole volumes resized to --depth x --size x --size; used by "
                         "reconstruct --volume --prior), WSGM (one UNet per wavelet scale), or a 3-D shape prior "
                         "(shape-wavelet: Hui et al.'s coarse generator + detail predictor on TSDF wavelet "
                         "coefficients; shape-voxel: diffusion on the TSDF itself) from .npz/.npy masks or meshes; "
+                        "pyramidal: a patch prior trained at several resolutions (sample --sampler pyramidal); "
+                        "blur: blur diffusion (coarse-to-fine forward process in the DCT basis); noise-level: "
+                        "the noise-level classifier of sample --sampler dlg; "
                         "ldct-metric / ldct-gan / ldct-supervised: the low-dose CT denoiser of --method "
                         "ldct-metric (Jung et al.'s patch-wise metric learning, its no-metric ablation, and a "
                         "supervised reference)")
@@ -101,6 +106,10 @@ def add_train_parser(sub) -> None:
     t.add_argument("--patch-probs", type=_floats, default=d.patch_probs, help="e.g. 0.2,0.3,0.5")
     t.add_argument("--patch-size", type=int, default=None, help="default inference patch size stored in the prior")
     t.add_argument("--pad", type=int, default=None, help="zero border patches may hang over (default max patch)")
+    t.add_argument("--pyramid", type=_ints, default=None,
+                   help=f"pyramidal: downsampling factors trained on (default {','.join(map(str, d.pyramid))})")
+    t.add_argument("--pyramid-probs", type=_floats, default=None,
+                   help="pyramidal: probability of each factor per step (default: equal)")
     t.add_argument("--channels", type=int, default=None,
                    help=f"UNet base width (default {d.base_channels}; shape priors {SHAPE_DEFAULTS.base_channels})")
     t.add_argument("--channel-mult", type=_ints, default=None,
@@ -138,6 +147,8 @@ def add_train_parser(sub) -> None:
                    help="wavelet denoiser: steps over which that weight ramps up from 0")
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--init", default=None,
+                   help="start from this prior checkpoint's weights (same architecture; fine-tuning)")
     t.add_argument("--no-progress", action="store_true")
     add_shape_train_args(t)
     add_ldct_train_args(t, _floats)
@@ -164,16 +175,20 @@ def cmd_train(args) -> int:
         dims, size = 3, (args.depth or _slice_count(args.data, args.axis), args.size, args.size)
     elif args.depth is not None or args.patch_depth is not None:
         raise ValueError(f"{'--depth' if args.depth is not None else '--patch-depth'} is for --prior patch3d")
+    if args.prior != "pyramidal" and (args.pyramid is not None or args.pyramid_probs is not None):
+        raise ValueError(f"{'--pyramid' if args.pyramid is not None else '--pyramid-probs'} is for --prior pyramidal")
     cfg = TrainConfig(
         data=[str(p) for p in args.data], out=args.out, prior="patch" if dims == 3 else args.prior, size=size,
         dims=dims, patch_depth=args.patch_depth,
         window=window if window is not None else TRAIN_DEFAULTS.window, axis=args.axis,
         patch_sizes=args.patch_sizes, patch_probs=args.patch_probs, patch_size=args.patch_size, pad=args.pad,
+        pyramid=args.pyramid or TRAIN_DEFAULTS.pyramid, pyramid_probs=args.pyramid_probs,
         levels=args.levels, wavelet=args.wavelet, detail_crop=args.detail_crop,
         base_channels=args.channels, channel_mult=args.channel_mult, num_blocks=args.blocks,
         attention=not args.no_attention, dropout=args.dropout, batch=args.batch, steps=args.steps, lr=args.lr,
         warmup=args.warmup, ema_halflife=args.ema_halflife, grad_clip=args.grad_clip, flip=not args.no_flip,
-        seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, minutes=args.minutes,
+        seed=args.seed, init=args.init, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        minutes=args.minutes,
         device=args.device, noisy_data=args.noisy_data, noise_level=args.noise_level,
         wavelet_denoiser=args.wavelet_denoiser, feedback=args.feedback, feedback_after=args.feedback_after,
     )
@@ -235,9 +250,13 @@ def add_sample_parser(sub) -> None:
     s.add_argument("--n", type=int, default=4, help=f"number of images (at most {SAMPLE_MAX_COUNT})")
     s.add_argument("--size", type=int, default=None,
                    help=f"image side, 8 to {SAMPLE_MAX_SIZE} (default: the prior's training size)")
-    s.add_argument("--sampler", choices=SAMPLERS, default="heun")
-    s.add_argument("--steps", type=int, default=32,
-                   help="noise levels (Heun: 2 NFE per level); for a wavelet prior, per scale")
+    s.add_argument("--sampler", choices=(*SAMPLERS, *FAST_SAMPLERS), default=None,
+                   help="heun (default), euler, langevin, pc; dlg (Denoising Langevin Gibbs, needs --classifier), "
+                        "pyramidal (coarse to fine, a pyramidal prior); blur (a blur prior's own, its default)")
+    s.add_argument("--steps", type=int, default=None,
+                   help="noise levels (Heun: 2 NFE per level; default 32); for a wavelet prior, per scale; dlg: "
+                        "finish levels per output (default 4); pyramidal: levels over all resolutions (default "
+                        "24); blur: reverse steps = NFE (default 50)")
     s.add_argument("--sigma-min", type=float, default=0.002)
     s.add_argument("--sigma-max", type=float, default=80.0,
                    help="largest noise level (a wavelet prior's are in units of its unit-variance coefficients)")
@@ -251,12 +270,13 @@ def add_sample_parser(sub) -> None:
     s.add_argument("--dicom", action="store_true", help="also write a DICOM series in HU (CT priors)")
     s.add_argument("--no-progress", action="store_true")
     add_sample_shape_args(s)
+    add_fast_sampler_args(s)
 
 
 def _check_sample_args(args) -> None:
     """ValueError naming the first out-of-range numeric option of ``wavepatch sample``."""
     for name, value in (("--n", args.n), ("--steps", args.steps), ("--batch", args.batch)):
-        if not 1 <= value <= SAMPLE_MAX_COUNT:
+        if value is not None and not 1 <= value <= SAMPLE_MAX_COUNT:
             raise ValueError(f"{name} must be in [1, {SAMPLE_MAX_COUNT}], got {value}")
     if args.size is not None and not 8 <= args.size <= SAMPLE_MAX_SIZE:
         raise ValueError(f"--size must be in [8, {SAMPLE_MAX_SIZE}], got {args.size}")
@@ -279,21 +299,25 @@ def _sample_prior(args) -> Path:
     return path
 
 
-def _draw_samples(args, model, cfg, wavelet: bool, size: int, device) -> tuple[np.ndarray, int, dict | None]:
-    """(images (n, size, size) in [0, 1], NFE per image, WSGM info or None); ValueError if any is not finite."""
+def _draw_samples(args, model, cfg, kind: str, sampler: str, size: int,
+                  device) -> tuple[np.ndarray, float, dict | None]:
+    """(images (n, size, size) in [0, 1], NFE per image, sampler info or None); ValueError if any is not finite."""
     gen = torch.Generator().manual_seed(args.seed)
-    if not wavelet:
+    denoise = None
+    if kind in ("whole", "patch"):
         denoise = make_denoiser(model, cfg, mode=args.patch_mode, patch_size=args.patch_size, generator=gen,
                                 precision=args.precision)
-    batches, nfe, wsgm_info = [], 0, None
+    batches, nfe, extra = [], 0, None
     for start in tqdm(range(0, args.n, args.batch), disable=args.no_progress, desc="batches"):
         b = min(args.batch, args.n - start)
-        if wavelet:
-            x, wsgm_info = wsgm_sample(model, b, size, args.sampler, args.steps, args.sigma_min, args.sigma_max,
-                                       generator=gen, device=device, progress=not args.no_progress)
-            nfe = wsgm_info["nfe"]
+        if kind == "wavelet":
+            x, extra = wsgm_sample(model, b, size, sampler, args.steps, args.sigma_min, args.sigma_max,
+                                   generator=gen, device=device, progress=not args.no_progress)
+            nfe = extra["nfe"]
+        elif sampler in FAST_SAMPLERS:
+            x, nfe, extra = draw_fast(args, sampler, model, cfg, denoise, b, size, gen, device)
         else:
-            x, nfe = sample(denoise, (b, 1, size, size), args.sampler, args.steps, args.sigma_min, args.sigma_max,
+            x, nfe = sample(denoise, (b, 1, size, size), sampler, args.steps, args.sigma_min, args.sigma_max,
                             generator=gen, device=device, progress=not args.no_progress)
         x = x.float().cpu()
         if not torch.isfinite(x).all():
@@ -302,7 +326,10 @@ def _draw_samples(args, model, cfg, wavelet: bool, size: int, device) -> tuple[n
                              f"{start // args.batch + 1}); the prior may hold non-finite weights; nothing was "
                              "written")
         batches.append(x)
-    return torch.cat(batches)[:, 0].clamp(0, 1).numpy(), nfe, wsgm_info
+    return torch.cat(batches)[:, 0].clamp(0, 1).numpy(), nfe, extra
+
+
+_LOADERS = {"wavelet": load_wavelet_prior, "blur": load_blur_prior}
 
 
 def cmd_sample(args) -> int:
@@ -310,33 +337,48 @@ def cmd_sample(args) -> int:
     ckpt = _sample_prior(args)
     kind = prior_kind(ckpt)  # a missing or foreign file is refused first, from its header
     if kind == "shape":
+        if args.sampler in FAST_SAMPLERS:
+            raise ValueError(f"--sampler {args.sampler} does not apply to shape priors")
+        args.sampler, args.steps = args.sampler or "heun", args.steps or 32
         return cmd_sample_shape(args, ckpt)
     if args.no_detail or args.mesh_format is not None:
         raise ValueError(f"{'--no-detail' if args.no_detail else '--mesh-format'} applies to shape priors only")
-    wavelet = kind == "wavelet"
+    if kind == "noise-level":
+        raise ValueError(f"{ckpt} is a noise-level classifier, not a generator: give it as --classifier with "
+                         "--sampler dlg")
     out = Path(args.out)
-    check_replaceable(out, [ckpt])
+    check_replaceable(out, [ckpt] + ([Path(args.classifier)] if args.classifier else []))
     device = resolve_device(args.device)
-    model, cfg = load_wavelet_prior(ckpt, device=device) if wavelet else load_prior(ckpt, device=device)
+    model, cfg = _LOADERS.get(kind, load_prior)(ckpt, device=device)
+    if kind not in _LOADERS:
+        kind = cfg.kind
+    sampler = check_fast_options(args, kind, getattr(cfg, "pyramid", None))
     if args.dicom and not cfg.is_ct:
         raise ValueError("--dicom writes CT in HU; this prior was not trained on CT")
     size = args.size or cfg.image_size
     t0 = time.perf_counter()
-    imgs, nfe, wsgm_info = _draw_samples(args, model, cfg, wavelet, size, device)
+    imgs, nfe, extra = _draw_samples(args, model, cfg, kind, sampler, size, device)
     seconds = time.perf_counter() - t0
     info = {
-        "prior": str(ckpt), "kind": cfg.kind, "n": args.n, "size": size, "sampler": args.sampler,
+        "prior": str(ckpt), "kind": kind, "n": args.n, "size": size, "sampler": sampler,
         "steps": args.steps, "nfe_per_image": nfe, "seconds": seconds, "seconds_per_image": seconds / args.n,
-        "patch_mode": args.patch_mode if cfg.kind == "patch" else None, "seed": args.seed, "device": str(device),
+        "patch_mode": args.patch_mode if kind == "patch" else None, "seed": args.seed, "device": str(device),
     }
-    if wsgm_info is not None:
-        info.update(levels=cfg.levels, steps_per_scale=args.steps, nfe_per_scale=wsgm_info["per_scale"],
-                    nfe_pixel_weighted=wsgm_info["nfe_pixel_weighted"])
+    if kind == "wavelet":
+        info.update(levels=cfg.levels, steps_per_scale=args.steps, nfe_per_scale=extra["per_scale"],
+                    nfe_pixel_weighted=extra["nfe_pixel_weighted"])
+    elif extra is not None:
+        info["sampler_info"] = extra
+        if "nfe_pixel_weighted" in extra:
+            info["nfe_pixel_weighted"] = extra["nfe_pixel_weighted"]
+        if sampler == "dlg":
+            info["classifier"] = str(args.classifier)
     with staged_output(out, [ckpt], command="sample") as stage:
         info["files"] = _write_samples(stage, imgs, cfg, args.dicom)
         save_json(stage / "sample_info.json", info)
-    print(f"{args.n} samples {size}x{size} ({cfg.kind} prior, {args.sampler}, {nfe} NFE"
-          f"{f' over {cfg.levels + 1} scales' if wavelet else ''}) in {seconds:.1f} s -> {out}")
+    where = f" over {cfg.levels + 1} scales" if kind == "wavelet" else ""
+    print(f"{args.n} samples {size}x{size} ({kind} prior, {sampler}, {nfe:g} NFE per image{where}) in "
+          f"{seconds:.1f} s -> {out}")
     return 0
 
 

@@ -19,8 +19,10 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from wavepatch.io.atomic import PathLike, atomic_path, atomic_write_bytes
+from wavepatch.prior.blur import BlurConfig, BlurDiffusion
 from wavepatch.prior.ldct import LDCTConfig, Translator
 from wavepatch.prior.model import PriorConfig, build_prior
+from wavepatch.prior.noise_level import NoiseLevelClassifier, NoiseLevelConfig
 from wavepatch.prior.precond import EDMDenoiser
 from wavepatch.prior.shape_wavelet import ShapePrior, ShapePriorConfig
 from wavepatch.prior.wavelet import WaveletPrior, WaveletPriorConfig
@@ -90,15 +92,40 @@ def load_prior(path: PathLike, device: str | torch.device = "cpu",
                expect_kind: str | None = None) -> tuple[EDMDenoiser, PriorConfig]:
     """(model in eval mode on ``device``, config) from a checkpoint written by ``save_prior``."""
     kind = prior_kind(path)
-    if kind in ("wavelet", "shape", "ldct"):
-        what = {"wavelet": "a wavelet (WSGM) prior", "shape": "a 3-D shape prior",
-                "ldct": "a low-dose CT translator (for --method ldct-metric)"}[kind]
+    if kind in _NOT_DENOISERS:
+        what = _NOT_DENOISERS[kind]
         raise CheckpointError(f"{path} is {what}, not one denoiser; a {expect_kind or 'whole or patch'}"
                               " prior is needed here")
     config = _parse_config(PriorConfig, path)
     if expect_kind is not None and config.kind != expect_kind:
         raise CheckpointError(f"{path} is a {config.kind} prior; a {expect_kind} prior is needed here")
     return _load_weights(path, build_prior, config, device), config
+
+
+_NOT_DENOISERS = {"wavelet": "a wavelet (WSGM) prior", "shape": "a 3-D shape prior",
+                  "ldct": "a low-dose CT translator (for --method ldct-metric)",
+                  "blur": "a blur-diffusion prior (wavepatch sample generates from it)",
+                  "noise-level": "a noise-level classifier (for wavepatch sample --sampler dlg --classifier)"}
+
+
+def load_blur_prior(path: PathLike, device: str | torch.device = "cpu") -> tuple[BlurDiffusion, BlurConfig]:
+    """(blur-diffusion network in eval mode on ``device``, config) from a blur prior checkpoint."""
+    kind = prior_kind(path)
+    if kind != "blur":
+        raise CheckpointError(f"{path} is a {kind} prior; a blur-diffusion prior is needed here")
+    config = _parse_config(BlurConfig, path)
+    return _load_weights(path, BlurDiffusion, config, device), config
+
+
+def load_noise_classifier(path: PathLike, device: str | torch.device = "cpu") -> tuple[NoiseLevelClassifier,
+                                                                                      NoiseLevelConfig]:
+    """(noise-level classifier in eval mode on ``device``, config) from its checkpoint."""
+    kind = prior_kind(path)
+    if kind != "noise-level":
+        raise CheckpointError(f"{path} is a {kind} prior, not a noise-level classifier (train one with "
+                              "wavepatch train --prior noise-level)")
+    config = _parse_config(NoiseLevelConfig, path)
+    return _load_weights(path, NoiseLevelClassifier, config, device), config
 
 
 def load_wavelet_prior(path: PathLike, device: str | torch.device = "cpu") -> tuple[WaveletPrior, WaveletPriorConfig]:

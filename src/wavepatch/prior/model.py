@@ -118,12 +118,17 @@ class PriorConfig:
     patch_size: int | tuple[int, ...] = 32
     window: tuple[float, float] | None = (-1000.0, 1000.0)
     modality: str | None = None
+    pyramid: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in (None, "ct", "mri", "other"):
             raise ValueError(f"modality must be ct, mri or other, got {self.modality!r}")
         if isinstance(self.unet, dict):
             self.unet = UNetConfig(**self.unet)
+        if self.pyramid is not None:
+            self.pyramid = tuple(int(f) for f in self.pyramid)
+            if self.kind != "patch" or self.dims != 2 or 1 not in self.pyramid:
+                raise ValueError(f"pyramid factors {self.pyramid} need a 2-D patch prior and must include 1")
         if self.window is not None:
             self.window = (float(self.window[0]), float(self.window[1]))
         if self.kind not in PRIOR_KINDS:

@@ -34,12 +34,15 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from wavepatch.io.atomic import atomic_path, atomic_write_bytes
-from wavepatch.io.dataset import SliceDataset, VolumeDataset
+from wavepatch.io.dataset import SliceDataset, VolumeDataset, random_patches
+from wavepatch.prior.blur import BlurConfig, BlurDiffusion, blur_loss
 from wavepatch.prior.checkpoint import CheckpointError, check_state_matches, save_prior
 from wavepatch.prior.model import PriorConfig, build_prior
+from wavepatch.prior.noise_level import NoiseLevelClassifier, NoiseLevelConfig, noise_level_loss
 from wavepatch.prior.noisy_data import default_level, noise_report, noise_sampler, noisy_training_set
 from wavepatch.prior.patches import position_channels
 from wavepatch.prior.precond import edm_loss
+from wavepatch.prior.pyramidal import check_factors, draw_level, pyramid_levels
 from wavepatch.prior.unet import UNetConfig
 from wavepatch.prior.wavelet import WaveletPrior, WaveletPriorConfig, coefficient_stats, wsgm_loss
 from wavepatch.shapes import per_axis
@@ -50,9 +53,10 @@ Tensor = torch.Tensor
 # Fields that fix the architecture or the data: a resumed run must keep them.
 _FROZEN = ("prior", "size", "window", "base_channels", "channel_mult", "num_blocks", "attention", "sigma_data",
            "patch_sizes", "pad", "axis", "levels", "wavelet", "noisy_data", "noise_level", "wavelet_denoiser", "dims",
-           "patch_depth")
+           "patch_depth", "pyramid")
 
 
+TRAINABLE = ("whole", "patch", "wavelet", "pyramidal", "blur", "noise-level")
 MAX_SIZE = 4096  # largest image / patch side (pixels)
 MAX_COUNT = 10_000  # largest batch
 MAX_CHANNELS = 1024  # largest UNet base width
@@ -89,7 +93,8 @@ class TrainConfig:
     sigma_data: EDM data std; default 0.5 (images in [0, 1]), 1 for a wavelet prior (unit-variance normalised
     coefficients). p_mean default: -1.2 + ln(sigma_data / 0.5), i.e. EDM's -1.2 placed relative to sigma_data.
     checkpoint_every: steps between checkpoints; minutes: stop (after a checkpoint) once this much wall time
-    has passed, resume later with --resume.
+    has passed, resume later with --resume. init: a prior checkpoint of the same architecture to start from
+    (fine-tuning; e.g. a bundled patch prior continued as a pyramidal one); None: random initialisation.
     noisy_data: None, or 'lowdose' / 'lowdose-fbp' / 'gaussian': replace every training slice by one simulated
     noisy scan (:mod:`wavepatch.prior.noisy_data`; fixed by ``seed``) at ``noise_level`` (lowdose*: I0 photons
     per bin, default 1e4; gaussian: std on the unit image, default 0.05). wavelet_denoiser: train a whole-image
@@ -112,6 +117,8 @@ class TrainConfig:
     patch_probs: tuple[float, ...] = (0.2, 0.3, 0.5)
     patch_size: int | tuple[int, ...] | None = None
     patch_depth: int | None = None
+    pyramid: tuple[int, ...] = (1, 2, 4)
+    pyramid_probs: tuple[float, ...] | None = None
     pad: int | None = None
     levels: int = 2
     wavelet: str = "haar"
@@ -133,6 +140,7 @@ class TrainConfig:
     p_std: float = 1.2
     flip: bool = True  # left-right mirroring (bodies are roughly mirror-symmetric; up-down is not)
     seed: int = 0
+    init: str | None = None
     checkpoint_every: int = 500
     log_every: int = 10
     minutes: float | None = None
@@ -147,14 +155,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.patch_sizes = tuple(int(p) for p in self.patch_sizes)
         self.patch_probs = tuple(float(p) for p in self.patch_probs)
+        self.pyramid = tuple(int(f) for f in self.pyramid)
+        if self.pyramid_probs is not None:
+            self.pyramid_probs = tuple(float(p) for p in self.pyramid_probs)
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         self.size = self.size if isinstance(self.size, int) else tuple(int(s) for s in self.size)
         if self.patch_size is not None and not isinstance(self.patch_size, int):
             self.patch_size = tuple(int(s) for s in self.patch_size)
         if self.window is not None:
             self.window = (float(self.window[0]), float(self.window[1]))
-        if self.prior not in ("whole", "patch", "wavelet"):
-            raise ValueError(f"--prior must be whole, patch or wavelet, got {self.prior!r}")
+        if self.prior not in TRAINABLE:
+            raise ValueError(f"--prior must be one of {', '.join(TRAINABLE)}, got {self.prior!r}")
         self._check_dims()
         sizes = per_axis(self.size, self.dims, "size")
         if self.sigma_data is None:
@@ -167,7 +178,9 @@ class TrainConfig:
             raise ValueError("lr > 0, grad_clip >= 0, ema_halflife > 0 and p_std > 0 needed")
         self._check_ranges(sizes)
         divisor = 2 ** (len(self.channel_mult) - 1)
-        if self.prior == "patch":
+        if self.prior == "pyramidal":
+            self._check_pyramid(sizes[0])
+        if self.prior in ("patch", "pyramidal"):
             if any(p % divisor or p < divisor for p in self.patch_sizes):
                 raise ValueError(f"patch sizes {self.patch_sizes} must be multiples of {divisor}")
             if self.patch_depth is not None:
@@ -180,8 +193,9 @@ class TrainConfig:
                 self.patch_size = max(self.patch_sizes)
             if self.pad is None:
                 self.pad = max(self.patch_sizes)
-            if max(self.patch_sizes) > min(sizes) + 2 * self.pad:
-                frame = min(sizes) + 2 * self.pad
+            coarsest = min(sizes) // (max(self.pyramid) if self.prior == "pyramidal" else 1)
+            if max(self.patch_sizes) > coarsest + 2 * self.pad:
+                frame = coarsest + 2 * self.pad
                 raise ValueError(f"largest patch {max(self.patch_sizes)} exceeds the padded image ({frame})")
         elif self.prior == "wavelet":
             if self.levels < 1 or self.size % (2**self.levels * divisor):
@@ -189,8 +203,8 @@ class TrainConfig:
                                  f"{2 ** max(self.levels, 0) * divisor} (levels >= 1)")
             if self.detail_crop is not None and (self.detail_crop < divisor or self.detail_crop % divisor):
                 raise ValueError(f"--detail-crop {self.detail_crop} must be a positive multiple of {divisor}")
-        elif any(s % divisor for s in sizes):
-            raise ValueError(f"whole-image size {self.size} must be a multiple of {divisor}")
+        elif self.prior != "noise-level" and any(s % divisor for s in sizes):
+            raise ValueError(f"{self.prior} prior: image size {self.size} must be a multiple of {divisor}")
         if self.detail_crop is not None and self.prior != "wavelet":
             raise ValueError("--detail-crop is for wavelet priors (--prior wavelet)")
         if self.noisy_data is not None:
@@ -243,7 +257,7 @@ class TrainConfig:
             raise ValueError(f"window must be finite with LO < HI, got {self.window}")
         if self.pad is not None:
             _in_range("pad", self.pad, 0, MAX_SIZE)
-        if self.prior == "patch":
+        if self.prior in ("patch", "pyramidal"):
             self._check_patches(sizes)
 
     def _check_patches(self, sizes: tuple[int, ...]) -> None:
@@ -262,13 +276,25 @@ class TrainConfig:
             for p in per_axis(self.patch_size, self.dims, "patch_size"):
                 _in_range("patch_size", p, 1, MAX_SIZE)
 
+    def _check_pyramid(self, size: int) -> None:
+        """Pyramidal prior: 2-D, factors powers of 2 including 1 that divide the size, one probability each."""
+        if self.dims != 2:
+            raise ValueError("the pyramidal prior is 2-D only")
+        self.pyramid = check_factors(self.pyramid, size)
+        probs = self.pyramid_probs or tuple(1 / len(self.pyramid) for _ in self.pyramid)
+        if len(probs) != len(self.pyramid) or any(not (math.isfinite(p) and p >= 0) for p in probs) \
+                or abs(sum(probs) - 1) > 1e-6:
+            raise ValueError(f"--pyramid-probs needs one non-negative probability per factor {self.pyramid}, "
+                             f"summing to 1; got {probs}")
+        self.pyramid_probs = tuple(probs)
+
     def _check_dims(self) -> None:
         if self.dims not in (2, 3):
             raise ValueError(f"dims must be 2 (slices) or 3 (volumes), got {self.dims}")
         if self.dims == 2 and not isinstance(self.size, int):
             raise ValueError(f"2-D training slices are square: size must be one int, got {self.size}")
-        if self.dims == 3 and self.prior == "wavelet":
-            raise ValueError("the wavelet (WSGM) prior is 2-D only: dims=3 needs --prior patch or whole")
+        if self.dims == 3 and self.prior in ("wavelet", "blur", "noise-level"):
+            raise ValueError(f"the {self.prior} prior is 2-D only: dims=3 needs --prior patch or whole")
         if self.dims == 3 and (self.noisy_data is not None or self.wavelet_denoiser):
             raise ValueError("noisy training data and the wavelet denoiser are 2-D only: not with dims=3")
 
@@ -277,8 +303,15 @@ class TrainConfig:
                           channel_mult=self.channel_mult, num_blocks=self.num_blocks, attention=self.attention,
                           dropout=self.dropout, dims=self.dims)
 
-    def prior_config(self, images: Tensor | None = None) -> PriorConfig | WaveletPriorConfig:
+    def prior_config(self, images: Tensor | None = None) -> PriorConfig | WaveletPriorConfig | BlurConfig | \
+            NoiseLevelConfig:
         """The prior's config; a wavelet prior's needs the training ``images`` (S, 1, N, N) for its statistics."""
+        if self.prior == "blur":
+            return BlurConfig(unet=self._unet(1, 1), sigma_data=self.sigma_data, image_size=self.size,
+                              window=self.window, modality=self.modality)
+        if self.prior == "noise-level":
+            return NoiseLevelConfig(channels=self.base_channels, image_size=self.size, window=self.window,
+                                    modality=self.modality)
         if self.prior == "wavelet":
             if images is None:
                 raise ValueError("a wavelet prior's config needs the training images (coefficient statistics)")
@@ -287,9 +320,11 @@ class TrainConfig:
             return WaveletPriorConfig(levels=self.levels, wavelet=self.wavelet, coarse_unet=self._unet(1, 1),
                                       detail_unet=self._unet(4, 3), sigma_data=self.sigma_data,
                                       image_size=self.size, window=self.window, modality=self.modality, **stats)
-        unet = self._unet(1 + (self.dims if self.prior == "patch" else 0), 1)
-        return PriorConfig(kind=self.prior, unet=unet, sigma_data=self.sigma_data, image_size=self.size,
-                           patch_size=self.patch_size or self.size, window=self.window, modality=self.modality)
+        patch = self.prior in ("patch", "pyramidal")
+        unet = self._unet(1 + (self.dims if patch else 0), 1)
+        return PriorConfig(kind="patch" if patch else self.prior, unet=unet, sigma_data=self.sigma_data,
+                           image_size=self.size, patch_size=self.patch_size or self.size, window=self.window,
+                           modality=self.modality, pyramid=self.pyramid if self.prior == "pyramidal" else None)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -306,27 +341,36 @@ class InMemoryImages:
         return int(self.images.shape[0])
 
 
-def draw_batch(data: SliceDataset | VolumeDataset, cfg: TrainConfig,
-               generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+def draw_batch(data: SliceDataset | VolumeDataset, cfg: TrainConfig, generator: torch.Generator,
+               levels: list[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
     """One training batch on the CPU: (images or patches (B, 1, *S), position channels (B, d, *S) or None).
 
     S: the image (volume) size, or the patch size drawn for this step, on each of the d = 2 or 3 spatial axes.
+    levels: a pyramidal prior's training images at each of its resolutions (``pyramid_levels``); the step's
+    level is drawn first, and its patches carry coordinates over that level's image.
     """
-    if cfg.prior in ("whole", "wavelet"):
+    if cfg.prior == "pyramidal":
+        return _patch_batch(levels[draw_level(cfg.pyramid_probs, generator)], cfg, generator)
+    if cfg.prior in ("whole", "wavelet", "blur", "noise-level"):
         idx = torch.randint(0, len(data), (cfg.batch,), generator=generator)
         x = data.images[idx]
         if cfg.flip:
             lr = torch.rand(cfg.batch, generator=generator) < 0.5
             x = torch.where(lr.reshape(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)
         return x, None
-    d = data.images.ndim - 2
+    return _patch_batch(data.images, cfg, generator)
+
+
+def _patch_batch(images: Tensor, cfg: TrainConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Patches of ``images`` (S, 1, *size) and their position channels, as ``draw_batch`` returns them."""
+    d = images.ndim - 2
     k = torch.multinomial(torch.tensor(cfg.patch_probs), 1, generator=generator).item()
     p = cfg.patch_sizes[k]
     shape = (cfg.patch_depth, p, p) if cfg.patch_depth else (p,) * d  # a fixed depth scales the in-plane axes only
     n = max(1, round(cfg.batch * (max(cfg.patch_sizes) / p) ** (2 if cfg.patch_depth else d)))
-    patches, positions = data.random_patches(n, shape, generator=generator, pad=cfg.pad, flip=False)
+    patches, positions = random_patches(images, n, shape, generator=generator, pad=cfg.pad, flip=False)
     pos = position_channels([positions[:, i, None] - cfg.pad + torch.arange(shape[i]) for i in range(d)],
-                            data.images.shape[2:])
+                            images.shape[2:])
     if cfg.flip:
         # flip patch and position channels together: the patch as cut from the mirrored image, with mirrored
         # content and the mirrored image's last-axis coordinates (pixel j shows original column q, at -c_q there)
@@ -506,8 +550,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, dataset
         extra_info["noisy_data"] = {"kind": cfg.noisy_data, "level": cfg.noise_level,
                                     **noise_report(data.images, clean)}
     prior_cfg = cfg.prior_config(data.images)
-    build, loss_fn = ((WaveletPrior, functools.partial(wsgm_loss, crop=cfg.detail_crop)) if cfg.prior == "wavelet"
-                      else (build_prior, edm_loss))
+    levels = pyramid_levels(data.images, cfg.pyramid) if cfg.prior == "pyramidal" else None
+    build, loss_fn = {"wavelet": (WaveletPrior, functools.partial(wsgm_loss, crop=cfg.detail_crop)),
+                      "blur": (BlurDiffusion, blur_loss),
+                      "noise-level": (NoiseLevelClassifier, noise_level_loss)}.get(cfg.prior, (build_prior, edm_loss))
     if cfg.wavelet_denoiser:
         build, loss_fn = _joint_builder(cfg)
     torch.manual_seed(cfg.seed)
@@ -517,6 +563,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, dataset
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.999),
                             weight_decay=cfg.weight_decay)
+    if cfg.init and not resume:
+        _load_init(cfg.init, model, ema, device)
     start = load_train_state(state_path, model, ema, opt) if resume else 0
     rows = _read_log(out, start) if rank == 0 else []
     if rank == 0:
@@ -538,7 +586,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, dataset
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         for group in opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        x0, pos = draw_batch(data, cfg, gen)
+        x0, pos = draw_batch(data, cfg, gen, levels)
         loss = loss_fn(net, x0.to(device), gen, cfg.p_mean, cfg.p_std, None if pos is None else pos.to(device))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr")
@@ -571,6 +619,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, dataset
     if world > 1:
         dist.destroy_process_group()
     return out / "prior.safetensors"
+
+
+def _load_init(path: str, model: torch.nn.Module, ema: torch.nn.Module, device: torch.device) -> None:
+    """Start ``model`` and ``ema`` from the weights of the prior checkpoint ``path`` (fine-tuning); CheckpointError
+    unless its tensors match this architecture exactly (name and shape)."""
+    from wavepatch.prior.checkpoint import read_prior_metadata, tensor_shapes
+
+    read_prior_metadata(path)  # refuses anything that is not a wavepatch checkpoint
+    check_state_matches(model.state_dict(), tensor_shapes(path), f"--init {path}")
+    weights = {k: v.float().to(device) for k, v in load_file(str(path)).items()}
+    model.load_state_dict(weights)
+    ema.load_state_dict(weights)
 
 
 def _out_of_time(minutes: float | None, t0: float, world: int, device: torch.device) -> bool:

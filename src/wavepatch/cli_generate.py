@@ -1,0 +1,124 @@
+"""``wavepatch sample`` with the fast generators: DLG, pyramidal and blur diffusion (options and dispatch).
+
+    wavepatch sample --prior WHOLE_OR_PATCH --sampler dlg --classifier NOISE_LEVEL.safetensors [--chains C]
+        [--gibbs G] [--steps FINISH_LEVELS] [--init-levels I] [--sigma-chain S]
+    wavepatch sample --prior PYRAMIDAL --sampler pyramidal [--steps TOTAL_LEVELS] [--sigma-restart S]
+    wavepatch sample --prior BLUR [--steps T] [--eta E]          (a blur prior's own reverse process)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from wavepatch.prior.checkpoint import load_noise_classifier
+from wavepatch.sampling.blur import blur_sample
+from wavepatch.sampling.dlg import dlg_sample
+from wavepatch.sampling.pyramidal import pyramidal_sample
+
+FAST_SAMPLERS = ("dlg", "pyramidal", "blur")
+DEFAULT_STEPS = {"dlg": 4, "pyramidal": 24, "blur": 50}  # finish levels / total levels / reverse steps
+DLG_DEFAULTS = {"gibbs": 2, "init_levels": 6, "sigma_chain": 1.0, "eps": 0.5}
+SIGMA_RESTART = 0.3
+
+
+def add_fast_sampler_args(s) -> None:
+    g = s.add_argument_group("fast generators (--sampler dlg / pyramidal; blur priors)")
+    g.add_argument("--classifier", default=None,
+                   help="dlg: noise-level classifier checkpoint (wavepatch train --prior noise-level)")
+    g.add_argument("--chains", type=int, default=None,
+                   help="dlg: parallel Markov chains (default: --n, one output each); each chain gives "
+                        "n / chains outputs, so its start-up cost is shared")
+    g.add_argument("--gibbs", type=int, default=None,
+                   help=f"dlg: Langevin-Gibbs sweeps per output (default {DLG_DEFAULTS['gibbs']})")
+    g.add_argument("--init-levels", type=int, default=None,
+                   help=f"dlg: Heun levels from sigma-max to the chain's level (default {DLG_DEFAULTS['init_levels']})")
+    g.add_argument("--sigma-chain", type=float, default=None,
+                   help=f"dlg: largest noise level of the chain (default {DLG_DEFAULTS['sigma_chain']})")
+    g.add_argument("--sigma-restart", type=float, default=None,
+                   help=f"pyramidal: noise level each finer level restarts from (default {SIGMA_RESTART})")
+    g.add_argument("--eta", type=float, default=None,
+                   help="blur priors: 0 deterministic (default), 1 ancestral reverse steps")
+
+
+def check_fast_options(args, kind: str, pyramid) -> str:
+    """The sampler to use for a prior of ``kind`` ('whole', 'patch', 'wavelet', 'blur'); ValueError naming an
+    option that does not apply. Fills ``args.steps`` with the sampler's default when it was not given."""
+    sampler = args.sampler or ("blur" if kind == "blur" else "heun")
+    if kind == "blur" and sampler != "blur":
+        raise ValueError(f"a blur-diffusion prior has its own reverse process; --sampler {sampler} does not apply")
+    if kind != "blur" and sampler == "blur":
+        raise ValueError("--sampler blur needs a blur-diffusion prior (wavepatch train --prior blur)")
+    if sampler in ("dlg", "pyramidal") and kind not in ("whole", "patch"):
+        raise ValueError(f"--sampler {sampler} needs a whole-image or patch prior, not a {kind} prior")
+    if sampler == "pyramidal" and not pyramid:
+        raise ValueError("--sampler pyramidal needs a prior trained on several resolutions "
+                         "(wavepatch train --prior pyramidal)")
+    if sampler == "dlg" and args.classifier is None:
+        raise ValueError("--sampler dlg needs --classifier (a noise-level classifier: wavepatch train --prior "
+                         "noise-level)")
+    given = {"--classifier": args.classifier, "--chains": args.chains, "--gibbs": args.gibbs,
+             "--init-levels": args.init_levels, "--sigma-chain": args.sigma_chain}
+    owner = {**dict.fromkeys(given, "dlg"), "--sigma-restart": "pyramidal", "--eta": "blur"}
+    given.update({"--sigma-restart": args.sigma_restart, "--eta": args.eta})
+    for flag, value in given.items():
+        if value is not None and owner[flag] != sampler:
+            raise ValueError(f"{flag} applies to --sampler {owner[flag]} only (this run samples with {sampler})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value}")
+    for flag, value, lo in (("--chains", args.chains, 1), ("--gibbs", args.gibbs, 1),
+                            ("--init-levels", args.init_levels, 1)):
+        if value is not None and not lo <= value <= 10_000:
+            raise ValueError(f"{flag} must be in [{lo}, 10000], got {value}")
+    if args.chains is not None and args.chains > args.n:
+        raise ValueError(f"--chains {args.chains} exceeds --n {args.n}")
+    if args.eta is not None and not 0 <= args.eta <= 1:
+        raise ValueError(f"--eta must be in [0, 1], got {args.eta}")
+    for flag, value in (("--sigma-chain", args.sigma_chain), ("--sigma-restart", args.sigma_restart)):
+        if value is not None and not args.sigma_min < value < args.sigma_max:
+            raise ValueError(f"{flag} must lie between --sigma-min and --sigma-max, got {value}")
+    if args.steps is None:
+        args.steps = DEFAULT_STEPS.get(sampler, 32)
+    return sampler
+
+
+def draw_fast(args, sampler: str, model, cfg, denoise, b: int, size: int, gen: torch.Generator,
+              device) -> tuple[torch.Tensor, float, dict]:
+    """One batch of ``b`` images (b, 1, size, size) from a fast generator: (images, NFE per image, info)."""
+    if sampler == "blur":
+        x, nfe = blur_sample(model, b, steps=args.steps, eta=args.eta or 0.0, size=size, generator=gen,
+                             device=device, progress=not args.no_progress)
+        return x, nfe, {"eta": args.eta or 0.0}
+    if sampler == "pyramidal":
+        x, info = pyramidal_sample(denoise, b, size, cfg.pyramid, args.steps,
+                                   sigma_restart=args.sigma_restart or SIGMA_RESTART, sigma_min=args.sigma_min,
+                                   sigma_max=args.sigma_max, generator=gen, device=device,
+                                   progress=not args.no_progress)
+        return x, info["nfe"], info
+    classifier = _classifier(args.classifier, cfg, device)
+    sigma_chain = args.sigma_chain or DLG_DEFAULTS["sigma_chain"]
+    x, info = dlg_sample(
+        denoise, lambda v: classifier.estimate(v, "mean"), b, (1, size, size),
+        chains=min(args.chains or b, b), gibbs=args.gibbs or DLG_DEFAULTS["gibbs"], finish_levels=args.steps,
+        init_levels=args.init_levels or DLG_DEFAULTS["init_levels"], sigma_chain=sigma_chain,
+        eps=DLG_DEFAULTS["eps"], sigma_min=args.sigma_min, sigma_max=args.sigma_max, generator=gen,
+        device=device, progress=not args.no_progress)
+    return x, info["nfe_per_image"], info
+
+
+_CLASSIFIERS: dict = {}
+
+
+def _classifier(path, cfg, device):
+    """The noise-level classifier at ``path`` (loaded once per run); ValueError if its data units differ from
+    the prior's (another window or modality)."""
+    key = (str(path), str(device))
+    if key not in _CLASSIFIERS:
+        model, ncfg = load_noise_classifier(path, device)
+        if ncfg.window != cfg.window or (ncfg.modality and cfg.modality and ncfg.modality != cfg.modality):
+            raise ValueError(f"{path} was trained on other data units (window {ncfg.window}, modality "
+                             f"{ncfg.modality}) than the prior (window {cfg.window}, modality {cfg.modality})")
+        _CLASSIFIERS.clear()
+        _CLASSIFIERS[key] = model
+    return _CLASSIFIERS[key]

@@ -1,0 +1,299 @@
+"""The seed's accelerators: blur diffusion, pyramidal diffusion, the noise-level classifier and DLG.
+
+Mathematics first (the blur process against its closed form and scipy, the reverse step on a Gaussian prior with
+its exact denoiser, DLG on a Gaussian toy, the pyramid's bookkeeping and its exact box-average consistency), then
+the CLI with tiny models and its refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.fft
+import scipy.ndimage
+import torch
+
+from wavepatch.cli import main
+from wavepatch.prior.blur import BlurConfig, BlurDiffusion, blur, blur_std, dct2, diffuse, frequencies, gains, idct2
+from wavepatch.prior.noise_level import NoiseLevelClassifier, NoiseLevelConfig, noise_level_loss
+from wavepatch.prior.pyramidal import box_downsample, check_factors
+from wavepatch.prior.train import TrainConfig, draw_batch
+from wavepatch.prior.unet import UNetConfig
+from wavepatch.sampling.blur import blur_sample
+from wavepatch.sampling.dlg import dlg_sample
+from wavepatch.sampling.pyramidal import project_box, pyramidal_sample, pyramidal_super_resolve, split_steps
+
+TINY_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2), num_blocks=1, attention=False)
+
+
+# ---- blur diffusion -------------------------------------------------------------------------------------------
+
+def test_dct_is_scipys_orthonormal_dct_and_inverts():
+    x = torch.rand(2, 1, 12, 20, dtype=torch.float64)
+    ref = scipy.fft.dctn(x.numpy(), axes=(-2, -1), norm="ortho")
+    assert np.abs(dct2(x).numpy() - ref).max() < 1e-12
+    assert (idct2(dct2(x)) - x).abs().max() < 1e-12
+
+
+def test_heat_multiplier_is_a_gaussian_filter_with_reflecting_borders():
+    """exp(-lambda_k s^2 / 2) in the DCT domain equals scipy's Gaussian filter (mode 'reflect' = the DCT-II's
+    half-sample symmetric extension), for a blur std that the grid resolves."""
+    img = torch.rand(1, 1, 48, 40, dtype=torch.float64)
+    s = 2.5
+    ours = idct2(torch.exp(-frequencies(48, 40, torch.float64) * s**2 / 2) * dct2(img))[0, 0].numpy()
+    ref = scipy.ndimage.gaussian_filter(img[0, 0].numpy(), s, mode="reflect", truncate=10)
+    assert np.abs(ours - ref).max() < 1e-9
+
+
+def test_forward_process_closed_form_and_identity_at_zero():
+    cfg = BlurConfig(unet=TINY_UNET, image_size=32, blur_max=6.0, d_min=1e-3)
+    x0 = torch.rand(3, 1, 32, 32)
+    z = torch.randn(3, 1, 32, 32)
+    assert torch.equal(gains(torch.zeros(3), cfg, 32, 32), torch.ones(3, 1, 32, 32))
+    assert (diffuse(x0, torch.zeros(3), z, cfg) - x0).abs().max() < 1e-5
+    sigma = torch.tensor([0.3, 0.5, 5.0])  # blur std 1.6 to 5.9 px: the grid resolves the Gaussian
+    out = diffuse(x0, sigma, z, cfg)
+    for i, sig in enumerate(sigma):
+        s = float(blur_std(sig, cfg.blur_max))
+        smooth = scipy.ndimage.gaussian_filter(x0[i, 0].double().numpy(), s, mode="reflect", truncate=12)
+        mean = (1 - cfg.d_min) * smooth + cfg.d_min * x0[i, 0].double().numpy()
+        assert np.abs(out[i, 0].numpy() - mean - float(sig) * z[i, 0].numpy()).max() < 1e-4
+    # the image mean is never blurred, and the blur grows with sigma
+    assert torch.allclose(blur(x0, sigma, cfg).mean(dim=(1, 2, 3)), x0.mean(dim=(1, 2, 3)), atol=1e-6)
+    assert blur_std(torch.tensor(0.1), 6.0) < blur_std(torch.tensor(1.0), 6.0) < 6.0
+
+
+class _GaussianBlurPrior(torch.nn.Module):
+    """Exact posterior mean E[x0 | x_sigma] for x0 ~ N(0, diag(c_k^2)) in the DCT domain: per coefficient
+    g c^2 / (g^2 c^2 + sigma^2) times the observation."""
+
+    def __init__(self, cfg: BlurConfig, spectrum: torch.Tensor) -> None:
+        super().__init__()
+        self.config, self.c2 = cfg, spectrum**2
+
+    def forward(self, x, sigma):
+        sigma = torch.as_tensor(sigma, dtype=torch.float32).expand(x.shape[0])
+        g = gains(sigma, self.config, *x.shape[-2:])
+        s2 = sigma.reshape(-1, 1, 1, 1) ** 2
+        return idct2(g * self.c2 / (g**2 * self.c2 + s2) * dct2(x))
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.0])
+def test_reverse_steps_sample_a_gaussian_prior(eta):
+    """With the exact denoiser of a Gaussian prior, the reverse chain's samples approach the prior's
+    per-frequency variance as the steps grow, at the rate 1 / steps of a first-order scheme (ancestral and
+    deterministic steps; the plain-diffusion limit blur_max = 0 has the same errors, so the blur adds none)."""
+    cfg = BlurConfig(unet=TINY_UNET, image_size=16, blur_max=6.0)
+    spectrum = 0.3 / (1 + 20 * frequencies(16, 16))  # a smooth field: most variance at low frequencies
+    model = _GaussianBlurPrior(cfg, spectrum)
+    errors = []
+    for steps in (75, 300):
+        x, nfe = _unclamped_blur_sample(model, 2000, steps, eta, torch.Generator().manual_seed(0))
+        ratio = (dct2(x).var(dim=0)[0] / spectrum**2)[spectrum > 0.02]
+        errors.append(abs(float(ratio.mean()) - 1))
+        assert nfe == steps and float(ratio.min()) > 0.75
+    assert errors[1] < 0.06 and errors[1] < 0.45 * errors[0], errors
+
+
+def _unclamped_blur_sample(model, n, steps, eta, gen):
+    from wavepatch.sampling.blur import reverse_step
+    from wavepatch.sampling.unconditional import karras_sigmas
+
+    sigmas = karras_sigmas(steps, 0.002, 20.0)[:-1]
+    x = torch.randn(n, 1, 16, 16, generator=gen) * float(sigmas[0])
+
+    def randn():
+        return torch.randn(n, 1, 16, 16, generator=gen)
+
+    for i in range(steps - 1):
+        t, s = torch.full((n,), float(sigmas[i])), torch.full((n,), float(sigmas[i + 1]))
+        x = reverse_step(x, model(x, t), t, s, eta, model.config, randn)
+    return model(x, torch.full((n,), float(sigmas[-1]))), steps
+
+
+def test_blur_sampler_runs_a_network_and_stays_in_range():
+    model = BlurDiffusion(BlurConfig(unet=TINY_UNET, image_size=16))
+    x, nfe = blur_sample(model, 3, steps=4, eta=1.0, generator=torch.Generator().manual_seed(1))
+    assert x.shape == (3, 1, 16, 16) and nfe == 4 and float(x.min()) >= 0 and float(x.max()) <= 1
+    with pytest.raises(ValueError, match="eta"):
+        blur_sample(model, 1, eta=2.0)
+
+
+# ---- pyramidal --------------------------------------------------------------------------------------------------
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, sigma):
+        self.calls.append((x.shape[-1], float(torch.as_tensor(sigma).max())))
+        return x * 0 + 0.5
+
+
+def test_pyramid_runs_coarse_to_fine_with_the_stated_cost():
+    rec = _Recorder()
+    x, info = pyramidal_sample(rec, 2, 32, factors=(1, 2, 4), steps=(5, 3, 3), sigma_restart=0.4,
+                               generator=torch.Generator().manual_seed(0))
+    sides = [c[0] for c in rec.calls]
+    assert x.shape == (2, 1, 32, 32)
+    assert sides == [8] * 9 + [16] * 5 + [32] * 5  # Heun: 2 levels - 1 calls per pyramid level
+    assert [d["side"] for d in info["per_level"]] == [8, 16, 32] and info["nfe"] == 19
+    assert math.isclose(info["nfe_pixel_weighted"], (9 * 64 + 5 * 256 + 5 * 1024) / 1024)
+    restart = [s for side, s in rec.calls if side == 16]
+    assert math.isclose(restart[0], 0.4, rel_tol=1e-6)  # finer levels restart at sigma_restart
+    assert sum(split_steps(24, 3)) == 24 and split_steps(24, 3)[0] == 12 and min(split_steps(3, 3)) >= 2
+
+
+def test_pyramid_super_resolution_keeps_the_measured_box_averages():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.rand(2, 1, 8, 8, generator=gen)
+
+    def denoise(x, sigma):  # any denoiser: consistency comes from the projection
+        return torch.sin(3 * x)
+
+    x, info = pyramidal_super_resolve(denoise, y, 4, steps=3, generator=gen)
+    assert x.shape == (2, 1, 32, 32) and info["per_level"][0]["nfe"] == 0
+    assert (box_downsample(x, 4) - y).abs().max() < 1e-6
+    z = torch.rand(2, 1, 16, 16)
+    p = project_box(z, y, 2)
+    assert (project_box(p, y, 2) - p).abs().max() < 1e-6  # a projection
+
+
+def test_pyramid_factor_checks():
+    assert check_factors([4, 1, 2], 32) == (1, 2, 4)
+    for bad in ([2, 4], [1, 3], [1, 1, 2]):
+        with pytest.raises(ValueError, match="powers of 2"):
+            check_factors(bad, 32)
+    with pytest.raises(ValueError, match="multiple"):
+        check_factors([1, 8], 20)
+
+
+def test_pyramidal_training_batches_carry_each_levels_coordinates():
+    cfg = TrainConfig(prior="pyramidal", size=32, pyramid=(1, 2, 4), patch_sizes=(8,), patch_probs=(1.0,), pad=0,
+                      batch=4, flip=False, channel_mult=(1, 2))
+    images = torch.rand(3, 1, 32, 32)
+    levels = [box_downsample(images, f) for f in cfg.pyramid]
+    gen = torch.Generator().manual_seed(0)
+    spacings = set()
+    for _ in range(30):
+        patches, pos = draw_batch(None, cfg, gen, levels)
+        assert patches.shape[1:] == (1, 8, 8) and pos.shape[1:] == (2, 8, 8)
+        spacings.add(round(float(pos[0, 1, 0, 1] - pos[0, 1, 0, 0]), 6))
+    assert spacings == {round(2 / 32, 6), round(2 / 16, 6), round(2 / 8, 6)}
+
+
+# ---- noise-level classifier and DLG ---------------------------------------------------------------------------
+
+def _smooth_fields(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    z = torch.randn(n, 1, size, size, generator=gen)
+    k = torch.exp(-frequencies(size, size) * 4.0)
+    x = idct2(k * dct2(z))
+    return 0.5 + 0.25 * x / x.flatten(1).std(dim=1).reshape(-1, 1, 1, 1)
+
+
+@pytest.mark.slow
+def test_noise_level_classifier_recovers_sigma_on_synthetic_images():
+    torch.manual_seed(0)
+    cfg = NoiseLevelConfig(levels=24, sigma_min=0.01, sigma_max=10.0, channels=16, depth=3, image_size=32,
+                           window=None)
+    model = NoiseLevelClassifier(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(250):
+        loss = noise_level_loss(model, _smooth_fields(32, 32, gen), gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    test = _smooth_fields(64, 32, torch.Generator().manual_seed(1))
+    for sigma in (0.03, 0.2, 1.0, 5.0):
+        noisy = test + sigma * torch.randn(test.shape, generator=gen)
+        est = model.estimate(noisy, "mean")
+        assert float((est.log() - math.log(sigma)).abs().median()) < math.log(1.5), (sigma, est[:4])
+    capped = model.estimate(test + 5.0 * torch.randn(test.shape), "argmax", sigma_cap=1.0)
+    assert float(capped.max()) <= 1.0 + 1e-6
+
+
+def test_dlg_samples_a_gaussian_toy_prior():
+    """Data N(mu, s^2 I): exact denoiser and an oracle noise-level estimate; the Gibbs chains and their Heun
+    finishes must give the right mean and variance."""
+    mu, s, dim = 0.3, 0.2, 256
+
+    def denoise(x, sigma):
+        sig2 = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1) ** 2
+        return (s**2 * x + sig2 * mu) / (s**2 + sig2)
+
+    def estimate(x):
+        return ((x - mu).pow(2).flatten(1).mean(dim=1) - s**2).clamp_min(1e-6).sqrt()
+
+    gen = torch.Generator().manual_seed(0)
+    x, info = dlg_sample(denoise, estimate, 64, (1, 16, 16), chains=16, gibbs=2, finish_levels=12, init_levels=8,
+                         sigma_chain=0.5, generator=gen)
+    assert x.shape == (64, 1, 16, 16) and info["outputs_per_chain"] == 4
+    assert abs(float(x.mean()) - mu) < 0.01 and abs(float(x.std()) / s - 1) < 0.04
+    assert info["nfe_per_image"] == (2 * 7 + 4 * (2 + 23)) / 4
+    # a coarse finish (few Heun levels from sigma ~ 0.5) is visibly worse: the finish is where the NFE go
+    coarse, _ = dlg_sample(denoise, estimate, 64, (1, 16, 16), chains=16, gibbs=2, finish_levels=4, init_levels=8,
+                           sigma_chain=0.5, generator=torch.Generator().manual_seed(0))
+    assert abs(float(coarse.std()) / s - 1) > 2 * abs(float(x.std()) / s - 1)
+    # consecutive outputs of one chain are different draws
+    assert float((x[0] - x[16]).abs().mean()) > 0.1
+    with pytest.raises(ValueError, match="chains"):
+        dlg_sample(denoise, estimate, 4, (1, 4, 4), chains=5)
+
+
+# ---- the CLI ------------------------------------------------------------------------------------------------------
+
+TINY = ["--channels", "8", "--channel-mult", "1,2", "--blocks", "1", "--no-attention", "--batch", "4",
+        "--lr", "1e-3", "--warmup", "1", "--log-every", "1", "--no-progress", "--steps", "3", "--window", "0", "1"]
+
+
+@pytest.mark.slow
+def test_cli_trains_and_samples_the_fast_generators(tmp_path, data, capsys):
+    runs = {}
+    for prior, extra in (("pyramidal", ["--patch-sizes", "8", "--patch-probs", "1", "--pyramid", "1,2"]),
+                         ("blur", []), ("noise-level", []), ("whole", [])):
+        runs[prior] = tmp_path / prior
+        assert main(["train", str(data), "--prior", prior, "--size", "16", "--out", str(runs[prior]), *TINY,
+                     *extra]) == 0
+    assert json.loads((runs["pyramidal"] / "prior.json").read_text())["config"]["pyramid"] == [1, 2]
+    ckpt = {k: str(v / "prior.safetensors") for k, v in runs.items()}
+    out = tmp_path / "s"
+    common = ["--n", "4", "--batch", "4", "--out", str(out), "--no-progress"]
+    assert main(["sample", "--prior", ckpt["pyramidal"], "--sampler", "pyramidal", "--steps", "6", *common]) == 0
+    info = json.loads((out / "sample_info.json").read_text())
+    assert info["sampler"] == "pyramidal" and info["nfe_per_image"] == 5 + 5 and info["nfe_pixel_weighted"] < 10
+    assert main(["sample", "--prior", ckpt["blur"], "--steps", "3", "--eta", "1", *common]) == 0
+    assert json.loads((out / "sample_info.json").read_text())["nfe_per_image"] == 3
+    assert main(["sample", "--prior", ckpt["whole"], "--sampler", "dlg", "--classifier", ckpt["noise-level"],
+                 "--chains", "2", "--steps", "2", *common]) == 0
+    info = json.loads((out / "sample_info.json").read_text())
+    assert np.load(out / "samples.npy").shape == (4, 16, 16)
+    assert info["sampler_info"]["outputs_per_chain"] == 2 and info["nfe_per_image"] == (2 * 5 + 2 * (2 + 3)) / 2
+    # starting a blur prior from a whole-image prior's weights (fine-tuning)
+    assert main(["train", str(data), "--prior", "blur", "--size", "16", "--init", ckpt["whole"],
+                 "--out", str(tmp_path / "b2"), *TINY]) == 0
+
+    capsys.readouterr()
+    refusals = [
+        (["sample", "--prior", ckpt["whole"], "--sampler", "dlg", *common], "needs --classifier"),
+        (["sample", "--prior", ckpt["whole"], "--eta", "1", *common], "--eta applies"),
+        (["sample", "--prior", ckpt["blur"], "--sampler", "heun", *common], "own reverse process"),
+        (["sample", "--prior", ckpt["noise-level"], *common], "noise-level classifier"),
+        (["sample", "--prior", ckpt["whole"], "--sampler", "pyramidal", *common], "several resolutions"),
+        (["sample", "--prior", ckpt["whole"], "--sampler", "dlg", "--classifier", ckpt["blur"], *common],
+         "not a noise-level classifier"),
+        (["sample", "--prior", ckpt["whole"], "--sampler", "dlg", "--classifier", ckpt["noise-level"],
+          "--chains", "9", *common], "exceeds --n"),
+        (["train", str(data), "--prior", "patch", "--pyramid", "1,2", "--out", str(tmp_path / "x"), *TINY],
+         "--prior pyramidal"),
+        (["train", str(data), "--prior", "patch", "--size", "16", "--init", ckpt["whole"],
+          "--out", str(tmp_path / "y"), *TINY], "does not match"),
+    ]
+    for argv, message in refusals:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
