@@ -220,7 +220,7 @@ def test_noise_level_classifier_recovers_sigma_on_synthetic_images():
 def test_dlg_samples_a_gaussian_toy_prior():
     """Data N(mu, s^2 I): exact denoiser and an oracle noise-level estimate; the Gibbs chains and their Heun
     finishes must give the right mean and variance."""
-    mu, s, dim = 0.3, 0.2, 256
+    mu, s = 0.3, 0.2  # 256 pixels: the oracle's noise estimate is accurate
 
     def denoise(x, sigma):
         sig2 = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1) ** 2

@@ -13,6 +13,7 @@ import math
 import torch
 
 from wavepatch.prior.checkpoint import load_noise_classifier
+from wavepatch.resources import prior_path
 from wavepatch.sampling.blur import blur_sample
 from wavepatch.sampling.dlg import dlg_sample
 from wavepatch.sampling.pyramidal import pyramidal_sample
@@ -21,6 +22,7 @@ FAST_SAMPLERS = ("dlg", "pyramidal", "blur")
 DEFAULT_STEPS = {"dlg": 4, "pyramidal": 24, "blur": 50}  # finish levels / total levels / reverse steps
 DLG_DEFAULTS = {"gibbs": 2, "init_levels": 6, "sigma_chain": 1.0, "eps": 0.5}
 SIGMA_RESTART = 0.3
+BUNDLED_CLASSIFIER, BUNDLED_CLASSIFIER_WINDOW = "ct_noise128", (-1000.0, 1000.0)
 
 
 def add_fast_sampler_args(s) -> None:
@@ -42,10 +44,15 @@ def add_fast_sampler_args(s) -> None:
                    help="blur priors: 0 deterministic (default), 1 ancestral reverse steps")
 
 
-def check_fast_options(args, kind: str, pyramid) -> str:
-    """The sampler to use for a prior of ``kind`` ('whole', 'patch', 'wavelet', 'blur'); ValueError naming an
-    option that does not apply. Fills ``args.steps`` with the sampler's default when it was not given."""
+def check_fast_options(args, kind: str, cfg) -> str:
+    """The sampler to use for a prior of ``kind`` ('whole', 'patch', 'wavelet', 'blur') with config ``cfg``;
+    ValueError naming an option that does not apply. Fills ``args.steps`` with the sampler's default when it was
+    not given, and ``args.classifier`` with the bundled CT classifier for DLG on a CT prior of its window."""
     sampler = args.sampler or ("blur" if kind == "blur" else "heun")
+    pyramid = getattr(cfg, "pyramid", None)
+    if sampler == "dlg" and args.classifier is None and cfg.window == BUNDLED_CLASSIFIER_WINDOW \
+            and getattr(cfg, "is_ct", False):
+        args.classifier = str(prior_path(BUNDLED_CLASSIFIER))
     if kind == "blur" and sampler != "blur":
         raise ValueError(f"a blur-diffusion prior has its own reverse process; --sampler {sampler} does not apply")
     if kind != "blur" and sampler == "blur":
@@ -57,8 +64,9 @@ def check_fast_options(args, kind: str, pyramid) -> str:
                          "(wavepatch train --prior pyramidal)")
     if sampler == "dlg" and args.classifier is None:
         raise ValueError("--sampler dlg needs --classifier (a noise-level classifier: wavepatch train --prior "
-                         "noise-level)")
-    given = {"--classifier": args.classifier, "--chains": args.chains, "--gibbs": args.gibbs,
+                         "noise-level; the bundled one is for CT priors of window -1000 1000)")
+    given = {"--classifier": args.classifier if sampler != "dlg" else None, "--chains": args.chains,
+             "--gibbs": args.gibbs,
              "--init-levels": args.init_levels, "--sigma-chain": args.sigma_chain}
     owner = {**dict.fromkeys(given, "dlg"), "--sigma-restart": "pyramidal", "--eta": "blur"}
     given.update({"--sigma-restart": args.sigma_restart, "--eta": args.eta})
@@ -87,8 +95,9 @@ def draw_fast(args, sampler: str, model, cfg, denoise, b: int, size: int, gen: t
               device) -> tuple[torch.Tensor, float, dict]:
     """One batch of ``b`` images (b, 1, size, size) from a fast generator: (images, NFE per image, info)."""
     if sampler == "blur":
-        x, nfe = blur_sample(model, b, steps=args.steps, eta=args.eta or 0.0, size=size, generator=gen,
-                             device=device, progress=not args.no_progress)
+        x, nfe = blur_sample(model, b, steps=args.steps, eta=args.eta or 0.0, size=size, sigma_min=args.sigma_min,
+                             sigma_max=args.sigma_max, generator=gen, device=device, progress=not args.no_progress,
+                             precision=args.precision)
         return x, nfe, {"eta": args.eta or 0.0}
     if sampler == "pyramidal":
         x, info = pyramidal_sample(denoise, b, size, cfg.pyramid, args.steps,

@@ -352,7 +352,7 @@ def cmd_sample(args) -> int:
     model, cfg = _LOADERS.get(kind, load_prior)(ckpt, device=device)
     if kind not in _LOADERS:
         kind = cfg.kind
-    sampler = check_fast_options(args, kind, getattr(cfg, "pyramid", None))
+    sampler = check_fast_options(args, kind, cfg)
     if args.dicom and not cfg.is_ct:
         raise ValueError("--dicom writes CT in HU; this prior was not trained on CT")
     size = args.size or cfg.image_size

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wavepatch.prior.blur import BlurDiffusion, dct2, gains, idct2
+from wavepatch.prior.model import inference_network, resolve_precision
 from wavepatch.sampling.unconditional import karras_sigmas
 
 Tensor = torch.Tensor
@@ -28,9 +29,11 @@ Tensor = torch.Tensor
 @torch.no_grad()
 def blur_sample(model: BlurDiffusion, n: int, steps: int = 50, eta: float = 0.0, size: int | None = None,
                 sigma_min: float = 0.002, sigma_max: float = 80.0, generator: torch.Generator | None = None,
-                device: str | torch.device = "cpu", progress: bool = False) -> tuple[Tensor, int]:
+                device: str | torch.device = "cpu", progress: bool = False,
+                precision: str = "fp32") -> tuple[Tensor, int]:
     """``n`` images (n, 1, size, size) in [0, 1] (size: the prior's training size by default); returns
-    (images, NFE per image = steps). eta in [0, 1]: 0 deterministic, 1 ancestral (see the module docstring)."""
+    (images, NFE per image = steps). eta in [0, 1]: 0 deterministic, 1 ancestral (see the module docstring).
+    precision: the network's arithmetic, as :func:`~wavepatch.prior.model.make_denoiser`'s."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if not 0 <= eta <= 1:
@@ -44,12 +47,13 @@ def blur_sample(model: BlurDiffusion, n: int, steps: int = 50, eta: float = 0.0,
     def randn() -> Tensor:
         return torch.randn((n, 1, size, size), generator=generator, device=dev).to(device, torch.float32)
 
+    network = inference_network(model, resolve_precision(precision, device))
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)[:-1]
     x = randn() * float(sigmas[0])
     x0 = x
     for i in tqdm(range(steps), disable=not progress, desc="blur diffusion", leave=False):
         t = torch.full((n,), float(sigmas[i]), device=device)
-        x0 = model(x, t).clamp(0, 1)
+        x0 = network(x, t).float().clamp(0, 1)
         if i == steps - 1:
             break
         s = torch.full((n,), float(sigmas[i + 1]), device=device)
