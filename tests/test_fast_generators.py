@@ -285,7 +285,7 @@ def test_cli_trains_and_samples_the_fast_generators(tmp_path, data, capsys):
         (["sample", "--prior", ckpt["noise-level"], *common], "noise-level classifier"),
         (["sample", "--prior", ckpt["whole"], "--sampler", "pyramidal", *common], "several resolutions"),
         (["sample", "--prior", ckpt["whole"], "--sampler", "dlg", "--classifier", ckpt["blur"], *common],
-         "not a noise-level classifier"),
+         "a noise-level classifier (wavepatch train --prior noise-level) is needed"),
         (["sample", "--prior", ckpt["whole"], "--sampler", "dlg", "--classifier", ckpt["noise-level"],
           "--chains", "9", *common], "exceeds --n"),
         (["train", str(data), "--prior", "patch", "--pyramid", "1,2", "--out", str(tmp_path / "x"), *TINY],

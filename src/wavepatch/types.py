@@ -8,7 +8,7 @@ units, a float, a 0-d tensor or a (B,) tensor (one level per item); x_hat has x'
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import torch
 
@@ -25,3 +25,15 @@ def from_known_fields(cls, data: dict, what: str):
     if unknown:
         raise ValueError(f"unknown {what}: {', '.join(unknown)}")
     return cls(**data)
+
+
+class JsonConfig:
+    """Mixin for the dataclass configs stored in checkpoint headers: ``to_dict`` (JSON-ready) and ``from_dict``
+    (a one-line ValueError naming keys this version does not know)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return from_known_fields(cls, d, f"{cls.__name__} fields")

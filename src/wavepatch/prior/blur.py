@@ -22,7 +22,7 @@ blur prior from one (only the deblurring has to be learned). Sampling: :mod:`wav
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -30,12 +30,13 @@ from torch import nn
 
 from wavepatch.prior.precond import EDMDenoiser, edm_loss_weight
 from wavepatch.prior.unet import UNet, UNetConfig
+from wavepatch.types import JsonConfig
 
 Tensor = torch.Tensor
 
 
 @dataclass
-class BlurConfig:
+class BlurConfig(JsonConfig):
     """A blur-diffusion prior: unet (1 in, 1 out channel), sigma_data (EDM), image_size (the size it generates),
     blur_max (s_max, pixels, the blur std as sigma -> infinity; default image_size / 8), d_min (the smallest DCT
     gain, keeps every frequency recoverable), window and modality as :class:`~wavepatch.prior.model.PriorConfig`."""
@@ -71,13 +72,6 @@ class BlurConfig:
         from wavepatch.prior.model import modality_is_ct
 
         return modality_is_ct(self.modality, self.window)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BlurConfig:
-        return cls(**d)
 
 
 @lru_cache(maxsize=8)

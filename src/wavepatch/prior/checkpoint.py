@@ -110,31 +110,28 @@ _NOT_DENOISERS = {"wavelet": "a wavelet (WSGM) prior", "shape": "a 3-D shape pri
 
 def load_blur_prior(path: PathLike, device: str | torch.device = "cpu") -> tuple[BlurDiffusion, BlurConfig]:
     """(blur-diffusion network in eval mode on ``device``, config) from a blur prior checkpoint."""
-    kind = prior_kind(path)
-    if kind != "blur":
-        raise CheckpointError(f"{path} is a {kind} prior; a blur-diffusion prior is needed here")
-    config = _parse_config(BlurConfig, path)
-    return _load_weights(path, BlurDiffusion, config, device), config
+    return _load_of_kind(path, "blur", BlurConfig, BlurDiffusion, device, "a blur-diffusion prior")
 
 
 def load_noise_classifier(path: PathLike, device: str | torch.device = "cpu") -> tuple[NoiseLevelClassifier,
                                                                                       NoiseLevelConfig]:
     """(noise-level classifier in eval mode on ``device``, config) from its checkpoint."""
-    kind = prior_kind(path)
-    if kind != "noise-level":
-        raise CheckpointError(f"{path} is a {kind} prior, not a noise-level classifier (train one with "
-                              "wavepatch train --prior noise-level)")
-    config = _parse_config(NoiseLevelConfig, path)
-    return _load_weights(path, NoiseLevelClassifier, config, device), config
+    return _load_of_kind(path, "noise-level", NoiseLevelConfig, NoiseLevelClassifier, device,
+                         "a noise-level classifier (wavepatch train --prior noise-level)")
 
 
 def load_wavelet_prior(path: PathLike, device: str | torch.device = "cpu") -> tuple[WaveletPrior, WaveletPriorConfig]:
     """(WSGM networks in eval mode on ``device``, config) from a wavelet prior checkpoint."""
-    kind = prior_kind(path)
-    if kind != "wavelet":
-        raise CheckpointError(f"{path} is a {kind} prior; a wavelet (WSGM) prior is needed here")
-    config = _parse_config(WaveletPriorConfig, path)
-    return _load_weights(path, WaveletPrior, config, device), config
+    return _load_of_kind(path, "wavelet", WaveletPriorConfig, WaveletPrior, device, "a wavelet (WSGM) prior")
+
+
+def _load_of_kind(path: PathLike, kind: str, config_cls, build, device, what: str):
+    """(model, config) of a checkpoint that must be of ``kind``; CheckpointError naming ``what`` otherwise."""
+    found = prior_kind(path)
+    if found != kind:
+        raise CheckpointError(f"{path} is a {found} prior; {what} is needed here")
+    config = _parse_config(config_cls, path)
+    return _load_weights(path, build, config, device), config
 
 
 def save_shape_prior(path: PathLike, model: ShapePrior, config: ShapePriorConfig, extra: dict | None = None) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
@@ -22,7 +22,7 @@ from wavepatch.prior.patches import Draw, denoise_fixed_grid, denoise_overlappin
 from wavepatch.prior.precond import EDMDenoiser
 from wavepatch.prior.unet import UNet, UNetConfig
 from wavepatch.shapes import Size, per_axis
-from wavepatch.types import Denoiser
+from wavepatch.types import Denoiser, JsonConfig
 
 Tensor = torch.Tensor
 
@@ -98,7 +98,7 @@ _INFERENCE_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
-class PriorConfig:
+class PriorConfig(JsonConfig):
     """What a checkpoint holds besides weights.
 
     kind: 'whole' or 'patch'. unet: the architecture; its dims (2 or 3) is the prior's (in_channels includes the
@@ -151,13 +151,6 @@ class PriorConfig:
     @property
     def is_ct(self) -> bool:
         return modality_is_ct(self.modality, self.window)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PriorConfig:
-        return cls(**d)
 
 
 def _size(value: Size) -> int | tuple[int, ...]:

@@ -11,11 +11,13 @@ Convolutional with global average pooling: any image size works.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from wavepatch.types import JsonConfig
 
 Tensor = torch.Tensor
 
@@ -23,7 +25,7 @@ ESTIMATES = ("mean", "argmax", "sample")
 
 
 @dataclass
-class NoiseLevelConfig:
+class NoiseLevelConfig(JsonConfig):
     """levels: number of classes L; sigma_min, sigma_max: the smallest and largest level (data units);
     channels: width of the network; depth: stride-2 stages; image_size: training size; window, modality: as
     :class:`~wavepatch.prior.model.PriorConfig` (the classifier only knows images of its training units)."""
@@ -53,13 +55,6 @@ class NoiseLevelConfig:
         """The L levels, largest first (float64)."""
         return torch.logspace(math.log10(self.sigma_max), math.log10(self.sigma_min), self.levels,
                               dtype=torch.float64)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> NoiseLevelConfig:
-        return cls(**d)
 
 
 class NoiseLevelClassifier(nn.Module):
