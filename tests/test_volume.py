@@ -119,6 +119,7 @@ def test_z_coupling_smooths_across_slices():
     (["{ct_dir}", "--volume", "--slices", "a:b"], "--slices takes A:B"),
     (["{ct_dir}", "--coupling", "none"], "--coupling is for --volume"),
     (["{ct_dir}", "--volume", "--coupling-lam", "-1"], "--coupling-lam must be"),
+    (["{ct_dir}", "--volume", "--coupling", "tv-z"], "does not apply to --method fbp"),
 ])
 def test_cli_volume_bad_input(tmp_path, capsys, ct_dir, ct_files, argv, words):
     argv = [a.format(ct_file=ct_files[0], ct_dir=ct_dir) for a in argv]

@@ -16,6 +16,7 @@ import numpy as np
 from wavepatch.io import denormalize, normalize_volume, read_image, resize_square
 from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import dicom_slice_step, save_dicom_series, save_nifti
+from wavepatch.methods import get_method
 from wavepatch.report import planes_figure, save_json
 from wavepatch.tasks import TaskOptions
 from wavepatch.volume import DEFAULT_COUPLING_LAM, reconstruct_volume, volume_metrics
@@ -82,6 +83,11 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
     lam = DEFAULT_COUPLING_LAM if args.coupling_lam is None else args.coupling_lam
     if lam < 0 or not np.isfinite(lam):
         raise ValueError(f"--coupling-lam must be a finite number >= 0, got {lam}")
+    if get_method(args.method).kind != "sampler":
+        for flag, value in (("--coupling", args.coupling), ("--coupling-lam", args.coupling_lam)):
+            if value is not None:
+                raise ValueError(f"{flag} couples the slices of a learned sampler; it does not apply to "
+                                 f"--method {args.method}")
     res = reconstruct_volume(unit, args.task, opts, args.method, overrides, seed=args.seed, prior=args.prior,
                              fast=args.fast, z_weight=z_weight, device=args.device, progress=not args.no_progress,
                              precision=args.precision, coupling=coupling, coupling_lam=lam,
