@@ -22,6 +22,7 @@ from wavepatch.prior.noise_level import NoiseLevelClassifier, NoiseLevelConfig, 
 from wavepatch.prior.pyramidal import box_downsample, check_factors
 from wavepatch.prior.train import TrainConfig, draw_batch
 from wavepatch.prior.unet import UNetConfig
+from wavepatch.resources import prior_path
 from wavepatch.sampling.blur import blur_sample
 from wavepatch.sampling.dlg import dlg_sample
 from wavepatch.sampling.pyramidal import project_box, pyramidal_sample, pyramidal_super_resolve, split_steps
@@ -273,6 +274,12 @@ def test_cli_trains_and_samples_the_fast_generators(tmp_path, data, capsys):
     info = json.loads((out / "sample_info.json").read_text())
     assert np.load(out / "samples.npy").shape == (4, 16, 16)
     assert info["sampler_info"]["outputs_per_chain"] == 2 and info["nfe_per_image"] == (2 * 5 + 2 * (2 + 3)) / 2
+    # a CT prior without --classifier: the bundled CT noise-level classifier
+    assert main(["sample", "--prior", str(prior_path("ct_whole128")), "--sampler", "dlg", "--size", "32", "--n", "2",
+                 "--steps", "1", "--init-levels", "2", "--gibbs", "1", "--out", str(tmp_path / "ct"),
+                 "--no-progress"]) == 0
+    info = json.loads((tmp_path / "ct" / "sample_info.json").read_text())
+    assert info["classifier"].endswith("ct_noise128.safetensors") and info["nfe_per_image"] == (2 + 2 * (1 + 1)) / 2
     # starting a blur prior from a whole-image prior's weights (fine-tuning)
     assert main(["train", str(data), "--prior", "blur", "--size", "16", "--init", ckpt["whole"],
                  "--out", str(tmp_path / "b2"), *TINY]) == 0

@@ -30,8 +30,8 @@ def add_fast_sampler_args(s) -> None:
     g.add_argument("--classifier", default=None,
                    help="dlg: noise-level classifier checkpoint (wavepatch train --prior noise-level)")
     g.add_argument("--chains", type=int, default=None,
-                   help="dlg: parallel Markov chains (default: --n, one output each); each chain gives "
-                        "n / chains outputs, so its start-up cost is shared")
+                   help="dlg: parallel Markov chains per batch (default: a quarter of the batch); each chain "
+                        "gives batch / chains outputs, so its start-up cost is shared")
     g.add_argument("--gibbs", type=int, default=None,
                    help=f"dlg: Langevin-Gibbs sweeps per output (default {DLG_DEFAULTS['gibbs']})")
     g.add_argument("--init-levels", type=int, default=None,
@@ -109,7 +109,7 @@ def draw_fast(args, sampler: str, model, cfg, denoise, b: int, size: int, gen: t
     sigma_chain = args.sigma_chain or DLG_DEFAULTS["sigma_chain"]
     x, info = dlg_sample(
         denoise, lambda v: classifier.estimate(v, "mean"), b, (1, size, size),
-        chains=min(args.chains or b, b), gibbs=args.gibbs or DLG_DEFAULTS["gibbs"], finish_levels=args.steps,
+        chains=min(args.chains or max(1, b // 4), b), gibbs=args.gibbs or DLG_DEFAULTS["gibbs"], finish_levels=args.steps,
         init_levels=args.init_levels or DLG_DEFAULTS["init_levels"], sigma_chain=sigma_chain,
         eps=DLG_DEFAULTS["eps"], sigma_min=args.sigma_min, sigma_max=args.sigma_max, generator=gen,
         device=device, progress=not args.no_progress)
