@@ -109,7 +109,8 @@ def draw_fast(args, sampler: str, model, cfg, denoise, b: int, size: int, gen: t
     sigma_chain = args.sigma_chain or DLG_DEFAULTS["sigma_chain"]
     x, info = dlg_sample(
         denoise, lambda v: classifier.estimate(v, "mean"), b, (1, size, size),
-        chains=min(args.chains or max(1, b // 4), b), gibbs=args.gibbs or DLG_DEFAULTS["gibbs"], finish_levels=args.steps,
+        chains=min(args.chains or max(1, b // 4), b), gibbs=args.gibbs or DLG_DEFAULTS["gibbs"],
+        finish_levels=args.steps,
         init_levels=args.init_levels or DLG_DEFAULTS["init_levels"], sigma_chain=sigma_chain,
         eps=DLG_DEFAULTS["eps"], sigma_min=args.sigma_min, sigma_max=args.sigma_max, generator=gen,
         device=device, progress=not args.no_progress)
