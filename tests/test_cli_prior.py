@@ -116,7 +116,7 @@ def test_bundled_priors_load_and_denoise():
     names = ["ct_patch128", "ct_patch256", "ct_whole128", "ct_whole256", "mri_patch256"]
     # the CT noise-level classifier (tests/test_fast_generators.py), the low-dose CT translator
     # (tests/test_ldct.py) and the 3-D shape prior (tests/test_shape_cli.py)
-    assert bundled_priors() == [*names[:2], "ct_noise128", *names[2:4], "ldct_metric256", names[4], "shape_adrenal64"]
+    assert bundled_priors() == ["ct_noise128", *names[:4], "ldct_metric256", names[4], "shape_adrenal64"]
     for name in names:
         model, cfg = load_prior(prior_path(name))
         denoise = make_denoiser(model, cfg, generator=torch.Generator().manual_seed(0))
