@@ -34,7 +34,7 @@ from wavepatch.prior.model import make_denoiser
 from wavepatch.resources import prior_path
 from wavepatch.sampling.blur import blur_sample
 from wavepatch.sampling.dlg import dlg_sample
-from wavepatch.sampling.pyramidal import pyramidal_sample
+from wavepatch.sampling.pyramidal import patch_grid_pixels, pyramidal_sample
 from wavepatch.sampling.unconditional import sample
 from wavepatch.sampling.wsgm import wsgm_sample
 
@@ -103,7 +103,8 @@ def _generate(name: str, target: int, args, models: dict, gen: torch.Generator) 
         model, cfg = models["pyramidal"]
         denoise = make_denoiser(model, cfg, generator=gen, precision=args.precision)
         x, extra = pyramidal_sample(denoise, n, size, cfg.pyramid, (target + 3) // 2,
-                                    sigma_restart=args.sigma_restart, generator=gen)
+                                    sigma_restart=args.sigma_restart, generator=gen,
+                                    pixels=patch_grid_pixels(cfg.patch_size))
         info.update(nfe=extra["nfe"], nfe_pixel_weighted=extra["nfe_pixel_weighted"])
     else:  # wsgm: about target NFE in all, shared equally by its J + 1 scales
         model, cfg = models["wsgm"]

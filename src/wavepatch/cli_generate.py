@@ -16,7 +16,7 @@ from wavepatch.prior.checkpoint import load_noise_classifier
 from wavepatch.resources import prior_path
 from wavepatch.sampling.blur import blur_sample
 from wavepatch.sampling.dlg import dlg_sample
-from wavepatch.sampling.pyramidal import pyramidal_sample
+from wavepatch.sampling.pyramidal import patch_grid_pixels, pyramidal_sample
 
 FAST_SAMPLERS = ("dlg", "pyramidal", "blur")
 DEFAULT_STEPS = {"dlg": 4, "pyramidal": 24, "blur": 50}  # finish levels / total levels / reverse steps
@@ -76,11 +76,12 @@ def check_fast_options(args, kind: str, cfg) -> str:
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{flag} must be a finite number, got {value}")
     for flag, value, lo in (("--chains", args.chains, 1), ("--gibbs", args.gibbs, 1),
-                            ("--init-levels", args.init_levels, 1)):
+                            ("--init-levels", args.init_levels, 2)):
         if value is not None and not lo <= value <= 10_000:
             raise ValueError(f"{flag} must be in [{lo}, 10000], got {value}")
-    if args.chains is not None and args.chains > args.n:
-        raise ValueError(f"--chains {args.chains} exceeds --n {args.n}")
+    if args.chains is not None and args.chains > min(args.n, args.batch):
+        raise ValueError(f"--chains {args.chains} exceeds --n {args.n} or --batch {args.batch} (chains run "
+                         "within a batch)")
     if args.eta is not None and not 0 <= args.eta <= 1:
         raise ValueError(f"--eta must be in [0, 1], got {args.eta}")
     for flag, value in (("--sigma-chain", args.sigma_chain), ("--sigma-restart", args.sigma_restart)):
@@ -103,7 +104,8 @@ def draw_fast(args, sampler: str, model, cfg, denoise, b: int, size: int, gen: t
         x, info = pyramidal_sample(denoise, b, size, cfg.pyramid, args.steps,
                                    sigma_restart=args.sigma_restart or SIGMA_RESTART, sigma_min=args.sigma_min,
                                    sigma_max=args.sigma_max, generator=gen, device=device,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress,
+                                   pixels=patch_grid_pixels(args.patch_size or cfg.patch_size))
         return x, info["nfe"], info
     classifier = _classifier(args.classifier, cfg, device)
     sigma_chain = args.sigma_chain or DLG_DEFAULTS["sigma_chain"]
@@ -125,10 +127,17 @@ def _classifier(path, cfg, device):
     the prior's (another window or modality)."""
     key = (str(path), str(device))
     if key not in _CLASSIFIERS:
-        model, ncfg = load_noise_classifier(path, device)
-        if ncfg.window != cfg.window or (ncfg.modality and cfg.modality and ncfg.modality != cfg.modality):
-            raise ValueError(f"{path} was trained on other data units (window {ncfg.window}, modality "
-                             f"{ncfg.modality}) than the prior (window {cfg.window}, modality {cfg.modality})")
         _CLASSIFIERS.clear()
-        _CLASSIFIERS[key] = model
-    return _CLASSIFIERS[key]
+        _CLASSIFIERS[key] = load_noise_classifier(path, device)
+    model, ncfg = _CLASSIFIERS[key]
+    if ncfg.window != cfg.window or (ncfg.modality and cfg.modality and ncfg.modality != cfg.modality):
+        raise ValueError(f"{path} was trained on other data units (window {ncfg.window}, modality "
+                         f"{ncfg.modality}) than the prior (window {cfg.window}, modality {cfg.modality})")
+    return model
+
+
+def refuse_fast_options(args, what: str) -> None:
+    """ValueError naming the first fast-generator option given to a run they do not apply to (``what``)."""
+    for flag in ("classifier", "chains", "gibbs", "init_levels", "sigma_chain", "sigma_restart", "eta"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} does not apply to {what}")

@@ -21,7 +21,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wavepatch.cli_generate import FAST_SAMPLERS, add_fast_sampler_args, check_fast_options, draw_fast
+from wavepatch.cli_generate import (
+    FAST_SAMPLERS,
+    add_fast_sampler_args,
+    check_fast_options,
+    draw_fast,
+    refuse_fast_options,
+)
 from wavepatch.cli_ldct import LDCT_PRIORS, add_ldct_train_args, cmd_train_ldct, refuse_ldct_options
 from wavepatch.cli_shape import (
     SHAPE_DEFAULTS,
@@ -307,7 +313,7 @@ def _draw_samples(args, model, cfg, kind: str, sampler: str, size: int,
     if kind in ("whole", "patch"):
         denoise = make_denoiser(model, cfg, mode=args.patch_mode, patch_size=args.patch_size, generator=gen,
                                 precision=args.precision)
-    batches, nfe, extra = [], 0, None
+    batches, calls, extra = [], 0.0, None  # calls: network evaluations summed over the images
     for start in tqdm(range(0, args.n, args.batch), disable=args.no_progress, desc="batches"):
         b = min(args.batch, args.n - start)
         if kind == "wavelet":
@@ -319,6 +325,7 @@ def _draw_samples(args, model, cfg, kind: str, sampler: str, size: int,
         else:
             x, nfe = sample(denoise, (b, 1, size, size), sampler, args.steps, args.sigma_min, args.sigma_max,
                             generator=gen, device=device, progress=not args.no_progress)
+        calls += nfe * b
         x = x.float().cpu()
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
@@ -326,7 +333,7 @@ def _draw_samples(args, model, cfg, kind: str, sampler: str, size: int,
                              f"{start // args.batch + 1}); the prior may hold non-finite weights; nothing was "
                              "written")
         batches.append(x)
-    return torch.cat(batches)[:, 0].clamp(0, 1).numpy(), nfe, extra
+    return torch.cat(batches)[:, 0].clamp(0, 1).numpy(), calls / args.n, extra
 
 
 _LOADERS = {"wavelet": load_wavelet_prior, "blur": load_blur_prior}
@@ -339,6 +346,7 @@ def cmd_sample(args) -> int:
     if kind == "shape":
         if args.sampler in FAST_SAMPLERS:
             raise ValueError(f"--sampler {args.sampler} does not apply to shape priors")
+        refuse_fast_options(args, "shape priors")
         args.sampler, args.steps = args.sampler or "heun", args.steps or 32
         return cmd_sample_shape(args, ckpt)
     if args.no_detail or args.mesh_format is not None:

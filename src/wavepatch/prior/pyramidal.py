@@ -22,11 +22,12 @@ Tensor = torch.Tensor
 
 
 def check_factors(factors: Sequence[int], size: int) -> tuple[int, ...]:
-    """Factors as a sorted tuple (1 first); ValueError unless they are distinct powers of 2 that include 1 and
-    divide ``size``."""
+    """Factors as a sorted tuple; ValueError unless they are 1, 2, 4, ..., 2^k (each level half the previous,
+    as the coarse-to-fine sampler upsamples by 2) and 2^k divides ``size``."""
     fs = tuple(sorted(int(f) for f in factors))
-    if not fs or fs[0] != 1 or len(set(fs)) != len(fs) or any(f & (f - 1) for f in fs):
-        raise ValueError(f"pyramid factors must be distinct powers of 2 including 1, got {tuple(factors)}")
+    if not fs or fs != tuple(2**i for i in range(len(fs))):
+        raise ValueError(f"pyramid factors must be 1, 2, 4, ... (each level half the previous), got "
+                         f"{tuple(factors)}")
     if size % fs[-1]:
         raise ValueError(f"image size {size} must be a multiple of the largest pyramid factor {fs[-1]}")
     return fs

@@ -280,13 +280,14 @@ class TrainConfig:
         """Pyramidal prior: 2-D, factors powers of 2 including 1 that divide the size, one probability each."""
         if self.dims != 2:
             raise ValueError("the pyramidal prior is 2-D only")
-        self.pyramid = check_factors(self.pyramid, size)
         probs = self.pyramid_probs or tuple(1 / len(self.pyramid) for _ in self.pyramid)
         if len(probs) != len(self.pyramid) or any(not (math.isfinite(p) and p >= 0) for p in probs) \
                 or abs(sum(probs) - 1) > 1e-6:
             raise ValueError(f"--pyramid-probs needs one non-negative probability per factor {self.pyramid}, "
                              f"summing to 1; got {probs}")
-        self.pyramid_probs = tuple(probs)
+        pairs = sorted(zip(self.pyramid, probs, strict=True))  # each probability stays with its factor
+        self.pyramid = check_factors([f for f, _ in pairs], size)
+        self.pyramid_probs = tuple(p for _, p in pairs)
 
     def _check_dims(self) -> None:
         if self.dims not in (2, 3):
@@ -533,6 +534,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, dataset
             raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
         saved = _read_saved_config(out)
         check_resume_config(saved, cfg)
+        if cfg.init is None:
+            cfg.init = saved.init  # the record of where the run started stays in train_config.json
+        elif cfg.init != saved.init:
+            raise ValueError(f"cannot resume: the run in {out} started from --init {saved.init}, not {cfg.init}")
     elif state_path.exists():
         raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
 
@@ -564,7 +569,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, dataset
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.999),
                             weight_decay=cfg.weight_decay)
     if cfg.init and not resume:
-        _load_init(cfg.init, model, ema, device)
+        _load_init(cfg.init, model, ema, device, cfg)
     start = load_train_state(state_path, model, ema, opt) if resume else 0
     rows = _read_log(out, start) if rank == 0 else []
     if rank == 0:
@@ -621,12 +626,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, dataset
     return out / "prior.safetensors"
 
 
-def _load_init(path: str, model: torch.nn.Module, ema: torch.nn.Module, device: torch.device) -> None:
+def _load_init(path: str, model: torch.nn.Module, ema: torch.nn.Module, device: torch.device,
+               cfg: TrainConfig) -> None:
     """Start ``model`` and ``ema`` from the weights of the prior checkpoint ``path`` (fine-tuning); CheckpointError
-    unless its tensors match this architecture exactly (name and shape)."""
+    unless its tensors match this architecture exactly (name and shape) and it was trained on the same data
+    units (window, EDM sigma_data)."""
     from wavepatch.prior.checkpoint import read_prior_metadata, tensor_shapes
 
-    read_prior_metadata(path)  # refuses anything that is not a wavepatch checkpoint
+    source = read_prior_metadata(path).get("config", {})  # refuses anything that is not a wavepatch checkpoint
+    window = tuple(source["window"]) if source.get("window") is not None else None
+    if "window" in source and window != (tuple(cfg.window) if cfg.window is not None else None):
+        raise CheckpointError(f"--init {path} was trained on window {window}, this run uses {cfg.window}")
+    if "sigma_data" in source and float(source["sigma_data"]) != cfg.sigma_data:
+        raise CheckpointError(f"--init {path} has sigma_data {source['sigma_data']}, this run {cfg.sigma_data}")
     check_state_matches(model.state_dict(), tensor_shapes(path), f"--init {path}")
     weights = {k: v.float().to(device) for k, v in load_file(str(path)).items()}
     model.load_state_dict(weights)

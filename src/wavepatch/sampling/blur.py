@@ -9,8 +9,9 @@ x_t to x_s (sigma_s < sigma_t) coefficient-wise in the DCT domain:
 
 with g_{t|s} = g_t / g_s and sigma_{t|s}^2 = sigma_t^2 - g_{t|s}^2 sigma_s^2. For eta = 1 the step's mean and
 variance are those of the forward process's posterior q(x_s | x_t, x_0 = x0_hat) (the blurring-diffusion
-posterior of Hoogeboom & Salimans 2022); eta = 0 is the deterministic DDIM-type step. No gain is divided by, so the
-vanishing gains of high frequencies at large sigma are harmless. The chain starts from sigma_max z (at sigma_max
+posterior of Hoogeboom & Salimans 2022); eta = 0 is the deterministic DDIM-type step. The only ratio of gains is
+g_t / g_s <= 1 (gains fall as sigma grows, and never below d_min), so the vanishing gains of high frequencies at
+large sigma are harmless. The chain starts from sigma_max z (at sigma_max
 the blurred image is a constant far below the noise) and returns the last x0_hat.
 """
 

@@ -62,15 +62,18 @@ def dlg_sample(denoise: Denoiser, estimate_sigma: SigmaEstimator, n: int, shape:
     """``n`` samples of ``shape`` (C, H, W) each, from ``chains`` chains (default n: one output each);
     returns (samples (n, C, H, W), info). ``estimate_sigma`` is the noise level of the state over its whole
     range (``NoiseLevelClassifier.estimate``): the output is finished from it, and a state noisier than
-    ``sigma_chain`` gets its Langevin step at sigma_chain, which removes part of the excess.
-    info: nfe_per_chain (network calls), nfe_per_image (per output), chains, outputs_per_chain, the sigmas
-    the outputs were finished from (mean, min, max)."""
+    ``sigma_chain`` gets its Langevin step at sigma_chain, which removes part of the excess. The sigma update is
+    whatever ``estimate_sigma`` returns: the classifier's posterior mean of ln sigma here (a deterministic
+    update, as the official demo's argmax), or a draw from p(sigma | x) for a literal Gibbs step.
+    info: nfe_per_chain (network calls), nfe_per_image (calls times chains over the n outputs kept), chains,
+    outputs_per_chain, the sigmas the outputs were finished from (mean, min, max)."""
     chains = chains or n
     if not 1 <= chains <= n:
         raise ValueError(f"chains must be in [1, n = {n}], got {chains}")
-    for name, value in (("gibbs", gibbs), ("finish_levels", finish_levels), ("init_levels", init_levels)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+    for name, value, low in (("gibbs", gibbs, 1), ("finish_levels", finish_levels, 1),
+                             ("init_levels", init_levels, 2)):
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}, got {value}")
     if not (0 < eps <= 2 and 0 < sigma_min < sigma_chain < sigma_max):
         raise ValueError(f"need 0 < eps <= 2 and 0 < sigma_min < sigma_chain < sigma_max, got eps {eps}, "
                          f"{sigma_min}, {sigma_chain}, {sigma_max}")
@@ -81,14 +84,12 @@ def dlg_sample(denoise: Denoiser, estimate_sigma: SigmaEstimator, n: int, shape:
         return torch.randn((b, *shape), generator=generator, device=dev).to(device, torch.float32)
 
     start = karras_sigmas(init_levels, sigma_chain, sigma_max, device=device)[:-1]  # ends at sigma_chain
-    x = randn(chains) * float(start[0])
-    if len(start) > 1:
-        x = edm_heun(counted, x, start)
+    x = edm_heun(counted, randn(chains) * float(start[0]), start)
     sigma = estimate_sigma(x).to(device).clamp(sigma_min, sigma_max)
     rounds = -(-n // chains)
     outputs, finished_from = [], []
     for _ in tqdm(range(rounds), disable=not progress, desc="DLG", leave=False):
-        best_x, best_sigma = x, sigma
+        best_x, best_sigma = x, torch.full_like(sigma, float("inf"))  # only this sweep's states count
         for _ in range(gibbs):
             level = sigma.clamp(max=sigma_chain)  # noisier states are pulled back towards p_sigma_chain
             view = level.reshape(-1, *[1] * len(shape))
@@ -101,8 +102,8 @@ def dlg_sample(denoise: Denoiser, estimate_sigma: SigmaEstimator, n: int, shape:
         finished_from.append(best_sigma)
     samples = torch.cat(outputs)[:n]
     sig = torch.cat(finished_from)[:n]
-    # one counted call evaluates every chain once, and each chain gave ``rounds`` outputs
-    info = {"nfe_per_chain": counted.nfe, "nfe_per_image": counted.nfe / rounds, "chains": chains,
+    # one counted call evaluates every chain once; the chains made rounds * chains outputs, n of them kept
+    info = {"nfe_per_chain": counted.nfe, "nfe_per_image": counted.nfe * chains / n, "chains": chains,
             "outputs_per_chain": rounds,
             "finish_sigma": {"mean": float(sig.mean()), "min": float(sig.min()), "max": float(sig.max())}}
     return samples, info

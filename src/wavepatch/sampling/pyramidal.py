@@ -12,17 +12,19 @@ normalised over the image, so a pyramidal prior (:mod:`wavepatch.prior.pyramidal
 average kept exact at every step: each denoised estimate is projected onto {x : box_f(x) = y} by adding the
 nearest-neighbour upsampling of y - box_f(x) (the pseudo-inverse of the box average: the orthogonal projection).
 
-NFE: network calls per image at each level (Heun: 2 levels - 1); ``nfe_pixel_weighted`` weighs each call by
-(side / size)^2, the cost in full-resolution calls.
+NFE: network calls per image at each level (Heun: 2 levels - 1); ``nfe_pixel_weighted`` weighs each call by the
+pixels the network processes at that side against a full-size call (for a patch prior its padded patch grid, so a
+coarse level costs more than (side / size)^2 of a full one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.nn import functional as F
 
+from wavepatch.prior.patches import patch_layout
 from wavepatch.prior.pyramidal import box_downsample, check_factors
 from wavepatch.sampling.steps import Counted
 from wavepatch.sampling.unconditional import edm_heun, karras_sigmas
@@ -31,15 +33,16 @@ from wavepatch.types import Denoiser
 Tensor = torch.Tensor
 
 
-def split_steps(total_levels: int, n_levels: int, coarse_share: float = 0.5) -> list[int]:
+def split_steps(total_levels: int, n_levels: int, coarse_share: float = 0.4) -> list[int]:
     """Noise levels per pyramid level, coarse first: the coarsest gets ``coarse_share`` of ``total_levels``
-    (it starts from sigma_max), the finer ones share the rest equally; every level gets at least 2."""
+    (it starts from sigma_max), the finer ones share the rest equally; every level gets at least 3 (fewer leaves
+    visible noise: one Heun step from sigma_restart to sigma_min is too coarse)."""
     if n_levels == 1:
-        return [max(2, total_levels)]
-    first = max(2, round(total_levels * coarse_share))
-    rest = max(2 * (n_levels - 1), total_levels - first)
+        return [max(3, total_levels)]
+    first = max(3, min(round(total_levels * coarse_share), total_levels - 3 * (n_levels - 1)))
+    rest = max(3 * (n_levels - 1), total_levels - first)
     per, extra = divmod(rest, n_levels - 1)
-    return [first] + [max(2, per + (1 if i < extra else 0)) for i in range(n_levels - 1)]
+    return [first] + [per + (1 if i < extra else 0) for i in range(n_levels - 1)]
 
 
 def _upsample(x: Tensor) -> Tensor:
@@ -56,32 +59,38 @@ def pyramidal_sample(denoise: Denoiser, n: int, size: int, factors: Sequence[int
                      steps: Sequence[int] | int = 16, sigma_restart: float = 0.3, sigma_min: float = 0.002,
                      sigma_max: float = 80.0, generator: torch.Generator | None = None,
                      device: str | torch.device = "cpu", progress: bool = False,
-                     y: Tensor | None = None) -> tuple[Tensor, dict]:
+                     y: Tensor | None = None, pixels: Callable[[int], float] | None = None) -> tuple[Tensor, dict]:
     """``n`` images (n, 1, size, size) in [0, 1] units, coarse to fine; returns (images, info).
 
     factors: the downsampling factors of the pyramid (powers of 2 including 1; consecutive levels differ by 2).
-    steps: Karras noise levels per pyramid level, coarse first (one int: ``split_steps`` of that total);
+    steps: Karras noise levels per pyramid level, coarse first (one int: ``split_steps`` of that total, 40 % to
+    the coarsest);
     sigma_restart: noise level each finer level restarts from (data units). y: a measured low-resolution image
     (n, 1, size / f_max, size / f_max), box averages of the target: the coarsest level is y itself and every
     finer level keeps box_f(x) = y exact (super-resolution; see the module docstring).
-    info: per_level (side, levels, nfe), nfe (per image), nfe_pixel_weighted."""
+    pixels: the pixels one network call processes for an image of a given side (default side^2, a whole-image
+    network; a patch prior processes its zero-padded patch grid: :func:`patch_grid_pixels`).
+    info: per_level (side, levels, nfe), nfe (per image), nfe_pixel_weighted (sum of nfe * pixels(side) /
+    pixels(size): the cost in full-resolution calls)."""
     fs = check_factors(factors, size)[::-1]  # coarse first
-    if any(a != 2 * b for a, b in zip(fs[:-1], fs[1:], strict=True)):
-        raise ValueError(f"pyramid factors must double from level to level, got {tuple(sorted(fs))}")
     if not 0 < sigma_restart < sigma_max:
         raise ValueError(f"sigma_restart must be in (0, sigma_max), got {sigma_restart}")
+    if isinstance(steps, int) and steps < 3 * len(fs):
+        raise ValueError(f"steps {steps} is too few for {len(fs)} pyramid levels (at least 3 per level)")
     per_level = split_steps(steps, len(fs)) if isinstance(steps, int) else [int(s) for s in steps]
     if len(per_level) != len(fs) or min(per_level[1 if y is not None else 0:]) < 1:
         raise ValueError(f"steps needs one positive count per pyramid level ({len(fs)}), got {tuple(per_level)}")
     counted = Counted(denoise)
     info = []
-    if y is not None and y.shape != (n, 1, size // fs[0], size // fs[0]):
-        raise ValueError(f"y must be (n, 1, {size // fs[0]}, {size // fs[0]}), got {tuple(y.shape)}")
+    if y is not None:
+        if y.shape != (n, 1, size // fs[0], size // fs[0]):
+            raise ValueError(f"y must be (n, 1, {size // fs[0]}, {size // fs[0]}), got {tuple(y.shape)}")
+        y = y.to(device, torch.float32)
     x = None
     for level, (f, count) in enumerate(zip(fs, per_level, strict=True)):
         side = size // f
         if level == 0 and y is not None:  # super-resolution: the coarsest level is the measurement
-            x = y.to(device, torch.float32)
+            x = y
             info.append({"side": side, "levels": 0, "nfe": 0})
             continue
         before = counted.nfe
@@ -100,8 +109,18 @@ def pyramidal_sample(denoise: Denoiser, n: int, size: int, factors: Sequence[int
                             fs[0] // f)
         info.append({"side": side, "levels": count, "nfe": counted.nfe - before})
     nfe = sum(d["nfe"] for d in info)
+    cost = pixels or (lambda side: float(side) ** 2)
     return x, {"per_level": info, "nfe": nfe,
-               "nfe_pixel_weighted": sum(d["nfe"] * d["side"] ** 2 for d in info) / size**2}
+               "nfe_pixel_weighted": sum(d["nfe"] * cost(d["side"]) for d in info) / cost(size)}
+
+
+def patch_grid_pixels(patch: int) -> Callable[[int], float]:
+    """Pixels a PaDIS patch denoiser feeds its network per call on a side x side image: the K x K grid of
+    patch x patch patches, K = side // patch + 1 (:func:`~wavepatch.prior.patches.patch_layout`)."""
+    def pixels(side: int) -> float:
+        k, _ = patch_layout(side, patch)
+        return float(k * patch) ** 2
+    return pixels
 
 
 def _projected(denoise: Denoiser, y: Tensor, factor: int) -> Denoiser:
