@@ -6,7 +6,8 @@ every model was trained to sample (against the test patient's 30 slices even the
 1-NNA 100 %: the features tell the two patients apart), with ``wavepatch eval-samples``'s figures: sliced
 Wasserstein distance of Laplacian-pyramid patches, HU-histogram W1,
 log-spectrum error, 1-NNA in a fixed feature space; 50 % = indistinguishable) and times them (seconds per image,
-same threads, sampled one row after another). NFE targets 10 / 20 / 50 / 100 are met as closely as each sampler's
+same threads, sampled one row after another). "ddim (fine-tuned)" is the blur sampler with no blur on the
+fine-tuned EDM prior (plain DDIM): it separates what the blur does from what the step rule does. NFE targets 10 / 20 / 50 / 100 are met as closely as each sampler's
 step rule allows; the NFE column is the actual count per image (DLG: its chains' calls shared by their outputs;
 pyramidal: calls at every resolution, with the pixel-weighted count beside it).
 
@@ -29,6 +30,7 @@ import torch
 
 from wavepatch.io import SliceDataset, save_png
 from wavepatch.metrics.generation import generation_report
+from wavepatch.prior.blur import BlurConfig, BlurDiffusion
 from wavepatch.prior.checkpoint import load_blur_prior, load_noise_classifier, load_prior, load_wavelet_prior
 from wavepatch.prior.model import make_denoiser
 from wavepatch.resources import prior_path
@@ -65,6 +67,8 @@ def _rows_for(args) -> list[tuple[str, int]]:
             rows.append(("heun (fine-tuned)", t))
         if args.blur:
             rows.append(("blur", t))
+        if args.whole_ft:
+            rows.append(("ddim (fine-tuned)", t))
         if args.patch_ft:
             rows.append(("patch heun (fine-tuned)", t))
         if args.pyramidal:
@@ -96,8 +100,9 @@ def _generate(name: str, target: int, args, models: dict, gen: torch.Generator) 
                               chains=max(1, n // 4), gibbs=gibbs, finish_levels=finish, init_levels=6,
                               sigma_chain=args.sigma_chain, generator=gen)
         info.update(nfe=extra["nfe_per_image"], finish_sigma=extra["finish_sigma"]["mean"])
-    elif name == "blur":
-        x, nfe = blur_sample(models["blur"][0], n, steps=target, generator=gen, precision=args.precision)
+    elif name == "blur" or name.startswith("ddim"):
+        net = models["blur"][0] if name == "blur" else _without_blur(*models["whole_ft"])
+        x, nfe = blur_sample(net, n, steps=target, generator=gen, precision=args.precision)
         info["nfe"] = nfe
     elif name == "pyramidal":
         model, cfg = models["pyramidal"]
@@ -112,6 +117,15 @@ def _generate(name: str, target: int, args, models: dict, gen: torch.Generator) 
         x, extra = wsgm_sample(model, n, size, "heun", per_scale, sigma_max=20.0, generator=gen)
         info.update(nfe=extra["nfe"], nfe_pixel_weighted=extra["nfe_pixel_weighted"])
     return x[:, 0].float().clamp(0, 1).numpy(), info
+
+
+def _without_blur(model, cfg) -> BlurDiffusion:
+    """The whole-image prior's network under the blur sampler with no blur (blur_max 0: every DCT gain 1), i.e.
+    plain DDIM (eta 0) on the EDM prior: the control that separates the blur from the sampler's step rule."""
+    plain = BlurDiffusion(BlurConfig(unet=cfg.unet, sigma_data=cfg.sigma_data, image_size=cfg.image_size,
+                                     blur_max=0.0, window=cfg.window, modality=cfg.modality))
+    plain.load_state_dict(model.state_dict())
+    return plain.eval()
 
 
 def _load_models(args) -> dict:
