@@ -7,7 +7,8 @@ every model was trained to sample (against the test patient's 30 slices even the
 Wasserstein distance of Laplacian-pyramid patches, HU-histogram W1,
 log-spectrum error, 1-NNA in a fixed feature space; 50 % = indistinguishable) and times them (seconds per image,
 same threads, sampled one row after another). "ddim (fine-tuned)" is the blur sampler with no blur on the
-fine-tuned EDM prior (plain DDIM): it separates what the blur does from what the step rule does. NFE targets 10 / 20 / 50 / 100 are met as closely as each sampler's
+fine-tuned EDM prior (plain DDIM): it separates what the blur does from what the step rule does. NFE targets
+10 / 20 / 50 / 100 are met as closely as each sampler's
 step rule allows; the NFE column is the actual count per image (DLG: its chains' calls shared by their outputs;
 pyramidal: calls at every resolution, with the pixel-weighted count beside it).
 
