@@ -58,24 +58,15 @@ def _grid(imgs: np.ndarray, cols: int = 6) -> np.ndarray:
     return out
 
 
+# row name, and the option that must be given for it (None: always)
+ROWS = (("heun (bundled)", None), ("sde (bundled)", None), ("dlg (bundled)", "classifier"),
+        ("heun (fine-tuned)", "whole_ft"), ("blur", "blur"), ("ddim (fine-tuned)", "whole_ft"),
+        ("patch heun (fine-tuned)", "patch_ft"), ("pyramidal", "pyramidal"), ("wsgm", "wsgm"))
+
+
 def _rows_for(args) -> list[tuple[str, int]]:
-    rows = [("heun (bundled)", 63)]
-    for t in args.nfe:
-        rows += [("heun (bundled)", t), ("sde (bundled)", t)]
-        if args.classifier:
-            rows.append(("dlg (bundled)", t))
-        if args.whole_ft:
-            rows.append(("heun (fine-tuned)", t))
-        if args.blur:
-            rows.append(("blur", t))
-        if args.whole_ft:
-            rows.append(("ddim (fine-tuned)", t))
-        if args.patch_ft:
-            rows.append(("patch heun (fine-tuned)", t))
-        if args.pyramidal:
-            rows.append(("pyramidal", t))
-        if args.wsgm:
-            rows.append(("wsgm", t))
+    rows = [("heun (bundled)", 63)] + [(name, t) for t in args.nfe for name, need in ROWS
+                                       if need is None or getattr(args, need)]
     return [r for r in rows if not args.only or any(o in r[0] for o in args.only)]
 
 
