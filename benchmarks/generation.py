@@ -99,8 +99,7 @@ def _generate(name: str, target: int, args, models: dict, gen: torch.Generator) 
     elif name == "pyramidal":
         model, cfg = models["pyramidal"]
         denoise = make_denoiser(model, cfg, generator=gen, precision=args.precision)
-        levels = max(3 * len(cfg.pyramid), (target + 3) // 2)  # at least 3 levels per resolution: >= 15 NFE
-        x, extra = pyramidal_sample(denoise, n, size, cfg.pyramid, levels,
+        x, extra = pyramidal_sample(denoise, n, size, cfg.pyramid, (target + 3) // 2,  # split_steps' minimums
                                     sigma_restart=args.sigma_restart, generator=gen,
                                     pixels=patch_grid_pixels(cfg.patch_size))
         info.update(nfe=extra["nfe"], nfe_pixel_weighted=extra["nfe_pixel_weighted"])

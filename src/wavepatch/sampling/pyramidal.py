@@ -33,13 +33,14 @@ from wavepatch.types import Denoiser
 Tensor = torch.Tensor
 
 
-def split_steps(total_levels: int, n_levels: int, coarse_share: float = 0.4) -> list[int]:
-    """Noise levels per pyramid level, coarse first: the coarsest gets ``coarse_share`` of ``total_levels``
-    (it starts from sigma_max), the finer ones share the rest equally; every level gets at least 3 (fewer leaves
-    visible noise: one Heun step from sigma_restart to sigma_min is too coarse)."""
+def split_steps(total_levels: int, n_levels: int, coarse_share: float = 0.5, coarse_min: int = 8) -> list[int]:
+    """Noise levels per pyramid level, coarse first: the coarsest gets ``coarse_share`` of ``total_levels`` but
+    at least ``coarse_min`` (it starts from sigma_max: with 4 Karras levels from 80 the coarse image is already
+    wrong, with 10 it is not), the finer ones share the rest equally, at least 3 each (one Heun step from
+    sigma_restart to sigma_min leaves visible noise). Small totals are raised to these minimums."""
     if n_levels == 1:
         return [max(3, total_levels)]
-    first = max(3, min(round(total_levels * coarse_share), total_levels - 3 * (n_levels - 1)))
+    first = max(coarse_min, round(total_levels * coarse_share))
     rest = max(3 * (n_levels - 1), total_levels - first)
     per, extra = divmod(rest, n_levels - 1)
     return [first] + [per + (1 if i < extra else 0) for i in range(n_levels - 1)]
@@ -63,8 +64,8 @@ def pyramidal_sample(denoise: Denoiser, n: int, size: int, factors: Sequence[int
     """``n`` images (n, 1, size, size) in [0, 1] units, coarse to fine; returns (images, info).
 
     factors: the downsampling factors of the pyramid (powers of 2 including 1; consecutive levels differ by 2).
-    steps: Karras noise levels per pyramid level, coarse first (one int: ``split_steps`` of that total, 40 % to
-    the coarsest);
+    steps: Karras noise levels per pyramid level, coarse first (one int: ``split_steps`` of that total, half to
+    the coarsest, at least 8 there and 3 at each finer level);
     sigma_restart: noise level each finer level restarts from (data units). y: a measured low-resolution image
     (n, 1, size / f_max, size / f_max), box averages of the target: the coarsest level is y itself and every
     finer level keeps box_f(x) = y exact (super-resolution; see the module docstring).
@@ -75,8 +76,6 @@ def pyramidal_sample(denoise: Denoiser, n: int, size: int, factors: Sequence[int
     fs = check_factors(factors, size)[::-1]  # coarse first
     if not 0 < sigma_restart < sigma_max:
         raise ValueError(f"sigma_restart must be in (0, sigma_max), got {sigma_restart}")
-    if isinstance(steps, int) and steps < 3 * len(fs):
-        raise ValueError(f"steps {steps} is too few for {len(fs)} pyramid levels (at least 3 per level)")
     per_level = split_steps(steps, len(fs)) if isinstance(steps, int) else [int(s) for s in steps]
     if len(per_level) != len(fs) or min(per_level[1 if y is not None else 0:]) < 1:
         raise ValueError(f"steps needs one positive count per pyramid level ({len(fs)}), got {tuple(per_level)}")
