@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+from functools import lru_cache
 
 import torch
 
@@ -20,8 +22,12 @@ from wavepatch.sampling.pyramidal import patch_grid_pixels, pyramidal_sample
 
 FAST_SAMPLERS = ("dlg", "pyramidal", "blur")
 DEFAULT_STEPS = {"dlg": 4, "pyramidal": 24, "blur": 50}  # finish levels / total levels / reverse steps
-DLG_DEFAULTS = {"gibbs": 2, "init_levels": 6, "sigma_chain": 1.0, "eps": 0.5}
-SIGMA_RESTART = 0.3
+# the samplers' own defaults, shown in the help (one place: the sampling functions' signatures)
+DLG_DEFAULTS = {k: inspect.signature(dlg_sample).parameters[k].default for k in ("gibbs", "init_levels", "sigma_chain")}
+SIGMA_RESTART = inspect.signature(pyramidal_sample).parameters["sigma_restart"].default
+# option (attribute name) -> the sampler it belongs to
+FAST_OPTIONS = {"classifier": "dlg", "chains": "dlg", "gibbs": "dlg", "init_levels": "dlg", "sigma_chain": "dlg",
+                "sigma_restart": "pyramidal", "eta": "blur"}
 BUNDLED_CLASSIFIER, BUNDLED_CLASSIFIER_WINDOW = "ct_noise128", (-1000.0, 1000.0)
 
 
@@ -65,14 +71,10 @@ def check_fast_options(args, kind: str, cfg) -> str:
     if sampler == "dlg" and args.classifier is None:
         raise ValueError("--sampler dlg needs --classifier (a noise-level classifier: wavepatch train --prior "
                          "noise-level; the bundled one is for CT priors of window -1000 1000)")
-    given = {"--classifier": args.classifier if sampler != "dlg" else None, "--chains": args.chains,
-             "--gibbs": args.gibbs,
-             "--init-levels": args.init_levels, "--sigma-chain": args.sigma_chain}
-    owner = {**dict.fromkeys(given, "dlg"), "--sigma-restart": "pyramidal", "--eta": "blur"}
-    given.update({"--sigma-restart": args.sigma_restart, "--eta": args.eta})
-    for flag, value in given.items():
-        if value is not None and owner[flag] != sampler:
-            raise ValueError(f"{flag} applies to --sampler {owner[flag]} only (this run samples with {sampler})")
+    for name, owner in FAST_OPTIONS.items():
+        value, flag = getattr(args, name), _flag(name)
+        if value is not None and owner != sampler:
+            raise ValueError(f"{flag} applies to --sampler {owner} only (this run samples with {sampler})")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{flag} must be a finite number, got {value}")
     for flag, value, lo in (("--chains", args.chains, 1), ("--gibbs", args.gibbs, 1),
@@ -108,28 +110,23 @@ def draw_fast(args, sampler: str, model, cfg, denoise, b: int, size: int, gen: t
                                    pixels=patch_grid_pixels(args.patch_size or cfg.patch_size))
         return x, info["nfe"], info
     classifier = _classifier(args.classifier, cfg, device)
-    sigma_chain = args.sigma_chain or DLG_DEFAULTS["sigma_chain"]
-    x, info = dlg_sample(
-        denoise, lambda v: classifier.estimate(v, "mean"), b, (1, size, size),
-        chains=min(args.chains or max(1, b // 4), b), gibbs=args.gibbs or DLG_DEFAULTS["gibbs"],
-        finish_levels=args.steps,
-        init_levels=args.init_levels or DLG_DEFAULTS["init_levels"], sigma_chain=sigma_chain,
-        eps=DLG_DEFAULTS["eps"], sigma_min=args.sigma_min, sigma_max=args.sigma_max, generator=gen,
-        device=device, progress=not args.no_progress)
+    given = {k: getattr(args, k) for k in DLG_DEFAULTS if getattr(args, k) is not None}
+    x, info = dlg_sample(denoise, lambda v: classifier.estimate(v, "mean"), b, (1, size, size),
+                         chains=min(args.chains or max(1, b // 4), b), finish_levels=args.steps,
+                         sigma_min=args.sigma_min, sigma_max=args.sigma_max, generator=gen, device=device,
+                         progress=not args.no_progress, **given)
     return x, info["nfe_per_image"], info
 
 
-_CLASSIFIERS: dict = {}
+@lru_cache(maxsize=1)
+def _load_classifier(path: str, device: str):
+    return load_noise_classifier(path, device)  # once per run, not once per batch
 
 
 def _classifier(path, cfg, device):
-    """The noise-level classifier at ``path`` (loaded once per run); ValueError if its data units differ from
-    the prior's (another window or modality)."""
-    key = (str(path), str(device))
-    if key not in _CLASSIFIERS:
-        _CLASSIFIERS.clear()
-        _CLASSIFIERS[key] = load_noise_classifier(path, device)
-    model, ncfg = _CLASSIFIERS[key]
+    """The noise-level classifier at ``path``; ValueError if its data units differ from the prior's (another
+    window or modality)."""
+    model, ncfg = _load_classifier(str(path), str(device))
     if ncfg.window != cfg.window or (ncfg.modality and cfg.modality and ncfg.modality != cfg.modality):
         raise ValueError(f"{path} was trained on other data units (window {ncfg.window}, modality "
                          f"{ncfg.modality}) than the prior (window {cfg.window}, modality {cfg.modality})")
@@ -138,6 +135,10 @@ def _classifier(path, cfg, device):
 
 def refuse_fast_options(args, what: str) -> None:
     """ValueError naming the first fast-generator option given to a run they do not apply to (``what``)."""
-    for flag in ("classifier", "chains", "gibbs", "init_levels", "sigma_chain", "sigma_restart", "eta"):
-        if getattr(args, flag) is not None:
-            raise ValueError(f"--{flag.replace('_', '-')} does not apply to {what}")
+    for name in FAST_OPTIONS:
+        if getattr(args, name) is not None:
+            raise ValueError(f"{_flag(name)} does not apply to {what}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

@@ -190,12 +190,18 @@ def _load_weights(path: PathLike, build, config, device: str | torch.device, pre
     check_state_matches(skeleton.state_dict(), found, str(path))
     del skeleton
     model = build(config)
+    model.load_state_dict(read_weights(path, prefix))
+    return model.to(device).eval()
+
+
+def read_weights(path: PathLike, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The float32 tensors of ``path`` named PREFIX... (prefix stripped); CheckpointError if the file is corrupt.
+    Check the names and shapes first (``tensor_shapes``, ``check_state_matches``): this reads the whole file."""
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is corrupt or truncated ({exc})") from None
-    model.load_state_dict({k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)})
-    return model.to(device).eval()
+    return {k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def tensor_shapes(path: PathLike) -> dict[str, torch.Size]:

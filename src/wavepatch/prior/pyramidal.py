@@ -42,8 +42,3 @@ def box_downsample(x: Tensor, factor: int) -> Tensor:
 def pyramid_levels(images: Tensor, factors: Sequence[int]) -> list[Tensor]:
     """The training images (S, 1, N, N) box-averaged by each factor: [(S, 1, N / f, N / f) for f in factors]."""
     return [box_downsample(images, f) for f in factors]
-
-
-def draw_level(probs: Sequence[float], generator: torch.Generator) -> int:
-    """Index of the pyramid level of one training step, drawn with ``probs``."""
-    return int(torch.multinomial(torch.tensor([float(p) for p in probs]), 1, generator=generator).item())

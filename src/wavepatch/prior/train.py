@@ -36,13 +36,20 @@ from tqdm.auto import tqdm
 from wavepatch.io.atomic import atomic_path, atomic_write_bytes
 from wavepatch.io.dataset import SliceDataset, VolumeDataset, random_patches
 from wavepatch.prior.blur import BlurConfig, BlurDiffusion, blur_loss
-from wavepatch.prior.checkpoint import CheckpointError, check_state_matches, save_prior
+from wavepatch.prior.checkpoint import (
+    CheckpointError,
+    check_state_matches,
+    read_prior_metadata,
+    read_weights,
+    save_prior,
+    tensor_shapes,
+)
 from wavepatch.prior.model import PriorConfig, build_prior
 from wavepatch.prior.noise_level import NoiseLevelClassifier, NoiseLevelConfig, noise_level_loss
 from wavepatch.prior.noisy_data import default_level, noise_report, noise_sampler, noisy_training_set
 from wavepatch.prior.patches import position_channels
 from wavepatch.prior.precond import edm_loss
-from wavepatch.prior.pyramidal import check_factors, draw_level, pyramid_levels
+from wavepatch.prior.pyramidal import check_factors, pyramid_levels
 from wavepatch.prior.unet import UNetConfig
 from wavepatch.prior.wavelet import WaveletPrior, WaveletPriorConfig, coefficient_stats, wsgm_loss
 from wavepatch.shapes import per_axis
@@ -277,7 +284,7 @@ class TrainConfig:
                 _in_range("patch_size", p, 1, MAX_SIZE)
 
     def _check_pyramid(self, size: int) -> None:
-        """Pyramidal prior: 2-D, factors powers of 2 including 1 that divide the size, one probability each."""
+        """Pyramidal prior: 2-D, factors 1, 2, 4, ... whose largest divides the size, one probability each."""
         if self.dims != 2:
             raise ValueError("the pyramidal prior is 2-D only")
         probs = self.pyramid_probs or tuple(1 / len(self.pyramid) for _ in self.pyramid)
@@ -351,7 +358,7 @@ def draw_batch(data: SliceDataset | VolumeDataset, cfg: TrainConfig, generator: 
     level is drawn first, and its patches carry coordinates over that level's image.
     """
     if cfg.prior == "pyramidal":
-        return _patch_batch(levels[draw_level(cfg.pyramid_probs, generator)], cfg, generator)
+        return _patch_batch(levels[_draw_index(cfg.pyramid_probs, generator)], cfg, generator)
     if cfg.prior in ("whole", "wavelet", "blur", "noise-level"):
         idx = torch.randint(0, len(data), (cfg.batch,), generator=generator)
         x = data.images[idx]
@@ -362,11 +369,15 @@ def draw_batch(data: SliceDataset | VolumeDataset, cfg: TrainConfig, generator: 
     return _patch_batch(data.images, cfg, generator)
 
 
+def _draw_index(probs: tuple[float, ...], generator: torch.Generator) -> int:
+    """An index drawn with probabilities ``probs`` (the step's patch size, or a pyramidal prior's level)."""
+    return int(torch.multinomial(torch.tensor(probs), 1, generator=generator).item())
+
+
 def _patch_batch(images: Tensor, cfg: TrainConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Patches of ``images`` (S, 1, *size) and their position channels, as ``draw_batch`` returns them."""
     d = images.ndim - 2
-    k = torch.multinomial(torch.tensor(cfg.patch_probs), 1, generator=generator).item()
-    p = cfg.patch_sizes[k]
+    p = cfg.patch_sizes[_draw_index(cfg.patch_probs, generator)]
     shape = (cfg.patch_depth, p, p) if cfg.patch_depth else (p,) * d  # a fixed depth scales the in-plane axes only
     n = max(1, round(cfg.batch * (max(cfg.patch_sizes) / p) ** (2 if cfg.patch_depth else d)))
     patches, positions = random_patches(images, n, shape, generator=generator, pad=cfg.pad, flip=False)
@@ -631,16 +642,14 @@ def _load_init(path: str, model: torch.nn.Module, ema: torch.nn.Module, device: 
     """Start ``model`` and ``ema`` from the weights of the prior checkpoint ``path`` (fine-tuning); CheckpointError
     unless its tensors match this architecture exactly (name and shape) and it was trained on the same data
     units (window, EDM sigma_data)."""
-    from wavepatch.prior.checkpoint import read_prior_metadata, tensor_shapes
-
     source = read_prior_metadata(path).get("config", {})  # refuses anything that is not a wavepatch checkpoint
-    window = tuple(source["window"]) if source.get("window") is not None else None
-    if "window" in source and window != (tuple(cfg.window) if cfg.window is not None else None):
+    window = tuple(map(float, source["window"])) if source.get("window") is not None else None
+    if "window" in source and window != cfg.window:
         raise CheckpointError(f"--init {path} was trained on window {window}, this run uses {cfg.window}")
     if "sigma_data" in source and float(source["sigma_data"]) != cfg.sigma_data:
         raise CheckpointError(f"--init {path} has sigma_data {source['sigma_data']}, this run {cfg.sigma_data}")
     check_state_matches(model.state_dict(), tensor_shapes(path), f"--init {path}")
-    weights = {k: v.float().to(device) for k, v in load_file(str(path)).items()}
+    weights = read_weights(path)
     model.load_state_dict(weights)
     ema.load_state_dict(weights)
 

@@ -51,14 +51,13 @@ def blur_sample(model: BlurDiffusion, n: int, steps: int = 50, eta: float = 0.0,
     network = inference_network(model, resolve_precision(precision, device))
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)[:-1]
     x = randn() * float(sigmas[0])
-    x0 = x
     for i in tqdm(range(steps), disable=not progress, desc="blur diffusion", leave=False):
         t = torch.full((n,), float(sigmas[i]), device=device)
         x0 = network(x, t).float().clamp(0, 1)
         if i == steps - 1:
             break
         s = torch.full((n,), float(sigmas[i + 1]), device=device)
-        x = reverse_step(x, x0, t, s, eta, model.config, randn)
+        x = reverse_step(x, x0, t, s, eta, cfg, randn)
     return x0, steps
 
 

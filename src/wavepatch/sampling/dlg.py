@@ -31,22 +31,6 @@ Tensor = torch.Tensor
 SigmaEstimator = Callable[[Tensor], Tensor]  # x (B, 1, H, W) -> sigma (B,)
 
 
-def heun_per_item(denoise: Denoiser, x: Tensor, sigmas: Tensor) -> Tensor:
-    """EDM Heun over per-image noise levels: sigmas (L + 1, B), decreasing, the last row 0. NFE = 2 L - 1."""
-    def view(s: Tensor) -> Tensor:
-        return s.reshape(-1, *[1] * (x.ndim - 1)).to(x.dtype)
-
-    for i in range(sigmas.shape[0] - 1):
-        s, s_next = sigmas[i].float(), sigmas[i + 1].float()
-        d = (x - denoise(x, s)) / view(s)
-        x_next = x + view(s_next - s) * d
-        if bool((s_next > 0).all()):
-            d_next = (x_next - denoise(x_next, s_next)) / view(s_next)
-            x_next = x + view(s_next - s) * 0.5 * (d + d_next)
-        x = x_next
-    return x
-
-
 def finish_levels_per_item(sigma: Tensor, levels: int, sigma_min: float) -> Tensor:
     """Karras levels from each image's sigma (B,) down to sigma_min, then 0: (levels + 1, B)."""
     cols = [karras_sigmas(levels, min(sigma_min, float(s)), float(s)) for s in sigma]
@@ -98,7 +82,7 @@ def dlg_sample(denoise: Denoiser, estimate_sigma: SigmaEstimator, n: int, shape:
             better = sigma < best_sigma
             best_x = torch.where(better.reshape(-1, *[1] * len(shape)), x, best_x)
             best_sigma = torch.where(better, sigma, best_sigma)
-        outputs.append(heun_per_item(counted, best_x, finish_levels_per_item(best_sigma, finish_levels, sigma_min)))
+        outputs.append(edm_heun(counted, best_x, finish_levels_per_item(best_sigma, finish_levels, sigma_min)))
         finished_from.append(best_sigma)
     samples = torch.cat(outputs)[:n]
     sig = torch.cat(finished_from)[:n]

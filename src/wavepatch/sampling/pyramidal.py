@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.nn import functional as F
 
+from wavepatch.physics.superres import SuperResolution
 from wavepatch.prior.patches import patch_layout
-from wavepatch.prior.pyramidal import box_downsample, check_factors
+from wavepatch.prior.pyramidal import check_factors
 from wavepatch.sampling.steps import Counted
 from wavepatch.sampling.unconditional import edm_heun, karras_sigmas
 from wavepatch.types import Denoiser
@@ -51,8 +52,10 @@ def _upsample(x: Tensor) -> Tensor:
 
 
 def project_box(x: Tensor, y: Tensor, factor: int) -> Tensor:
-    """Orthogonal projection of x (B, 1, f h, f w) onto {x : box_f(x) = y}, y (B, 1, h, w)."""
-    return x + F.interpolate(y - box_downsample(x, factor), scale_factor=factor, mode="nearest")
+    """Orthogonal projection of x (B, 1, f h, f w) onto {x : box_f(x) = y}, y (B, 1, h, w): x + A^+(y - A x) with
+    A the box-average ``SuperResolution`` (its pseudo-inverse is nearest upsampling)."""
+    op = SuperResolution(factor, tuple(x.shape[1:]), kernel="box")
+    return x + op.A_dagger(y - op.A(x))
 
 
 @torch.no_grad()

@@ -44,7 +44,7 @@ def geometric_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
     return torch.cat([sig, sig.new_zeros(1)]).to(device)
 
 
-def to_d(x: Tensor, sigma: float, denoised: Tensor) -> Tensor:
+def to_d(x: Tensor, sigma: float | Tensor, denoised: Tensor) -> Tensor:
     """dx/dsigma of the probability-flow ODE: (x - D(x, sigma)) / sigma."""
     return (x - denoised) / sigma
 
@@ -53,18 +53,30 @@ def _bar(n: int, progress: bool, desc: str):
     return tqdm(range(n), disable=not progress, desc=desc, leave=False)
 
 
+def _level(sigma: Tensor) -> float | Tensor:
+    """One row of a schedule as the denoiser takes it: a float (one level for the batch) or (B,) float32."""
+    return float(sigma) if sigma.ndim == 0 else sigma.float()
+
+
+def _per_image(level: float | Tensor, x: Tensor) -> float | Tensor:
+    """``level`` broadcastable against x (B, C, *spatial)."""
+    return level if isinstance(level, float) else level.reshape(-1, *[1] * (x.ndim - 1)).to(x.dtype)
+
+
 @torch.no_grad()
 def edm_heun(denoise: Denoiser, x: Tensor, sigmas: Tensor, progress: bool = False) -> Tensor:
     """EDM's deterministic 2nd-order Heun sampler of the probability-flow ODE (Karras et al. 2022, Alg. 1).
 
-    NFE = 2 (len(sigmas) - 1) - 1 (the last step to sigma = 0 is an Euler step)."""
+    sigmas: (L + 1,) levels shared by the batch, or (L + 1, B) one column per image (DLG finishes each image
+    from its own level); the last step to sigma = 0 is an Euler step. NFE = 2 L - 1."""
     for i in _bar(len(sigmas) - 1, progress, "Heun"):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        d = to_d(x, s, denoise(x, s))
-        x_next = x + (s_next - s) * d
-        if s_next > 0:
-            d_next = to_d(x_next, s_next, denoise(x_next, s_next))
-            x_next = x + (s_next - s) * 0.5 * (d + d_next)
+        s, s_next = _level(sigmas[i]), _level(sigmas[i + 1])
+        h = _per_image(s_next, x) - _per_image(s, x)
+        d = to_d(x, _per_image(s, x), denoise(x, s))
+        x_next = x + h * d
+        if bool(torch.as_tensor(s_next).gt(0).all()):
+            d_next = to_d(x_next, _per_image(s_next, x), denoise(x_next, s_next))
+            x_next = x + h * 0.5 * (d + d_next)
         x = x_next
     return x
 
