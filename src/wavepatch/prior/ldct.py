@@ -23,20 +23,20 @@ head is one two-layer MLP per feature layer onto unit vectors of ``feature_dim``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wavepatch.types import from_known_fields
+from wavepatch.types import JsonConfig
 from wavepatch.wavelets import dwt2_periodized, idwt2_periodized
 
 Tensor = torch.Tensor
 
 
 @dataclass
-class LDCTConfig:
+class LDCTConfig(JsonConfig):
     """Architecture of a low-dose CT translator (saved with every checkpoint). kind: always 'ldct'; objective:
     'metric' (LSGAN + identity + patch-metric), 'gan' (the same with the metric weight at 0) or 'supervised'
     (MSE on pairs): recorded so a user knows what a file is."""
@@ -53,12 +53,9 @@ class LDCTConfig:
     disc_scale: float = 20.0
     window: tuple[float, float] = (-1000.0, 1000.0)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict) -> LDCTConfig:
-        cfg = from_known_fields(cls, data, "LDCT config fields")
+        cfg = super().from_dict(data)
         cfg.window = tuple(cfg.window)
         if cfg.kind != "ldct" or cfg.objective not in ("metric", "gan", "supervised"):
             raise ValueError(f"not an LDCT translator config (kind {cfg.kind!r}, objective {cfg.objective!r})")

@@ -79,19 +79,12 @@ class NoiseLevelClassifier(nn.Module):
         return self.head(torch.cat([feats, std.log()[:, None]], dim=1))
 
     @torch.no_grad()
-    def estimate(self, x: Tensor, how: str = "mean", sigma_cap: float | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
+    def estimate(self, x: Tensor, how: str = "mean", generator: torch.Generator | None = None) -> Tensor:
         """sigma (B,) for x (B, 1, H, W): 'mean' exp(E[ln sigma]), 'argmax' the most probable level, or
-        'sample' a level drawn from p(sigma | x) (a Gibbs step); ``sigma_cap``: only levels <= it count."""
+        'sample' a level drawn from p(sigma | x) (a Gibbs step, with ``generator``)."""
         if how not in ESTIMATES:
             raise ValueError(f"estimate must be one of {ESTIMATES}, got {how!r}")
-        logits = self(x)
-        if sigma_cap is not None:
-            allowed = self.log_sigmas <= math.log(sigma_cap) + 1e-9
-            if not allowed.any():
-                allowed = self.log_sigmas == self.log_sigmas.min()
-            logits = logits.masked_fill(~allowed, float("-inf"))
-        probs = logits.softmax(dim=1)
+        probs = self(x).softmax(dim=1)
         if how == "mean":
             return (probs * self.log_sigmas).sum(dim=1).exp()
         if how == "argmax":
