@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -155,6 +156,7 @@ def main() -> int:
                 atomic_write_bytes(path, ("\n".join(buf) + "\n").encode())
     md = summarize(rows, args)
     atomic_write_bytes(args.out / "summary.md", md.encode())
+    plot(rows, args, args.out / "train_size.png")
     print(md)
     return 0
 
@@ -190,6 +192,17 @@ def summarize(rows: list[dict], args) -> str:
                 gain = np.mean([float(per[s]["psnr"]) - float(ref[s]["psnr"]) for s in common]) if common else 0
                 cells.append(f"{_mean(per, 'psnr'):.2f} / {_mean(per, 'ssim'):.3f} ({gain:+.2f})")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Patch minus whole image, paired over slices (mean +- standard error, dB):", "",
+              "| slices | " + " | ".join(f"{m} x{a:g}" for m in args.methods for a in args.accels) + " |",
+              "|---" * (len(args.methods) * len(args.accels) + 1) + "|"]
+    for n in args.sizes:
+        cells = []
+        for m in args.methods:
+            for accel in args.accels:
+                p, w = table.get(("patch", str(n), m, accel), {}), table.get(("whole", str(n), m, accel), {})
+                d = np.array([float(p[s]["psnr"]) - float(w[s]["psnr"]) for s in p if s in w])
+                cells.append(f"{d.mean():+.2f} +- {d.std(ddof=1) / np.sqrt(len(d)):.2f}" if len(d) > 1 else "")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", "| model | steps | training seconds | final loss (mean of the last 50 logged) |", "|---|---|---|---|"]
     for n in args.sizes:
         for kind in args.kinds:
@@ -199,6 +212,39 @@ def summarize(rows: list[dict], args) -> str:
                 loss = info.get("final_loss_mean_last_50_logged", float("nan"))
                 lines.append(f"| {kind} {n} | {info['step']} | {info.get('train_seconds', 0):.0f} | {loss:.4f} |")
     return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], args, path: Path) -> None:
+    """PSNR (mean over slices) against the number of training slices: one panel per method and acceleration,
+    patch and whole image, ADMM-TV as a horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(m, a) for m in args.methods for a in args.accels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (m, accel) in zip(axes[0], panels, strict=True):
+        for kind, style in (("patch", "o-"), ("whole", "s--")):
+            pts = [(n, [float(r["psnr"]) for r in rows if r["kind"] == kind and r["n_train"] == str(n)
+                        and r["method"] == m and float(r["accel"]) == accel]) for n in args.sizes]
+            pts = [(n, np.mean(v)) for n, v in pts if v]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, label=kind)
+        ref = [float(r["psnr"]) for r in rows if r["method"] == "admm-tv" and float(r["accel"]) == accel]
+        if ref:
+            ax.axhline(np.mean(ref), color="grey", lw=1, label="ADMM-TV")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(args.sizes, [str(n) for n in args.sizes])
+        ax.set_title(f"{m}, x{accel:g}")
+        ax.set_xlabel("training slices")
+        ax.set_ylabel("PSNR (dB)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 if __name__ == "__main__":
