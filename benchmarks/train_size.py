@@ -121,8 +121,9 @@ def main() -> int:
             if trained_steps(run) >= args.steps:
                 continue
             t0 = time.perf_counter()
-            print(f"training {kind} on {n} slices -> {run}", flush=True)
-            subprocess.run(train_command(kind, folders[n], run, args), check=True)
+            cmd = train_command(kind, folders[n], run, args)
+            print(f"training {kind} on {n} slices: wavepatch {' '.join(cmd[3:])}", flush=True)
+            subprocess.run(cmd, check=True)
             print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
     if args.train_only:
         return 0
