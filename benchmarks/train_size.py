@@ -140,9 +140,9 @@ def main() -> int:
                 prior = args.runs / f"{kind}_{n}" / "prior.safetensors"
                 jobs.append((kind, str(n), col, method, fast, overrides, prior))
     files = pick_slices(args.test, args.slices)
+    images = [load_slices(f, args.size)[0][1] for f in files]  # normalised and resized as `reconstruct` does
     for accel in args.accels:
-        for k, f in enumerate(files):
-            img = load_slices(f, args.size)[0][1]
+        for k, (f, img) in enumerate(zip(files, images, strict=True)):
             for kind, n, col, method, fast, overrides, prior in jobs:
                 if (kind, n, col, accel, f.name) in done:
                     continue
