@@ -138,7 +138,7 @@ def test_ddp_training_with_two_gloo_processes(tmp_path, data, torchrun_train):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["padis", "dps", "mcg", "langevin", "pc", "ddnm", "wavelet-langevin"])
+@pytest.mark.parametrize("method", ["padis", "dps", "pigdm", "mcg", "langevin", "pc", "ddnm", "wavelet-langevin"])
 def test_reconstruct_with_a_learned_prior_from_the_cli(tmp_path, method):
     ct = Path(__file__).resolve().parents[1] / "data" / "ct" / "A0002_B40f_015.dcm"
     out = tmp_path / method

@@ -70,6 +70,7 @@ def test_phase_retrieval_from_the_cli(tmp_path, capsys):
                  "--param", "steps=3", "--out", str(tmp_path / "fast"), "--no-progress"]) == 0
     capsys.readouterr()
     for argv, needle in ((["--method", "admm-tv"], "needs a linear forward model"),
+                         (["--method", "pigdm"], "needs a linear forward model"),  # A^+ of a magnitude: none
                          (["--method", "hio", "--noise", "-1"], "--noise must be >= 0"),
                          (["--method", "hio", "--oversampling", "0.9"], "--oversampling must be in [1, 8]"),
                          (["--method", "hio", "--views", "20"], "--views does not apply to phase-retrieval")):

@@ -40,10 +40,13 @@ class Dense(LinearOperator):
         return (y.reshape(y.shape[0], -1) @ torch.linalg.pinv(self.m).T).reshape(y.shape[0], 1, 3, 3)
 
 
-def problem(noise_std: float):
+def problem(noise_std: float, iso_std: float | None = None):
+    """iso_std: the isotropic prior N(mu, iso_std^2 I) instead of the correlated one."""
     torch.manual_seed(0)
     idx = torch.stack(torch.meshgrid(torch.arange(3), torch.arange(3), indexing="ij"), -1).reshape(-1, 2).double()
     cov = 0.04 * torch.exp(-torch.cdist(idx, idx) / 1.5) + 1e-3 * torch.eye(9, dtype=torch.float64)
+    if iso_std is not None:
+        cov = iso_std**2 * torch.eye(9, dtype=torch.float64)
     mu = torch.linspace(0.2, 0.8, 9, dtype=torch.float64)
     evals, evecs = torch.linalg.eigh(cov)
 
@@ -75,12 +78,14 @@ def start(sigma, gen):
     return sigma * torch.randn(B, 1, 3, 3, dtype=torch.float64, generator=gen)
 
 
+@pytest.mark.parametrize("likelihood", ["pinv", "isotropic"])
 @pytest.mark.parametrize("noise_std", [0.05, 0.0])
-def test_annealed_langevin_samples_the_exact_posterior(noise_std):
+def test_annealed_langevin_samples_the_exact_posterior(noise_std, likelihood):
+    # both noise-level likelihoods tend to the true one as sigma -> 0, so the chain ends on the exact posterior
     denoise, op, y, mu, mu_p, cov_p = problem(noise_std)
     gen = torch.Generator().manual_seed(1)
     x = P.langevin(denoise, GaussianFidelity(op, y, std=noise_std), start(20.0, gen),
-                   geometric_sigmas(100, 0.002, 20.0), n_inner=10, generator=gen)
+                   geometric_sigmas(100, 0.002, 20.0), n_inner=10, likelihood=likelihood, generator=gen)
     mean_err, cov_err, _ = errors(x, op, y, mu, mu_p, cov_p)
     assert mean_err < 0.15 and cov_err < 0.15
 
@@ -95,7 +100,7 @@ def test_predictor_corrector_approximates_the_posterior(noise_std):
     assert mean_err < 0.3 and cov_err < 0.4
 
 
-@pytest.mark.parametrize("name", ["dps", "padis", "mcg"])
+@pytest.mark.parametrize("name", ["dps", "padis", "padis-pinv", "mcg", "pigdm"])
 def test_gradient_samplers_move_to_the_posterior_and_fit_the_data(name):
     # DPS-type samplers are approximations (the Tweedie-point likelihood ignores Cov[x0 | x_t]); they must get
     # the posterior mean far better than the prior mean and fit the noiseless data.
@@ -106,12 +111,36 @@ def test_gradient_samplers_move_to_the_posterior_and_fit_the_data(name):
         x = P.dps(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033, generator=gen)
     elif name == "padis":
         x = P.padis(denoise, fidelity, start(20.0, gen), geometric_sigmas(30, 0.002, 20.0), n_inner=5, zeta=0.033,
-                    generator=gen)
+                    guidance="gradient", eps=0.5, generator=gen)
+    elif name == "padis-pinv":
+        x = P.padis(denoise, fidelity, start(20.0, gen), geometric_sigmas(30, 0.002, 20.0), n_inner=5, generator=gen)
+    elif name == "pigdm":
+        x = P.pigdm(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), generator=gen)
     else:
         x = P.mcg(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033, generator=gen)
     mean_err, cov_err, resid = errors(x, op, y, mu, mu_p, cov_p)
     assert mean_err < 0.15 and cov_err < 0.6
-    assert resid < (1e-6 if name == "mcg" else 0.1)  # MCG projects onto A x = y
+    # MCG projects onto A x = y; PiGDM's last guided estimate is a pseudo-inverse step with J ~ I at sigma_min
+    assert resid < (1e-6 if name == "mcg" else 1e-3 if name in ("pigdm", "padis-pinv") else 0.1)
+
+
+@pytest.mark.parametrize("noise_std", [0.0, 0.05])
+def test_pigdm_samples_the_posterior_of_an_isotropic_gaussian_prior(noise_std):
+    # Under N(mu, c^2 I) the denoiser's Jacobian is isotropic, x0 | x_s is exactly N(D(x_s), r^2 I), and the
+    # guided estimate is the exact E[x0 | x_s, y] (the line search lands on PiGDM's weight); the ancestral chain
+    # then samples the posterior up to its discretisation. A wrong r (c) misweights noisy data.
+    c = 0.2
+    denoise, op, y, mu, mu_p, cov_p = problem(noise_std, iso_std=c)
+    gen = torch.Generator().manual_seed(1)
+    fidelity = GaussianFidelity(op, y, std=noise_std)
+    x = P.pigdm(denoise, fidelity, start(20.0, gen), karras_sigmas(200, 0.002, 20.0), c=c, generator=gen)
+    mean_err, cov_err, resid = errors(x, op, y, mu, mu_p, cov_p)
+    assert mean_err < 0.05 and cov_err < 0.15
+    if noise_std == 0:
+        assert resid < 1e-6
+    else:
+        wrong = P.pigdm(denoise, fidelity, start(20.0, gen), karras_sigmas(200, 0.002, 20.0), c=0.02, generator=gen)
+        assert errors(wrong, op, y, mu, mu_p, cov_p)[0] > 3 * mean_err
 
 
 def test_ddnm_is_data_consistent_and_near_the_posterior():
@@ -251,3 +280,18 @@ def test_project_refuses_noisy_data_and_expand_repeats_the_measurement():
         with pytest.raises(ValueError, match="cannot expand"):
             big.expand(4)
     assert GaussianFidelity(op, y, std=0.05).expand(3).std == 0.05
+
+
+@pytest.mark.parametrize("noise_std", [0.0, 0.05])
+def test_pinv_likelihood_gradient_is_that_of_the_noise_level_gaussian(noise_std):
+    # (prox(x, 1/s^2) - x) / s^2 = A^T (V + s^2 A A^T)^-1 (y - A x): the gradient of log N(y; A x, V + s^2 A A^T)
+    denoise, op, y, *_ = problem(noise_std)
+    fidelity = GaussianFidelity(op, y[:3], std=noise_std)
+    x = torch.randn(3, 1, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    s, m = 0.3, op.m
+    cov = noise_std**2 * torch.eye(4, dtype=torch.float64) + s**2 * m @ m.T
+    want = (torch.linalg.solve(cov, (y[:3].reshape(3, 4) - x.reshape(3, 9) @ m.T).T).T @ m).reshape(x.shape)
+    got = P._posterior_score(x, x, fidelity, s, "pinv", cg=50)  # denoised = x: the prior term is 0
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="likelihood"):
+        P._posterior_score(x, x, fidelity, s, "bogus")

@@ -53,7 +53,8 @@ CLASSICAL = [Column("baseline", "fbp"), Column("admm-tv", "admm-tv"),
              Column("pnp-admm (learned)", "pnp-admm", {"overrides": {"denoiser": "learned"}}),
              Column("red (learned)", "red", {"overrides": {"denoiser": "learned"}})]
 LEARNED = [
-    Column("dps (whole image)", "dps"), Column("mcg (whole image)", "mcg"), Column("langevin", "langevin"),
+    Column("dps (whole image)", "dps"), Column("pigdm (whole image)", "pigdm"), Column("mcg (whole image)", "mcg"),
+    Column("langevin", "langevin"),
     Column("pc", "pc"), Column("ddnm", "ddnm"),
     Column("patch averaging", "padis", {"patch_mode": "average"}),
     Column("patch stitching", "padis", {"patch_mode": "stitch"}),

@@ -337,31 +337,44 @@ _SCHEDULE = (Param("sigma_max", float, 10.0, "first noise level of a cold start"
 _ZETA = Param("zeta", float, 0.1, "data step size, per pixel (divided by the fidelity's scale)", low=0)
 _N_INNER = Param("n_inner", int, 3, "Langevin iterations per noise level", low=1, high=10_000)
 _CG = Param("cg", int, 10, "CGLS iterations of each data-consistency step", low=1, high=10_000)
+_LIKELIHOOD = Param("likelihood", str, "pinv", "likelihood of a noisy iterate: N(y; A x, V + sigma^2 A A^T) (pinv, "
+                    "a CG solve per step) or V + sigma^2 ||A||^2 I (isotropic, Jalal et al.)",
+                    choices=("pinv", "isotropic"))
 
 register(Method("padis", "sampler", P.padis, "PaDIS: random-shift patch prior, Langevin with a data step through "
                 "the denoiser (--fast: one denoiser call + CG data consistency per level, DDS)",
                 (_steps(20), Param("n_inner", int, 5, "Langevin iterations per level", low=1, high=10_000,
                                    applies="slow"),
                  Param("zeta", float, 0.1, _ZETA.help, low=0, applies="slow"),
-                 Param("eps", float, 0.5, "Langevin step factor: alpha = eps sigma^2", low=0, low_open=True,
+                 Param("eps", float, 1.5, "Langevin step factor: alpha = eps sigma^2 (the talk: 0.5)", low=0,
+                       low_open=True, applies="slow"),
+                 Param("guidance", str, "pinv", "data step: the talk's normalised gradient through the "
+                       "denoiser, or pinv (the PiGDM estimate, as --method pigdm)", choices=("gradient", "pinv"),
+                       applies="slow"),
+                 Param("c", float, 0.25, "guidance=pinv: prior std per pixel (noisy data)", low=0, low_open=True,
                        applies="slow"),
                  Param("eta", float, 1.0, "fresh-noise fraction of each re-noising (fast mode)", low=0, high=1,
                        applies="fast"),
-                 Param("cg", int, 10, _CG.help, low=1, high=10_000, applies="fast"), *_SCHEDULE),
+                 Param("cg", int, 10, _CG.help + " (fast mode, guidance=pinv)", low=1, high=10_000), *_SCHEDULE),
                 prior="patch", patch_only=True, gradient=True, schedule="geometric", fast_run=P.ddnm,
                 fast_schedule="karras", fast_defaults={"steps": 50}))
 register(Method("dps", "sampler", P.dps, "diffusion posterior sampling (gradient through the denoiser)",
                 (_steps(100), _ZETA, *_SCHEDULE), gradient=True, nonlinear=True))
+register(Method("pigdm", "sampler", P.pigdm, "pseudoinverse-guided diffusion: the Tweedie estimate corrected by "
+                "J^T A^+(y - A x0) (gradient through the denoiser; linear tasks)",
+                (_steps(100), Param("c", float, 0.25, "prior std per pixel (unit image) in the Gaussian model of "
+                                    "x0 | x_sigma; weighs noisy data only", low=0, low_open=True),
+                 _CG, *_SCHEDULE), gradient=True))
 register(Method("mcg", "sampler", P.mcg, "manifold-constrained gradient: DPS + projection on the noised data",
                 (_steps(100), _ZETA, _CG, *_SCHEDULE), gradient=True))
 register(Method("langevin", "sampler", P.langevin, "annealed Langevin on the posterior (noise-inflated likelihood)",
                 (_steps(50), _N_INNER, Param("eps", float, 0.5, "step factor: a = eps sigma^2 / 2", low=0,
-                                             low_open=True), *_SCHEDULE), schedule="geometric"))
+                                             low_open=True), _LIKELIHOOD, _CG, *_SCHEDULE), schedule="geometric"))
 register(Method("pc", "sampler", P.predictor_corrector, "predictor-corrector (ancestral predictor, Langevin "
                 "corrector)", (_steps(100), Param("snr", float, 0.16, "corrector signal-to-noise ratio", low=0,
                                                   low_open=True),
                                Param("n_corrector", int, 1, "corrector steps per level", low=0, high=100),
-                               *_SCHEDULE)))
+                               _LIKELIHOOD, _CG, *_SCHEDULE)))
 register(Method("ddnm", "sampler", P.ddnm, "DDNM: null-space data consistency on the Tweedie estimate",
                 (_steps(100), Param("eta", float, 0.85, "fresh-noise fraction of each re-noising", low=0, high=1),
                  _CG, *_SCHEDULE)))
