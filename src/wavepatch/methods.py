@@ -368,10 +368,10 @@ register(Method("pigdm", "sampler", P.pigdm, "pseudoinverse-guided diffusion: th
 register(Method("mcg", "sampler", P.mcg, "manifold-constrained gradient: DPS + projection on the noised data",
                 (_steps(100), _ZETA, _CG, *_SCHEDULE), gradient=True))
 register(Method("langevin", "sampler", P.langevin, "annealed Langevin on the posterior (noise-inflated likelihood)",
-                (_steps(50), _N_INNER, Param("eps", float, 0.5, "step factor: a = eps sigma^2 / 2", low=0,
+                (_steps(50), _N_INNER, Param("eps", float, 1.5, "step factor: a = eps sigma^2 / 2", low=0,
                                              low_open=True), _LIKELIHOOD, _CG, *_SCHEDULE), schedule="geometric"))
 register(Method("pc", "sampler", P.predictor_corrector, "predictor-corrector (ancestral predictor, Langevin "
-                "corrector)", (_steps(100), Param("snr", float, 0.16, "corrector signal-to-noise ratio", low=0,
+                "corrector)", (_steps(100), Param("snr", float, 0.5, "corrector signal-to-noise ratio", low=0,
                                                   low_open=True),
                                Param("n_corrector", int, 1, "corrector steps per level", low=0, high=100),
                                _LIKELIHOOD, _CG, *_SCHEDULE)))

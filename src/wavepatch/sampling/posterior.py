@@ -206,7 +206,7 @@ def _posterior_score(denoised: Tensor, x: Tensor, fidelity: DataFidelity, s: flo
 
 @torch.no_grad()
 def langevin(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *, n_inner: int = 3,
-             eps: float = 0.5, likelihood: str = "pinv", cg: int = 10, generator: torch.Generator | None = None,
+             eps: float = 1.5, likelihood: str = "pinv", cg: int = 10, generator: torch.Generator | None = None,
              callback: Callback | None = None) -> Tensor:
     """Annealed Langevin dynamics on the posterior: at each level, ``n_inner`` steps
     x <- x + a (score_prior + grad log p_s(y | x)) + sqrt(2 a) z, a = eps sigma^2 / 2, with the likelihood of an
@@ -227,7 +227,7 @@ def langevin(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tenso
 
 
 @torch.no_grad()
-def predictor_corrector(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *, snr: float = 0.16,
+def predictor_corrector(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *, snr: float = 0.5,
                         n_corrector: int = 1, likelihood: str = "pinv", cg: int = 10,
                         generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
     """Predictor-corrector (Song et al. 2021) on the posterior: ancestral predictor with the posterior score
