@@ -77,13 +77,14 @@ def main() -> None:
     store.write_text(json.dumps(data, indent=1))
     admm = data["admm_tv"]["psnr"]
     print(f"\n{Path(args.input).name}, {args.views}-view CT, 256^2; ADMM-TV {admm:.2f} dB\n")
-    print("| sampler | " + " | ".join(f"~{b} NFE" for b in args.nfe) + " |")
-    print("|---|" + "---|" * len(args.nfe))
+    budgets = sorted({r["budget"] for r in data["rows"]})  # every row measured so far, not only this run's
+    print("| sampler | " + " | ".join(f"~{b} NFE" for b in budgets) + " |")
+    print("|---|" + "---|" * len(budgets))
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=110)
-    for sampler in args.samplers:
+    for sampler in [m for m in SAMPLERS if any(r["sampler"] == m for r in data["rows"])]:
         rows = sorted((r for r in data["rows"] if r["sampler"] == sampler), key=lambda r: r["nfe"])
         cells = {r["budget"]: f"{r['psnr']:.2f}" for r in rows}
-        print(f"| {sampler} | " + " | ".join(cells.get(b, "–") for b in args.nfe) + " |")
+        print(f"| {sampler} | " + " | ".join(cells.get(b, "–") for b in budgets) + " |")
         ax.plot([r["nfe"] for r in rows], [r["psnr"] for r in rows], "o-", label=sampler)
     ax.axhline(admm, color="gray", ls="--", label="ADMM-TV")
     ax.set_xscale("log")
