@@ -59,7 +59,8 @@ def main() -> None:
                                prior=PATCH)
         curves["pnp-admm (learned)"].append((n, r.metrics["psnr"], r.metrics["ssim"], r.seconds))
     for levels, inner in args.padis:
-        ov = {"steps": levels, "n_inner": inner, **({"zeta": args.zeta} if args.zeta is not None else {})}
+        ov = {"steps": levels, "n_inner": inner, "guidance": "gradient", "eps": 0.5,  # the talk's step, not pinv
+              **({"zeta": args.zeta} if args.zeta is not None else {})}
         r = run_reconstruction(img, "ct-parallel", opts, "padis", ov, prior=PATCH, progress=True)
         curves["padis (talk, from noise)"].append((r.nfe, r.metrics["psnr"], r.metrics["ssim"], r.seconds))
         print(f"padis {levels}x{inner}: {r.metrics['psnr']:.2f} dB", flush=True)
