@@ -82,10 +82,11 @@ def start(sigma, gen):
 @pytest.mark.parametrize("noise_std", [0.05, 0.0])
 def test_annealed_langevin_samples_the_exact_posterior(noise_std, likelihood):
     # both noise-level likelihoods tend to the true one as sigma -> 0, so the chain ends on the exact posterior
+    # (cg=5: A has rank 4, so the damped normal equations have 5 distinct eigenvalues and CGLS is exact)
     denoise, op, y, mu, mu_p, cov_p = problem(noise_std)
     gen = torch.Generator().manual_seed(1)
     x = P.langevin(denoise, GaussianFidelity(op, y, std=noise_std), start(20.0, gen),
-                   geometric_sigmas(100, 0.002, 20.0), n_inner=10, likelihood=likelihood, generator=gen)
+                   geometric_sigmas(100, 0.002, 20.0), n_inner=10, likelihood=likelihood, cg=5, generator=gen)
     mean_err, cov_err, _ = errors(x, op, y, mu, mu_p, cov_p)
     assert mean_err < 0.15 and cov_err < 0.15
 
@@ -133,13 +134,14 @@ def test_pigdm_samples_the_posterior_of_an_isotropic_gaussian_prior(noise_std):
     denoise, op, y, mu, mu_p, cov_p = problem(noise_std, iso_std=c)
     gen = torch.Generator().manual_seed(1)
     fidelity = GaussianFidelity(op, y, std=noise_std)
-    x = P.pigdm(denoise, fidelity, start(20.0, gen), karras_sigmas(200, 0.002, 20.0), c=c, generator=gen)
+    x = P.pigdm(denoise, fidelity, start(20.0, gen), karras_sigmas(200, 0.002, 20.0), c=c, cg=5, generator=gen)
     mean_err, cov_err, resid = errors(x, op, y, mu, mu_p, cov_p)
     assert mean_err < 0.05 and cov_err < 0.15
     if noise_std == 0:
         assert resid < 1e-6
     else:
-        wrong = P.pigdm(denoise, fidelity, start(20.0, gen), karras_sigmas(200, 0.002, 20.0), c=0.02, generator=gen)
+        wrong = P.pigdm(denoise, fidelity, start(20.0, gen), karras_sigmas(200, 0.002, 20.0), c=0.02, cg=5,
+                        generator=gen)
         assert errors(wrong, op, y, mu, mu_p, cov_p)[0] > 3 * mean_err
 
 
