@@ -19,7 +19,7 @@ What is compared, on 20-view parallel-beam CT at 256^2 (noiseless sinogram, simu
 - deepinv ``DiffPIR``: its defaults zeta 0.1, lambda 7, with ``sigma`` (the data noise level that sets its
   rho_t = lambda sigma^2 / sigma_t^2) from ``--diffpir-sigma`` (deepinv's default 0.05; 0.01 gave the same on a
   training slice), and its L2 data fidelity's prox (conjugate gradients); ``max_iter = NFE``; x_init mid-grey;
-- wavepatch ``dps`` (zeta 0.1), ``pigdm``, ``ddnm`` (eta 0.85): from noise, through ``learned.run_sampler`` with
+- wavepatch ``dps`` (zeta 0.1), ``pigdm``, ``ddnm`` (eta 0.85): from noise, through ``run.solve`` with
   the registry's defaults, exactly as ``wavepatch reconstruct --method M --steps NFE`` runs them;
 - wavepatch ``padis --fast``: the README's main job, with its own prior (ct_patch256) and its ADMM-TV warm start
   (whose seconds are included).
@@ -44,12 +44,11 @@ import numpy as np
 import torch
 
 from wavepatch.io import normalize_volume, read_image, resize_square
-from wavepatch.learned import cached_prior, run_sampler
-from wavepatch.methods import get_method
+from wavepatch.learned import cached_prior
 from wavepatch.metrics import image_metrics
 from wavepatch.prior.model import make_denoiser, resolve_precision
 from wavepatch.resources import data_path, prior_path
-from wavepatch.run import run_classical
+from wavepatch.run import solve
 from wavepatch.tasks import TaskOptions, make_task
 
 WHOLE, PATCH = prior_path("ct_whole256"), prior_path("ct_patch256")
@@ -103,24 +102,16 @@ def deepinv_rows(dinv, den, physics, y, shape, nfe: int, diffpir_sigma: float):
 
 
 def wavepatch_rows(task, y, nfe: int, precision: str):
-    """(name, settings, image, wall, cpu, NFE) of wavepatch's samplers at ``nfe`` levels."""
-    fidelity = task.fidelity(y)
+    """(name, settings, image, wall, cpu, NFE) of wavepatch's samplers at ``nfe`` levels, each through
+    ``run.solve`` as ``wavepatch reconstruct --method M --steps NFE [--fast]`` runs it (sampler seed SEED + 2)."""
     rows = []
-    for name, prior in (("dps", WHOLE), ("pigdm", WHOLE), ("ddnm", WHOLE)):
-        method = get_method(name)
-        p = method.resolve(task.name, {"steps": nfe})
-        (out, calls), wall, cpu = timed(lambda m=method, p=p, pr=prior: run_sampler(
-            m, fidelity, pr, p, torch.Generator().manual_seed(SEED + 2), precision=precision))
-        rows.append((f"wavepatch {name}", "registry defaults, from noise", out, wall, cpu, calls))
-    padis, admm = get_method("padis"), get_method("admm-tv")
-
-    def fast():
-        x_fast = run_classical(admm, fidelity, task.baseline(y), admm.resolve(task.name))
-        return run_sampler(padis, fidelity, PATCH, padis.resolve(task.name, {"steps": nfe}, fast=True),
-                           torch.Generator().manual_seed(SEED + 2), fast=True, x_fast=x_fast, precision=precision)
-
-    (out, calls), wall, cpu = timed(fast)
-    rows.append(("wavepatch padis --fast", "ct_patch256, ADMM-TV warm start (included)", out, wall, cpu, calls))
+    for name, prior, fast, settings in (("dps", WHOLE, False, "registry defaults, from noise"),
+                                        ("pigdm", WHOLE, False, "registry defaults, from noise"),
+                                        ("ddnm", WHOLE, False, "registry defaults, from noise"),
+                                        ("padis", PATCH, True, "ct_patch256, ADMM-TV warm start (included)")):
+        r, wall, cpu = timed(lambda m=name, pr=prior, f=fast: solve(task, y, m, {"steps": nfe}, SEED, pr, fast=f,
+                                                                   precision=precision))
+        rows.append((f"wavepatch {name}{' --fast' if fast else ''}", settings, r.recon, wall, cpu, r.nfe))
     return rows
 
 

@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from wavepatch.io import normalize_volume, read_image, resize_square  # noqa: E402
+from wavepatch.io.atomic import atomic_write_bytes  # noqa: E402
 from wavepatch.resources import prior_path  # noqa: E402
 from wavepatch.run import run_reconstruction  # noqa: E402
 from wavepatch.tasks import TaskOptions  # noqa: E402
@@ -60,8 +61,13 @@ def main() -> None:
     unit, _ = normalize_volume(read_image(args.input), None)
     img = resize_square(unit[unit.shape[0] // 2], 256)
     opts = TaskOptions(views=args.views)
+
+    def save() -> None:
+        atomic_write_bytes(store, json.dumps(data, indent=1).encode())
+
     if "admm_tv" not in data:
         data["admm_tv"] = run_reconstruction(img, "ct-parallel", opts, "admm-tv").metrics
+        save()
     done = {(r["sampler"], r["budget"]) for r in data["rows"]}
     for sampler in args.samplers:
         for budget in args.nfe:
@@ -72,9 +78,8 @@ def main() -> None:
                                    prior=PATCH if sampler == "padis" else WHOLE)
             data["rows"].append({"sampler": sampler, "budget": budget, "nfe": r.nfe, "overrides": ov,
                                  "psnr": r.metrics["psnr"], "ssim": r.metrics["ssim"], "seconds": r.seconds})
-            store.write_text(json.dumps(data, indent=1))
+            save()
             print(f"{sampler} {r.nfe} NFE: {r.metrics['psnr']:.2f} dB, {r.seconds:.0f} s", flush=True)
-    store.write_text(json.dumps(data, indent=1))
     admm = data["admm_tv"]["psnr"]
     print(f"\n{Path(args.input).name}, {args.views}-view CT, 256^2; ADMM-TV {admm:.2f} dB\n")
     budgets = sorted({r["budget"] for r in data["rows"]})  # every row measured so far, not only this run's

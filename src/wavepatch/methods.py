@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wavepatch.linalg import cgls
@@ -337,6 +337,10 @@ _SCHEDULE = (Param("sigma_max", float, 10.0, "first noise level of a cold start"
 _ZETA = Param("zeta", float, 0.1, "data step size, per pixel (divided by the fidelity's scale)", low=0)
 _N_INNER = Param("n_inner", int, 3, "Langevin iterations per noise level", low=1, high=10_000)
 _CG = Param("cg", int, 10, "CGLS iterations of each data-consistency step", low=1, high=10_000)
+# PiGDM's c (pigdm, and padis with guidance=pinv): chosen on low-dose CT of training slice A0001_B_025 (c 0.1 / 0.25 /
+# 0.5: 35.68 / 35.78 / 35.82 dB); it does not act on noiseless data (docs/results.md section 6.3)
+_PIGDM_C = Param("c", float, 0.25, "PiGDM's prior std per pixel (unit image) in the Gaussian model of x0 | x_sigma; "
+                 "weighs noisy data only", low=0, low_open=True)
 _LIKELIHOOD = Param("likelihood", str, "pinv", "likelihood of a noisy iterate: N(y; A x, V + sigma^2 A A^T) (pinv, "
                     "a CG solve per step) or V + sigma^2 ||A||^2 I (isotropic, Jalal et al.)",
                     choices=("pinv", "isotropic"))
@@ -351,8 +355,7 @@ register(Method("padis", "sampler", P.padis, "PaDIS: random-shift patch prior, L
                  Param("guidance", str, "pinv", "data step: the talk's normalised gradient through the "
                        "denoiser, or pinv (the PiGDM estimate, as --method pigdm)", choices=("gradient", "pinv"),
                        applies="slow"),
-                 Param("c", float, 0.25, "guidance=pinv: prior std per pixel (noisy data)", low=0, low_open=True,
-                       applies="slow"),
+                 replace(_PIGDM_C, applies="slow"),
                  Param("eta", float, 1.0, "fresh-noise fraction of each re-noising (fast mode)", low=0, high=1,
                        applies="fast"),
                  Param("cg", int, 10, _CG.help + " (fast mode, guidance=pinv)", low=1, high=10_000), *_SCHEDULE),
@@ -365,9 +368,7 @@ register(Method("dps", "sampler", P.dps, "diffusion posterior sampling (gradient
                        high=100_000), _ZETA, *_SCHEDULE), gradient=True, nonlinear=True))
 register(Method("pigdm", "sampler", P.pigdm, "pseudoinverse-guided diffusion: the Tweedie estimate corrected by "
                 "J^T A^+(y - A x0) (gradient through the denoiser; linear tasks)",
-                (_steps(100), Param("c", float, 0.25, "prior std per pixel (unit image) in the Gaussian model of "
-                                    "x0 | x_sigma; weighs noisy data only", low=0, low_open=True),
-                 _CG, *_SCHEDULE), gradient=True))
+                (_steps(100), _PIGDM_C, _CG, *_SCHEDULE), gradient=True))
 register(Method("mcg", "sampler", P.mcg, "manifold-constrained gradient: DPS + projection on the noised data",
                 (_steps(100), _ZETA, _CG, *_SCHEDULE), gradient=True))
 register(Method("langevin", "sampler", P.langevin, "annealed Langevin on the posterior (noise-inflated likelihood)",
