@@ -415,3 +415,19 @@ def test_inpainting_zeroes_unobserved_and_broadcasts_channels():
     y = op.A(x)
     assert bool((y[..., ~mask] == 0).all()) and torch.equal(y[..., mask], x[..., mask])
     assert torch.equal(op.A_adjoint(y), y) and torch.equal(op.A_dagger(y), y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64])
+@pytest.mark.parametrize("n", [1, 7, 64, 1000])
+def test_inner_matches_a_float64_sum_and_is_batch_independent(dtype, n):
+    # the pairwise tree equals the exact sum to rounding, and an item's value is bit-identical alone and in a batch
+    gen = torch.Generator().manual_seed(n)
+    a = torch.randn(5, 1, n, generator=gen, dtype=dtype)
+    b = torch.randn(5, 1, n, generator=gen, dtype=dtype)
+    got = inner(a, b)
+    want = (a.conj() * b).real.double().sum((1, 2)) if dtype.is_complex else (a.double() * b.double()).sum((1, 2))
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    assert got.shape == (5,) and torch.allclose(got.double(), want, rtol=tol, atol=tol * n)
+    for i in range(5):
+        assert torch.equal(inner(a[i:i + 1], b[i:i + 1])[0], got[i])
+        assert torch.equal(inner(a[i:], b[i:])[0], got[i])
