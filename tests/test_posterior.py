@@ -101,7 +101,7 @@ def test_predictor_corrector_approximates_the_posterior(noise_std):
     assert mean_err < 0.3 and cov_err < 0.4
 
 
-@pytest.mark.parametrize("name", ["dps", "padis", "padis-pinv", "mcg", "pigdm"])
+@pytest.mark.parametrize("name", ["dps", "padis", "padis-pinv", "mcg", "mcg-gradient", "pigdm"])
 def test_gradient_samplers_move_to_the_posterior_and_fit_the_data(name):
     # DPS-type samplers are approximations (the Tweedie-point likelihood ignores Cov[x0 | x_t]); they must get
     # the posterior mean far better than the prior mean and fit the noiseless data.
@@ -117,12 +117,15 @@ def test_gradient_samplers_move_to_the_posterior_and_fit_the_data(name):
         x = P.padis(denoise, fidelity, start(20.0, gen), geometric_sigmas(30, 0.002, 20.0), n_inner=5, generator=gen)
     elif name == "pigdm":
         x = P.pigdm(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), generator=gen)
+    elif name == "mcg":
+        x = P.mcg(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), generator=gen)
     else:
-        x = P.mcg(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033, generator=gen)
+        x = P.mcg(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033,
+                  guidance="gradient", generator=gen)
     mean_err, cov_err, resid = errors(x, op, y, mu, mu_p, cov_p)
     assert mean_err < 0.15 and cov_err < 0.6
     # MCG projects onto A x = y; PiGDM's last guided estimate is a pseudo-inverse step with J ~ I at sigma_min
-    assert resid < (1e-6 if name == "mcg" else 1e-3 if name in ("pigdm", "padis-pinv") else 0.1)
+    assert resid < (1e-6 if name.startswith("mcg") else 1e-3 if name in ("pigdm", "padis-pinv") else 0.1)
 
 
 @pytest.mark.parametrize("noise_std", [0.0, 0.05])

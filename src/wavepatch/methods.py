@@ -369,8 +369,12 @@ register(Method("dps", "sampler", P.dps, "diffusion posterior sampling (gradient
 register(Method("pigdm", "sampler", P.pigdm, "pseudoinverse-guided diffusion: the Tweedie estimate corrected by "
                 "J^T A^+(y - A x0) (gradient through the denoiser; linear tasks)",
                 (_steps(100), _PIGDM_C, _CG, *_SCHEDULE), gradient=True))
-register(Method("mcg", "sampler", P.mcg, "manifold-constrained gradient: DPS + projection on the noised data",
-                (_steps(100), _ZETA, _CG, *_SCHEDULE), gradient=True))
+register(Method("mcg", "sampler", P.mcg, "manifold-constrained gradient: a guided step + projection on the noised "
+                "data (linear tasks)",
+                (_steps(100), replace(_ZETA, help=_ZETA.help + "; guidance=gradient only"),
+                 Param("guidance", str, "pinv", "step before the projection: the paper's gradient through the "
+                       "denoiser (as dps) or pinv (the PiGDM estimate, as --method pigdm)",
+                       choices=("gradient", "pinv")), _PIGDM_C, _CG, *_SCHEDULE), gradient=True))
 register(Method("langevin", "sampler", P.langevin, "annealed Langevin on the posterior (noise-inflated likelihood)",
                 (_steps(50), _N_INNER, Param("eps", float, 1.5, "step factor: a = eps sigma^2 / 2", low=0,
                                              low_open=True), _LIKELIHOOD, _CG, *_SCHEDULE), schedule="geometric"))
