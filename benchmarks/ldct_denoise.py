@@ -83,8 +83,10 @@ def run_method(name: str, spec: str | None, task, y, x, fbp: np.ndarray, bm3d_c:
         rec = solve(task, y, "padis", fast=True, truth=x).recon[0, 0].numpy()
     elif name == "noisy-prior":
         rec = solve(task, y, "wavelet-langevin", prior=spec, truth=x).recon[0, 0].numpy()
-    else:  # a translator checkpoint
-        rec = solve(task, y, "ldct-metric", prior=spec, truth=x).recon[0, 0].numpy()
+    else:  # a translator checkpoint, optionally with ",guard=W"
+        path, *params = spec.split(",")
+        overrides = dict(p.split("=", 1) for p in params)
+        rec = solve(task, y, "ldct-metric", overrides, prior=path, truth=x).recon[0, 0].numpy()
     return rec, time.perf_counter() - t0
 
 
@@ -113,7 +115,8 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=10)
     ap.add_argument("--doses", type=float, nargs="+", default=list(DOSES))
     ap.add_argument("--methods", nargs="+", default=["fbp", "bm3d", "admm-tv", "padis-fast"])
-    ap.add_argument("--translator", action="append", default=[], help="NAME=CKPT, repeatable")
+    ap.add_argument("--translator", action="append", default=[],
+                    help="NAME=CKPT[,guard=W], repeatable (the guard's default is the method's: 1 px)")
     ap.add_argument("--noisy-prior", default=None, help="a score prior trained on noisy scans (section 9)")
     ap.add_argument("--bm3d-c", type=float, default=None, help="BM3D sigma factor (default: from --tune-bm3d)")
     ap.add_argument("--tune-bm3d", action="store_true")

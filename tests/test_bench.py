@@ -75,6 +75,49 @@ def test_bench_resume_runs_only_missing_jobs(tmp_path, monkeypatch):
     assert "| dps (whole image) |" in (out / "results.md").read_text()
 
 
+def test_bench_resume_picks_up_the_rank_files_of_a_stopped_torchrun(tmp_path, monkeypatch):
+    # a 2-process run stopped after rank 0 wrote row 0 and rank 1 wrote row 1 (round-robin): resume runs 2 and 3
+    out = tmp_path / "bench"
+    rows = run_suite("ct", out, quick=True, progress=False)
+    lines = (out / "results.csv").read_text().splitlines()
+    (out / "results.csv").write_text("\n".join(lines[:2]) + "\n")
+    (out / "results.rank1.csv").write_text("\n".join([lines[0], lines[2]]) + "\n")
+    import wavepatch.bench as bench
+
+    calls = []
+    real = bench.run_reconstruction_auto
+    monkeypatch.setattr(bench, "run_reconstruction_auto", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    resumed = run_suite("ct", out, quick=True, progress=False, resume=True)
+    assert calls == ["padis", "dps"] and [r["method"] for r in resumed] == [r["method"] for r in rows]
+    assert not list(out.glob("results.rank*")), "the rank files are merged and removed"
+
+
+@pytest.mark.slow
+def test_bench_under_torchrun_equals_one_process(tmp_path):
+    """2 gloo processes deal out the quick suite's 4 jobs; rank 0 writes the same table as one process (every
+    job seeds its own draws; one thread per process so no reduction order differs)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["bench", "--quick", "--no-progress", "--precision", "fp32"]
+    one = subprocess.run([sys.executable, "-m", "wavepatch.cli", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "wavepatch.cli", *args, "--out", str(tmp_path / "two")], env=env,
+                         capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("reconstructions ->") == 1  # rank 0 alone reports
+
+    def table(folder):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(folder / "results.csv"))]
+
+    assert table(tmp_path / "one") == table(tmp_path / "two") and len(table(tmp_path / "two")) == 4
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
 def test_bench_resume_refuses_a_file_that_is_not_a_bench_csv(tmp_path, capsys):
     out = tmp_path / "bench"
     out.mkdir()

@@ -11,7 +11,7 @@ import torch
 
 from wavepatch.ldct_data import low_dose_images, training_pairs, unpaired_split
 from wavepatch.prior.checkpoint import CheckpointError, load_prior, load_translator, save_translator
-from wavepatch.prior.ldct import LDCTConfig, Translator, wavelet_low_band
+from wavepatch.prior.ldct import LDCTConfig, Translator, gaussian_lowpass, hu_guard, wavelet_low_band
 from wavepatch.prior.ldct_losses import gather, patch_metric_loss, sample_locations
 from wavepatch.prior.ldct_train import LDCTTrainConfig, train_ldct
 from wavepatch.resources import prior_path
@@ -152,6 +152,32 @@ def test_bundled_translator_loads():
     assert cfg.objective == "metric" and cfg.wavelet_split and info["data"]["pairing"].startswith("unpaired")
 
 
+@pytest.mark.parametrize("width", [0.7, 1.0, 2.5])
+def test_gaussian_lowpass_matches_scipy(width):
+    # torch's reflect padding is scipy's 'mirror'; the kernel's radius is ceil(3 sigma)
+    from scipy import ndimage
+
+    radius = math.ceil(3 * width)
+
+    x = torch.rand(2, 1, 20, 23, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    want = np.stack([ndimage.gaussian_filter(x[i, 0].numpy(), width, mode="mirror", truncate=radius / width)
+                     for i in range(2)])
+    assert np.allclose(gaussian_lowpass(x, width)[:, 0].numpy(), want, atol=1e-12)
+
+
+def test_hu_guard_removes_a_regional_shift_and_keeps_fine_noise_removal():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 1, 32, 32, generator=gen, dtype=torch.float64)
+    assert torch.equal(hu_guard(x, x + 0.3, 0.0), x + 0.3)  # width 0: the translator's output
+    assert torch.allclose(hu_guard(x, x + 0.05, 1.0), x, atol=1e-12)  # a constant shift is a pure low-pass part
+    i, j = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    checker = 0.01 * (-1.0) ** (i + j).double()  # pixel-scale noise removal: 1 - exp(-pi^2 sigma^2) of it kept
+    kept = (hu_guard(x, x + checker, 1.0) - x)[0, 0]
+    assert torch.allclose(kept[4:-4, 4:-4], checker[4:-4, 4:-4], rtol=1e-3)
+    with pytest.raises(ValueError, match="needs images larger"):
+        hu_guard(x[..., :4, :4], x[..., :4, :4], 2.0)
+
+
 @pytest.mark.slow
 def test_cli_train_and_reconstruct(tmp_path, ct_files, run_cli):
     run = tmp_path / "run"
@@ -172,7 +198,13 @@ def test_cli_train_and_reconstruct(tmp_path, ct_files, run_cli):
     assert code == 0, err
     metrics = json.loads((tmp_path / "rec2" / "metrics.json").read_text())
     assert metrics["method_params"]["prior"].endswith("ldct_metric256.safetensors")
+    assert metrics["method_params"]["guard"] == 1.0
     assert metrics["psnr"] > metrics["baseline_psnr"] + 0.3  # 30.27 against FBP's 29.69 dB when bundled
+    code, err = run_cli("reconstruct", str(ct_files[1]), "--task", "ct-lowdose", "--method", "ldct-metric",
+                        "--param", "guard=0", "--out", str(tmp_path / "rec3"), "--no-progress")
+    assert code == 0, err
+    unguarded = json.loads((tmp_path / "rec3" / "metrics.json").read_text())
+    assert unguarded["method_params"]["guard"] == 0.0 and unguarded["psnr"] != metrics["psnr"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -4,6 +4,11 @@ Suites (settings x columns) are plain lists below; a column is a registered meth
 with fixed options, and ``--methods`` may also name any registered method, which then runs as a column of its
 own with its defaults. Every method runs with its registered defaults and the bundled priors; nothing is tuned
 on the reported slices. ``quick`` is a small subset (one slice, 64 px, few steps) that runs in CI.
+
+Under ``torchrun --nproc_per_node N -m wavepatch.cli bench ...`` the jobs are dealt out round-robin over the N
+processes (one GPU each with ``--device cuda``); each writes its finished rows to ``results.rank<R>.csv`` as it
+goes, and rank 0 gathers them, in the order one process would have written them, into results.csv, results.md and
+grid.png. ``--resume`` also picks up the rank files of an interrupted run.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from wavepatch.methods import REGISTRY, get_method
 from wavepatch.prior.model import resolve_precision
 from wavepatch.resources import data_path, prior_path
 from wavepatch.selection import check_auto, run_reconstruction_auto
+from wavepatch.shard import barrier, gather_to_root, process_group, share
 from wavepatch.tasks import TaskOptions
 
 
@@ -126,8 +132,9 @@ def load_slices(source: str | Path, size: int, limit: int | None = None,
 def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int = 256, limit: int | None = None,
               methods: list[str] | None = None, settings: list[str] | None = None, quick: bool = False,
               device: str = "cpu", progress: bool = True, resume: bool = False,
-              precision: str = "auto") -> list[dict]:
-    """Run a suite and write results.csv, results.md and grid.png into ``out``; returns the rows.
+              precision: str = "auto") -> list[dict] | None:
+    """Run a suite and write results.csv, results.md and grid.png into ``out``; returns the rows (None on a
+    torchrun rank other than 0, which only computes its share).
 
     resume: keep the rows already in ``out/results.csv`` (same data, size and slices, checked against
     ``out/bench_run.json``) and run only the missing
@@ -168,31 +175,52 @@ def run_suite(suite: str, out: Path, data: str | Path | None = None, size: int =
         run_info["setting_data"] = {k: [name for name, _ in v] for k, v in own.items()}
     if resume:
         _check_same_run(out, run_info)
+    rank, world, device = process_group(device)
     rows, images = (_load_partial(out) if resume else ([], {}))
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "bench_run.json", (json.dumps(run_info, indent=1) + "\n").encode())
     done = {(r["setting"], r["method"], r["slice"]) for r in rows}
     per_setting = {s.label: _setting_slices(s, slices, own) for s in settings}  # resampled once
     jobs = [(s, m, name, img) for s in settings for m in meths for name, img in per_setting[s.label]
             if (s.label, m.label, name) not in done]
-    if resume and done:
-        print(f"resuming: {len(done)} reconstructions already in {out / 'results.csv'}, {len(jobs)} to run")
-    for setting, meth, name, img in tqdm(jobs, disable=not progress, desc=f"bench {suite}"):
+    barrier()  # every rank has read the partial results before any rank writes
+    if rank == 0:
+        atomic_write_bytes(out / "bench_run.json", (json.dumps(run_info, indent=1) + "\n").encode())
+        if resume and done:
+            print(f"resuming: {len(done)} reconstructions already in {out}, {len(jobs)} to run")
+    new_rows, new_images = [], {}
+    mine = share(jobs, rank, world)
+    for setting, meth, name, img in tqdm(mine, disable=not progress or rank != 0, desc=f"bench {suite}"):
         kw = dict(meth.kwargs)
         overrides = kw.pop("overrides", {})
         if "prior" in kw:
             kw["prior"] = _prior_file(kw["prior"])
         res, auto = run_reconstruction_auto(img, setting.task, TaskOptions(**setting.options), meth.method,
                                             overrides, device=device, precision=precision, **kw)
-        rows.append({"setting": setting.label, "method": meth.label, "slice": name, "psnr": res.metrics["psnr"],
-                     "ssim": res.metrics["ssim"],
-                     "seconds": res.seconds + (auto["selection_seconds"] if auto else 0.0), "nfe": res.nfe or 0})
+        new_rows.append({"setting": setting.label, "method": meth.label, "slice": name,
+                         "psnr": res.metrics["psnr"], "ssim": res.metrics["ssim"],
+                         "seconds": res.seconds + (auto["selection_seconds"] if auto else 0.0),
+                         "nfe": res.nfe or 0})
         first = name == per_setting[setting.label][0][0]
         if first:
-            images[f"{setting.label}|{meth.label}"] = res.recon[0, 0].numpy()
-            images[f"{setting.label}|truth"] = img
-        _write_partial(out, rows, images if first else None)
-    out.mkdir(parents=True, exist_ok=True)
+            new_images[f"{setting.label}|{meth.label}"] = res.recon[0, 0].numpy()
+            new_images[f"{setting.label}|truth"] = img
+        if rank == 0:
+            _write_partial(out, rows + new_rows, {**images, **new_images} if first else None)
+        else:
+            _write_partial(out, new_rows, new_images if first else None, suffix=f".rank{rank}")
+    gathered = gather_to_root((new_rows, new_images))
+    if rank != 0:
+        return None
+    order = {(s.label, m.label, name): i for i, (s, m, name, _) in enumerate(jobs)}
+    new_rows = sorted((r for part, _ in gathered for r in part),
+                      key=lambda r: order[(r["setting"], r["method"], r["slice"])])
+    rows = rows + new_rows
+    for _, imgs in gathered:
+        images.update(imgs)
+    if rows:
+        _write_partial(out, rows, images)
+    for leftover in [*out.glob("results.rank*.csv"), *out.glob("first_slice.rank*.npz")]:
+        leftover.unlink()
     md = results_markdown(rows, settings, meths, suite, len(slices), size, sum(r["seconds"] for r in rows))
     atomic_write_bytes(out / "results.md", md.encode())
     _grid_figure(out / "grid.png", images, settings, meths)
@@ -236,32 +264,42 @@ def _check_same_run(out: Path, run_info: dict) -> None:
 
 def _load_partial(out: Path) -> tuple[list[dict], dict]:
     """Rows of an earlier (possibly interrupted) run in ``out`` and its first-slice images, for ``resume``."""
-    path = out / "results.csv"
-    if not path.exists():
+    rows, seen = [], set()
+    for path in [out / "results.csv", *sorted(out.glob("results.rank*.csv"))]:  # rank files: torchrun, stopped
+        if not path.exists():
+            continue
+        try:
+            with open(path, newline="") as f:
+                part = [{"setting": r["setting"], "method": r["method"], "slice": r["slice"],
+                         "psnr": float(r["psnr"]), "ssim": float(r["ssim"]), "seconds": float(r["seconds"]),
+                         "nfe": int(r["nfe"])} for r in csv.DictReader(f)]
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot resume: {path} is not a wavepatch bench results.csv ({exc!r})") from None
+        for r in part:
+            key = (r["setting"], r["method"], r["slice"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+    if not rows:
         return [], {}
-    try:
-        with open(path, newline="") as f:
-            rows = [{"setting": r["setting"], "method": r["method"], "slice": r["slice"], "psnr": float(r["psnr"]),
-                     "ssim": float(r["ssim"]), "seconds": float(r["seconds"]), "nfe": int(r["nfe"])}
-                    for r in csv.DictReader(f)]
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot resume: {path} is not a wavepatch bench results.csv ({exc!r})") from None
     images = {}
-    if (out / "first_slice.npz").exists():
-        with np.load(out / "first_slice.npz", allow_pickle=False) as z:
-            images = {k: z[k] for k in z.files}
+    for path in [out / "first_slice.npz", *sorted(out.glob("first_slice.rank*.npz"))]:
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                images.update({k: z[k] for k in z.files})
     return rows, images
 
 
-def _write_partial(out: Path, rows: list[dict], images: dict | None) -> None:
-    """results.csv (and first_slice.npz, the grid's images, when ``images`` changed), rewritten atomically after
-    every reconstruction so an interrupted run keeps what it finished (``--resume`` continues it)."""
+def _write_partial(out: Path, rows: list[dict], images: dict | None, suffix: str = "") -> None:
+    """results<suffix>.csv (and first_slice<suffix>.npz, the grid's images, when ``images`` changed), rewritten
+    atomically after every reconstruction so an interrupted run keeps what it finished (``--resume`` continues
+    it); suffix ".rank<R>": a torchrun rank's own files."""
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "results.csv", rows)
+    _write_csv(out / f"results{suffix}.csv", rows)
     if images is not None:
         buf = io.BytesIO()
         np.savez(buf, **images)
-        atomic_write_bytes(out / "first_slice.npz", buf.getvalue())
+        atomic_write_bytes(out / f"first_slice{suffix}.npz", buf.getvalue())
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

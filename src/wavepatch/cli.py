@@ -333,6 +333,8 @@ def cmd_bench(args) -> int:
     rows = run_suite(args.suite, out, data=args.data, size=args.size, limit=args.limit, methods=args.methods,
                      settings=args.settings, quick=args.quick, device=args.device, progress=not args.no_progress,
                      resume=args.resume, precision=args.precision)
+    if rows is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print((out / "results.md").read_text())
     print(f"{len(rows)} reconstructions -> {out}/results.md, results.csv, grid.png")
     return 0

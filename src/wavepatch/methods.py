@@ -259,8 +259,8 @@ def _red(fidelity, x0, *, denoiser, sigma: float, lam: float, n_iter: int, progr
     return red(fidelity, denoiser, sigma=sigma, lam=lam, n_iter=n_iter, x0=x0, progress=progress)
 
 
-def _ldct_translate(fidelity, x0, *, translator, progress: bool = False):
-    return denoise_image(translator, x0)
+def _ldct_translate(fidelity, x0, *, translator, guard: float = 1.0, progress: bool = False):
+    return denoise_image(translator, x0, guard)
 
 
 register(Method("fbp", "classical", _baseline, "the task's baseline (FBP, zero-filled, ...)"))
@@ -313,10 +313,16 @@ register(Method("red", "classical", _red, "regularisation by denoising, accelera
                        low=0),
                  _n_iter(50), _DENOISER), variants=_LEARNED_DENOISER))
 # Jung et al. 2022: the FBP image translated by a network trained without pairs (patch-wise metric learning);
-# --prior takes another translator (wavepatch train --prior ldct-metric|ldct-gan|ldct-supervised)
+# --prior takes another translator (wavepatch train --prior ldct-metric|ldct-gan|ldct-supervised). guard 1 px was
+# chosen on 10 training slices (benchmarks/ldct_shift.py --guard: bone bias +36 / +74 HU -> -2 / +21, FBP's -8 /
+# +19; PSNR -0.05 / -0.36 dB at I0 = 1e4 / 2.5e3; docs/results.md section 18.1)
 register(Method("ldct-metric", "classical", _ldct_translate, "low-dose CT: the FBP image denoised by the "
                 "unsupervised patch-wise metric-learning translator (bundled models/ldct_metric256; --prior "
-                "another translator)", network="ldct_metric256", tasks=("ct-lowdose",)))
+                "another translator)",
+                (Param("guard", float, 1.0, "CT-number guard (px): the translator's correction c = G(x) - x is "
+                       "applied without its Gaussian low-pass of this std, x + c - gauss(c); 0: the paper's output",
+                       low=0, high=16),),
+                network="ldct_metric256", tasks=("ct-lowdose",)))
 
 # ---------------------------------------------------------------------------------------------- samplers
 # zeta is per-pixel normalised (0.01 corresponds to PaDIS' official 0.3); 0.1 was chosen for DPS (100 NFE:

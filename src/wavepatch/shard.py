@@ -1,10 +1,11 @@
-"""Volume reconstruction across processes: ``torchrun --nproc_per_node N -m wavepatch.cli reconstruct VOLUME
---volume ...``.
+"""Work across processes: ``torchrun --nproc_per_node N -m wavepatch.cli reconstruct VOLUME --volume ...`` and
+``torchrun ... -m wavepatch.cli bench ...``.
 
 torchrun starts N copies with RANK / WORLD_SIZE / LOCAL_RANK set. :func:`process_group` joins them (gloo on
 the CPU, NCCL on GPUs, one GPU per local rank). :func:`slab` gives each rank a contiguous run of slices, widened
 by ``halo`` slices on each side where an inter-slice coupling needs neighbours; :func:`gather_slabs` puts the
-kept slices back together on rank 0, which writes the result.
+kept slices back together on rank 0, which writes the result. ``bench`` deals its (setting, method, slice) jobs
+out round-robin (:func:`share`) and gathers the rows on rank 0 (:func:`gather_to_root`).
 """
 
 from __future__ import annotations
@@ -84,3 +85,27 @@ def gather_slabs(part: Tensor, slabs: list[Slab]) -> Tensor | None:
     if rank != 0:
         return None
     return torch.cat([p[:s.keep_hi - s.keep_lo] for p, s in zip(pieces, slabs, strict=True)])
+
+
+def share(items: list, rank: int, world: int) -> list:
+    """Rank ``rank``'s items: every world-th one from index ``rank`` (round-robin, so costly kinds of job are
+    spread over the ranks)."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside 0..{world - 1}")
+    return items[rank::world]
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op alone)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def gather_to_root(obj) -> list | None:
+    """Every rank's picklable ``obj`` in rank order on rank 0, None on the others; alone: [obj]. (Objects made by
+    this program's own ranks, never a user's file.)"""
+    if not dist.is_initialized():
+        return [obj]
+    objs = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, objs, dst=0)
+    return objs
