@@ -223,10 +223,12 @@ def write_nps(results: dict, methods: list[str], doses: list[float], path: Path)
 
     fig, axes = plt.subplots(1, len(doses), figsize=(5 * len(doses), 3.6), squeeze=False)
     for ax, dose in zip(axes[0], doses, strict=True):
-        for m in methods:
+        colours = plt.get_cmap("tab20")
+        for k, m in enumerate(methods):
             rows = [r for r in results.values() if r["dose"] == dose and r["method"] == m and "nps" in r]
-            if rows:
-                ax.semilogy(rows[0]["nps_f"], np.mean([r["nps"] for r in rows], axis=0), label=m)
+            if rows:  # 20 distinct colours, and a second line style past 10 methods
+                ax.semilogy(rows[0]["nps_f"], np.mean([r["nps"] for r in rows], axis=0), label=m,
+                            color=colours(k % 20), ls="-" if k < 10 else "--")
         ax.set_xlabel("frequency (cycles / pixel)")
         ax.set_ylabel("NPS of the error (HU² px²)")
         ax.set_title(f"I0 = {dose:g}")
