@@ -110,9 +110,9 @@ def test_resolve_applies_task_defaults_and_overrides():
 
 BAD = {"unknown": {"bogus": "1"}, "type": {"n_iter": "many", "lam": "small", "rho": "x", "sigma": "y",
                                              "denoiser": "bm3d", "beta": "big", "restarts": "2.5", "er_iter": "x",
-                                             "shrinkwrap": "yes"},
+                                             "shrinkwrap": "yes", "guard": "wide"},
        "range": {"n_iter": "-3", "lam": "-1", "rho": "0", "sigma": "0", "denoiser": "tv2", "beta": "0",
-                 "restarts": "0", "er_iter": "-1", "shrinkwrap": "maybe"}}
+                 "restarts": "0", "er_iter": "-1", "shrinkwrap": "maybe", "guard": "17"}}
 
 
 @pytest.mark.parametrize("method", names("classical"))
@@ -122,13 +122,13 @@ def test_bad_parameters_are_refused_naming_the_parameter(method):
     with pytest.raises(ValueError, match="no parameter 'bogus'"):
         entry.resolve(task, BAD["unknown"])
     params = [p.name for p in entry.params]
-    if not params:  # fbp / adjoint / ldct-metric: any --param is refused
+    if not params:  # fbp / adjoint: any --param is refused
         with pytest.raises(ValueError, match=f"{method!r} has no parameter 'n_iter'"):
             entry.resolve(task, {"n_iter": "3"})
     for name in params:
         for kind in ("type", "range"):
             with pytest.raises(ValueError, match=f"{method} parameter {name} must be"):
-                entry.resolve("ct-parallel", {name: BAD[kind][name]})
+                entry.resolve(task, {name: BAD[kind][name]})
     if "n_iter" in params:
         with pytest.raises(ValueError, match="n_iter must be int"):
             entry.resolve("ct-parallel", {"n_iter": "2.5"})
