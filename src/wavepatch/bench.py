@@ -77,7 +77,8 @@ SUITES: dict[str, tuple[list[Setting], str]] = {
                      Setting("deblur heavy", "deblur", {"kernel": "heavy"}),
                      Setting("deblur varying", "deblur", {"kernel": "varying"}),
                      Setting("sr x4", "sr", {"factor": 4}),
-                     Setting("inpaint random 30%", "inpaint", {"mask": "random"})], "ct"),
+                     Setting("inpaint random 30%", "inpaint", {"mask": "random"}),
+                     Setting("inpaint random 30%, noise 0.05", "inpaint", {"mask": "random", "noise": 0.05})], "ct"),
     "mri": ([Setting("mri x4 gaussian", "mri", {"accel": 4.0, "mask": "gaussian"}),
              Setting("mri x4 uniform", "mri", {"accel": 4.0, "mask": "uniform"})], "mri"),
 }

@@ -116,6 +116,11 @@ class DataFidelity:
     def _with_y(self, y: Tensor) -> DataFidelity:
         raise NotImplementedError
 
+    def noised(self, y: Tensor) -> DataFidelity:
+        """The quadratic model of this fidelity for another measurement ``y`` of the same noise: the measurement
+        noised to a diffusion level (MCG's y + s A z), whose prox is the MAP step there."""
+        return self._with_y(y)
+
 
 class GaussianFidelity(DataFidelity):
     """y = A x + n, n ~ N(0, std^2) per entry (std 0: noiseless, unit weight)."""
@@ -187,6 +192,10 @@ class WeightedGaussianFidelity(DataFidelity):
         return float(self.op.norm()) * float(self.weights.mean().sqrt()) / _pixels(self.op) ** 0.5
 
     def _with_y(self, y: Tensor) -> WeightedGaussianFidelity:
+        return WeightedGaussianFidelity(self.op, y, self.weights.expand_as(y))
+
+    def noised(self, y: Tensor) -> WeightedGaussianFidelity:
+        # the measured weights (for Poisson data, counts rebuilt from a noised y would over- or underflow)
         return WeightedGaussianFidelity(self.op, y, self.weights.expand_as(y))
 
 

@@ -138,7 +138,10 @@ def mcg(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *,
     (:func:`guided_estimate`, c as in :func:`pigdm`; zeta unused): the gradient step follows A^T A's spectrum
     (for CT the ramp's inverse) and, on 20-view CT, fell further below ADMM-TV as NFE grew (docs/results.md
     section 6.4); the pseudo-inverse step corrects every frequency at once. The last level returns x0 projected
-    onto the data. NFE = len(sigmas) - 1, each with a backward through the network."""
+    onto the data. Noisy data: an exact projection would copy the noise into the image, so each projection
+    becomes the MAP step between the iterate (uncertainty r^2 = s'^2 c^2 / (s'^2 + c^2), PiGDM's) and the noised
+    data y + s' A z with the measurement's noise (``fidelity.noised(...).prox``), and the last one
+    :func:`data_consistency`. NFE = len(sigmas) - 1, each with a backward through the network."""
     if guidance not in ("gradient", "pinv"):
         raise ValueError(f"guidance must be 'gradient' or 'pinv', got {guidance!r}")
     denoise = Counted(denoise)
@@ -154,10 +157,15 @@ def mcg(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *,
         with torch.no_grad():
             if s_next == 0:
                 x = x0 - step
-                x = x + fidelity.pinv(y - op.A(x), cg)
+                x = (x + fidelity.pinv(y - op.A(x), cg)) if fidelity.noiseless else data_consistency(fidelity, x, s, cg)
             else:
                 x = ancestral_step(x, x0, s, s_next, generator) - step
-                x = x + fidelity.pinv(y + s_next * op.A(randn_like(x, generator)) - op.A(x), cg)
+                y_t = y + s_next * op.A(randn_like(x, generator))
+                if fidelity.noiseless:
+                    x = x + fidelity.pinv(y_t - op.A(x), cg)
+                else:  # MAP step: the noised data (noise as measured) against the iterate's uncertainty
+                    r = s_next * c / (s_next**2 + c**2) ** 0.5
+                    x = fidelity.noised(y_t).prox(x, 1.0 / r**2, cg)
         report(callback, i, len(pairs), s, x, x0, denoise)
         if s_next == 0:
             break
