@@ -56,6 +56,23 @@ def test_hio_recovers_a_small_image_from_noiseless_data_up_to_the_ambiguities(se
 
 
 @pytest.mark.slow
+def test_several_samples_of_a_nonlinear_problem_keep_the_best_data_fit():
+    # averaging phase-retrieval draws would mix shifted and twin images: --samples K keeps the draw with the
+    # smallest residual (and says which), and no uncertainty map is made
+    import numpy as np
+
+    from wavepatch.io import normalize_volume, read_image, resize_square
+    from wavepatch.run import run_reconstruction
+    from wavepatch.tasks import TaskOptions
+
+    unit, _ = normalize_volume(read_image("data/ct/A0002_B40f_015.dcm"), None)
+    img = resize_square(unit[0], 24)
+    r = run_reconstruction(img, "phase-retrieval", TaskOptions(), "dps", {"steps": 4}, samples=3)
+    fits = r.params["sample_residuals"]
+    assert len(fits) == 3 and r.params["selected_sample"] == int(np.argmin(fits)) and r.std is None
+    assert len(set(fits)) == 3  # three different draws, not one repeated
+
+
 def test_phase_retrieval_from_the_cli(tmp_path, capsys):
     from wavepatch.cli import main
 

@@ -177,10 +177,18 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
                                  samples=samples, fast=fast, x_fast=x_fast, patch_mode=patch_mode, device=device,
                                  precision=precision,
                                  progress=progress)
-        recon = draws.mean(dim=0, keepdim=True)
-        std = draws.std(dim=0, keepdim=True) if samples > 1 else None
         params = {**params, "prior": str(prior), "samples": samples, "fast": fast, "patch_mode": patch_mode,
                   "precision": resolve_precision(precision, device)}
+        if task.linear or samples == 1:
+            recon = draws.mean(dim=0, keepdim=True)
+            std = draws.std(dim=0, keepdim=True) if samples > 1 else None
+        else:  # phase retrieval: draws differ by the trivial ambiguities (shifts, twin) and cannot be averaged;
+            # keep the best data fit, as HIO keeps its best restart
+            with torch.no_grad():
+                fits = fidelity.expand(samples).residual(draws.to(fidelity.y.dtype))
+            best = int(torch.argmin(fits))
+            recon = draws[best:best + 1]
+            params = {**params, "selected_sample": best, "sample_residuals": [float(f) for f in fits]}
     else:
         learned = None
         if entry.uses_learned_denoiser(params):
