@@ -8,8 +8,8 @@ correction c = G(x) - x that the translator G adds to the FBP image x is measure
 - by dose: the mean of c per tissue at each I0 (a translator that shifts only noisy inputs reacts to the noise);
 - by scale: the mean of L_k(c), c's wavelet low band of k levels (db3, k = 1..4, scales of 2^k px), i.e. how
   much of the shift a translator whose low band passed through at level k would have been denied;
-- the guard: x + c - gauss_s(c) for Gaussian widths s (px), PSNR and mean bias per tissue (choose s on
-  training slices only).
+- the guard: ``prior.ldct.hu_guard`` (x + c - gauss_s(c), the method's own code) for Gaussian widths s (px),
+  PSNR and mean bias per tissue (choose s on training slices only).
 
     python benchmarks/ldct_shift.py --data ../shared/data/ct/train/A0001_B_*.dcm --guard   # training slices
     python benchmarks/ldct_shift.py --data ../shared/data/ct/test --by-dose --by-scale     # the test patient
@@ -21,14 +21,13 @@ import argparse
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from wavepatch.bench import load_slices
 from wavepatch.io import unit_to_hu
 from wavepatch.metrics import image_metrics
 from wavepatch.metrics.hu import MIN_ROI_PIXELS, tissue_rois
 from wavepatch.prior.checkpoint import load_translator
-from wavepatch.prior.ldct import denoise_image, wavelet_low_band
+from wavepatch.prior.ldct import denoise_image, hu_guard, wavelet_low_band
 from wavepatch.resources import prior_path
 from wavepatch.run import simulate_measurement
 from wavepatch.tasks import TaskOptions
@@ -72,15 +71,15 @@ def main() -> None:
             task, _, y = simulate_measurement(img, "ct-lowdose", TaskOptions(dose=dose), seed=int(k))
             fbp_t = task.baseline(y)
             out_t = denoise_image(translator, fbp_t)
-            fbp, corr = fbp_t[0, 0].numpy(), (out_t - fbp_t)[0, 0].numpy()
-            shift.setdefault(dose, []).append(tissue_means(corr, rois))
+            corr_t = out_t - fbp_t
+            shift.setdefault(dose, []).append(tissue_means(corr_t[0, 0].numpy(), rois))
             if args.by_scale:
                 for lv in (1, 2, 3, 4):
-                    low = wavelet_low_band(out_t - fbp_t, "db3", lv)[0, 0].numpy()
+                    low = wavelet_low_band(corr_t, "db3", lv)[0, 0].numpy()
                     scale.setdefault((dose, lv), []).append(tissue_means(low, rois))
             if args.guard:
                 for s in guards:
-                    rec = fbp if s is None else fbp + corr - (ndimage.gaussian_filter(corr, s) if s else 0.0)
+                    rec = (fbp_t if s is None else hu_guard(fbp_t, out_t, s))[0, 0].numpy()
                     rec = np.clip(rec, 0, 1)
                     psnr = image_metrics(torch.from_numpy(rec), torch.from_numpy(img))["psnr"]
                     guard.setdefault((dose, s), []).append((psnr, tissue_means(rec - img, rois)))

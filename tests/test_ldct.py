@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from wavepatch.ldct_data import low_dose_images, training_pairs, unpaired_split
+from wavepatch.physics.blur import gaussian_lowpass
 from wavepatch.prior.checkpoint import CheckpointError, load_prior, load_translator, save_translator
-from wavepatch.prior.ldct import LDCTConfig, Translator, gaussian_lowpass, hu_guard, wavelet_low_band
+from wavepatch.prior.ldct import LDCTConfig, Translator, hu_guard, wavelet_low_band
 from wavepatch.prior.ldct_losses import gather, patch_metric_loss, sample_locations
 from wavepatch.prior.ldct_train import LDCTTrainConfig, train_ldct
 from wavepatch.resources import prior_path

@@ -195,8 +195,9 @@ class WeightedGaussianFidelity(DataFidelity):
         return WeightedGaussianFidelity(self.op, y, self.weights.expand_as(y))
 
     def noised(self, y: Tensor) -> WeightedGaussianFidelity:
-        # the measured weights (for Poisson data, counts rebuilt from a noised y would over- or underflow)
-        return WeightedGaussianFidelity(self.op, y, self.weights.expand_as(y))
+        # the measured weights, also for Poisson data (whose _with_y rebuilds counts from y: a noised y would
+        # over- or underflow them)
+        return WeightedGaussianFidelity._with_y(self, y)
 
 
 class PoissonFidelity(WeightedGaussianFidelity):

@@ -259,7 +259,7 @@ def _red(fidelity, x0, *, denoiser, sigma: float, lam: float, n_iter: int, progr
     return red(fidelity, denoiser, sigma=sigma, lam=lam, n_iter=n_iter, x0=x0, progress=progress)
 
 
-def _ldct_translate(fidelity, x0, *, translator, guard: float = 1.0, progress: bool = False):
+def _ldct_translate(fidelity, x0, *, translator, guard: float, progress: bool = False):
     return denoise_image(translator, x0, guard)
 
 
@@ -315,7 +315,7 @@ register(Method("red", "classical", _red, "regularisation by denoising, accelera
 # Jung et al. 2022: the FBP image translated by a network trained without pairs (patch-wise metric learning);
 # --prior takes another translator (wavepatch train --prior ldct-metric|ldct-gan|ldct-supervised). guard 1 px was
 # chosen on 10 training slices (benchmarks/ldct_shift.py --guard: bone bias +36 / +74 HU -> -2 / +21, FBP's -8 /
-# +19; PSNR -0.05 / -0.36 dB at I0 = 1e4 / 2.5e3; docs/results.md section 18.1)
+# +19; PSNR -0.04 / -0.36 dB at I0 = 1e4 / 2.5e3; docs/results.md section 18.1)
 register(Method("ldct-metric", "classical", _ldct_translate, "low-dose CT: the FBP image denoised by the "
                 "unsupervised patch-wise metric-learning translator (bundled models/ldct_metric256; --prior "
                 "another translator)",
@@ -331,7 +331,7 @@ register(Method("ldct-metric", "classical", _ldct_translate, "low-dose CT: the F
 # only in fast mode; they were chosen on training slices A0001_B_025 / _045.
 
 
-def _steps(default: int) -> Param:
+def _steps(default: int | dict) -> Param:
     return Param("steps", int, default, "noise levels (--steps)", low=1, high=100_000)
 
 
@@ -343,10 +343,12 @@ _SCHEDULE = (Param("sigma_max", float, 10.0, "first noise level of a cold start"
 _ZETA = Param("zeta", float, 0.1, "data step size, per pixel (divided by the fidelity's scale)", low=0)
 _N_INNER = Param("n_inner", int, 3, "Langevin iterations per noise level", low=1, high=10_000)
 _CG = Param("cg", int, 10, "CGLS iterations of each data-consistency step", low=1, high=10_000)
-# PiGDM's c (pigdm, and padis with guidance=pinv): chosen on low-dose CT of training slice A0001_B_025 (c 0.1 / 0.25 /
-# 0.5: 35.68 / 35.78 / 35.82 dB); it does not act on noiseless data (docs/results.md section 6.3)
+# PiGDM's c (pigdm, and padis / mcg with guidance=pinv): chosen on low-dose CT of training slice A0001_B_025
+# (c 0.1 / 0.25 / 0.5: 35.68 / 35.78 / 35.82 dB); it does not act on noiseless data (docs/results.md section 6.3)
 _PIGDM_C = Param("c", float, 0.25, "PiGDM's prior std per pixel (unit image) in the Gaussian model of x0 | x_sigma; "
                  "weighs noisy data only", low=0, low_open=True)
+_GUIDANCE = Param("guidance", str, "pinv", "data step: the paper's normalised gradient through the denoiser (as dps), "
+                  "or pinv (the PiGDM estimate, as --method pigdm)", choices=("gradient", "pinv"))
 _LIKELIHOOD = Param("likelihood", str, "pinv", "likelihood of a noisy iterate: N(y; A x, V + sigma^2 A A^T) (pinv, "
                     "a CG solve per step) or V + sigma^2 ||A||^2 I (isotropic, Jalal et al.)",
                     choices=("pinv", "isotropic"))
@@ -358,9 +360,7 @@ register(Method("padis", "sampler", P.padis, "PaDIS: random-shift patch prior, L
                  Param("zeta", float, 0.1, _ZETA.help, low=0, applies="slow"),
                  Param("eps", float, 1.5, "Langevin step factor: alpha = eps sigma^2 (the talk: 0.5)", low=0,
                        low_open=True, applies="slow"),
-                 Param("guidance", str, "pinv", "data step: the talk's normalised gradient through the "
-                       "denoiser, or pinv (the PiGDM estimate, as --method pigdm)", choices=("gradient", "pinv"),
-                       applies="slow"),
+                 replace(_GUIDANCE, applies="slow"),
                  replace(_PIGDM_C, applies="slow"),
                  Param("eta", float, 1.0, "fresh-noise fraction of each re-noising (fast mode)", low=0, high=1,
                        applies="fast"),
@@ -370,17 +370,14 @@ register(Method("padis", "sampler", P.padis, "PaDIS: random-shift patch prior, L
 # phase retrieval: the DPS paper's 1000 steps; on training slices A0001_B_025 / _045 (128^2, ct_whole128) DPS from
 # noise at 1000 NFE gave 25.80 / 25.69 dB against HIO's 23.57 / 23.42 (docs/results.md section 16)
 register(Method("dps", "sampler", P.dps, "diffusion posterior sampling (gradient through the denoiser)",
-                (Param("steps", int, _per_task(100, phase_retrieval=1000), "noise levels (--steps)", low=1,
-                       high=100_000), _ZETA, *_SCHEDULE), gradient=True, nonlinear=True))
+                (_steps(_per_task(100, phase_retrieval=1000)), _ZETA, *_SCHEDULE), gradient=True, nonlinear=True))
 register(Method("pigdm", "sampler", P.pigdm, "pseudoinverse-guided diffusion: the Tweedie estimate corrected by "
                 "J^T A^+(y - A x0) (gradient through the denoiser; linear tasks)",
                 (_steps(100), _PIGDM_C, _CG, *_SCHEDULE), gradient=True))
 register(Method("mcg", "sampler", P.mcg, "manifold-constrained gradient: a guided step + projection on the noised "
                 "data (linear tasks)",
                 (_steps(100), replace(_ZETA, help=_ZETA.help + "; guidance=gradient only"),
-                 Param("guidance", str, "pinv", "step before the projection: the paper's gradient through the "
-                       "denoiser (as dps) or pinv (the PiGDM estimate, as --method pigdm)",
-                       choices=("gradient", "pinv")), _PIGDM_C, _CG, *_SCHEDULE), gradient=True))
+                 _GUIDANCE, _PIGDM_C, _CG, *_SCHEDULE), gradient=True))
 register(Method("langevin", "sampler", P.langevin, "annealed Langevin on the posterior (noise-inflated likelihood)",
                 (_steps(50), _N_INNER, Param("eps", float, 1.5, "step factor: a = eps sigma^2 / 2", low=0,
                                              low_open=True), _LIKELIHOOD, _CG, *_SCHEDULE), schedule="geometric"))

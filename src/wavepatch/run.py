@@ -179,10 +179,10 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
                                  progress=progress)
         params = {**params, "prior": str(prior), "samples": samples, "fast": fast, "patch_mode": patch_mode,
                   "precision": resolve_precision(precision, device)}
-        if task.linear or samples == 1:
+        if task.align is None or samples == 1:
             recon = draws.mean(dim=0, keepdim=True)
             std = draws.std(dim=0, keepdim=True) if samples > 1 else None
-        else:  # phase retrieval: draws differ by the trivial ambiguities (shifts, twin) and cannot be averaged;
+        else:  # phase retrieval: draws differ by the task's trivial ambiguities (shifts, twin), not averageable;
             # keep the best data fit, as HIO keeps its best restart
             with torch.no_grad():
                 fits = fidelity.expand(samples).residual(draws.to(fidelity.y.dtype))

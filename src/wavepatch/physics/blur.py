@@ -1,4 +1,5 @@
-"""Shift-invariant blur: kernel builders and the zero-boundary convolution operator, for images and volumes.
+"""Shift-invariant blur: kernel builders and the zero-boundary convolution operator, for images and volumes, and
+a reflect-boundary Gaussian low-pass of images (``gaussian_lowpass``, a filter rather than a forward model).
 
 Kernels are ``(k, k)`` (or ``(k, k, k)`` for volumes) float tensors of odd size that sum to 1, indexed like images
 (row 0 at the top), so the kernel's centre pixel is ``(k // 2, k // 2)``.
@@ -43,6 +44,22 @@ def gaussian_kernel(
     for _ in range(ndim - 1):
         k = k.unsqueeze(-1) * g
     return (k / k.sum()).to(dtype)
+
+
+def gaussian_lowpass(x: Tensor, width: float) -> Tensor:
+    """x (B, C, H, W) blurred by a Gaussian of std ``width`` pixels, separable, reflect-padded (a constant image
+    is unchanged); width 0 returns x."""
+    if width == 0:
+        return x
+    k = gaussian_kernel(width, ndim=1, dtype=x.dtype).to(x.device)
+    r = k.numel() // 2
+    b, c, h, w = x.shape
+    if r >= min(h, w):
+        raise ValueError(f"a Gaussian of {width} px needs images larger than {2 * r} px, got {h} x {w}")
+    y = x.reshape(b * c, 1, h, w)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+    return y.reshape(b, c, h, w)
 
 
 def uniform_kernel(size: int, dtype: torch.dtype = torch.float32) -> Tensor:

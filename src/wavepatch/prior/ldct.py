@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wavepatch.physics.blur import gaussian_kernel
+from wavepatch.physics.blur import gaussian_lowpass
 from wavepatch.types import JsonConfig
 from wavepatch.wavelets import dwt2_periodized, idwt2_periodized
 
@@ -197,22 +197,6 @@ class LDCTModel(nn.Module):
 
 def n_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def gaussian_lowpass(x: Tensor, width: float) -> Tensor:
-    """x (B, C, H, W) blurred by a Gaussian of std ``width`` pixels, separable, reflect-padded (a constant image
-    is unchanged); width 0 returns x."""
-    if width == 0:
-        return x
-    k = gaussian_kernel(width, ndim=1, dtype=x.dtype).to(x.device)
-    r = k.numel() // 2
-    b, c, h, w = x.shape
-    if r >= min(h, w):
-        raise ValueError(f"a Gaussian of {width} px needs images larger than {2 * r} px, got {h} x {w}")
-    y = x.reshape(b * c, 1, h, w)
-    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
-    return y.reshape(b, c, h, w)
 
 
 def hu_guard(x: Tensor, translated: Tensor, width: float) -> Tensor:

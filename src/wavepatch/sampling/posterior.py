@@ -86,11 +86,16 @@ def _guidance_step(fidelity: DataFidelity, d: Tensor, g: Tensor, r: float) -> Te
     return lam.to(g.dtype).view(-1, *([1] * (g.ndim - 1)))
 
 
+def estimate_std(s: float, c: float) -> float:
+    """r: the std per pixel of x0 given x_s under a N(m, c^2 I) prior, r^2 = s^2 c^2 / (s^2 + c^2)."""
+    return s * c / (s**2 + c**2) ** 0.5
+
+
 def guided_estimate(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, s: float, c: float, cg: int) -> Tensor:
     """PiGDM's estimate of E[x0 | x_s, y]: d + lambda J^T v with d = D(x, s), v = A^+(y - A d) at the estimate's
     uncertainty r^2 = s^2 c^2 / (s^2 + c^2) (``data_consistency``), lambda by :func:`_guidance_step`. One
     denoiser call and one backward."""
-    r = s * c / (s**2 + c**2) ** 0.5
+    r = estimate_std(s, c)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         d = denoise(xg, s)
@@ -150,7 +155,7 @@ def mcg(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *,
     for i, (s, s_next) in enumerate(pairs):
         if guidance == "pinv":
             x0 = guided_estimate(denoise, fidelity, x, s, c, cg)
-            step = torch.zeros_like(x0)
+            step = 0.0
         else:
             x0, g = _denoise_with_grad(denoise, fidelity, x, s)
             step = zeta / fidelity.scale * g
@@ -164,8 +169,7 @@ def mcg(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *,
                 if fidelity.noiseless:
                     x = x + fidelity.pinv(y_t - op.A(x), cg)
                 else:  # MAP step: the noised data (noise as measured) against the iterate's uncertainty
-                    r = s_next * c / (s_next**2 + c**2) ** 0.5
-                    x = fidelity.noised(y_t).prox(x, 1.0 / r**2, cg)
+                    x = fidelity.noised(y_t).prox(x, 1.0 / estimate_std(s_next, c) ** 2, cg)
         report(callback, i, len(pairs), s, x, x0, denoise)
         if s_next == 0:
             break
