@@ -17,6 +17,7 @@ from wavepatch.physics.blur import (
     BLUR_KERNELS,
     Blur,
     gaussian_kernel,
+    gaussian_lowpass,
     heavy_blur_kernel,
     make_blur_kernel,
     motion_kernel,
@@ -431,3 +432,23 @@ def test_inner_matches_a_float64_sum_and_is_batch_independent(dtype, n):
     for i in range(5):
         assert torch.equal(inner(a[i:i + 1], b[i:i + 1])[0], got[i])
         assert torch.equal(inner(a[i:], b[i:])[0], got[i])
+
+
+@pytest.mark.parametrize("width", [0.7, 1.0, 2.5])
+@pytest.mark.parametrize("padding, scipy_mode", [("reflect", "mirror"), ("zeros", "constant")])
+def test_gaussian_lowpass_matches_scipy(width, padding, scipy_mode):
+    # torch's reflect padding is scipy's 'mirror'; the kernel's radius is ceil(3 sigma)
+    radius = math.ceil(3 * width)
+    x = torch.rand(2, 1, 20, 23, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    want = np.stack([scipy.ndimage.gaussian_filter(x[i, 0].numpy(), width, mode=scipy_mode, truncate=radius / width)
+                     for i in range(2)])
+    assert np.allclose(gaussian_lowpass(x, width, padding)[:, 0].numpy(), want, atol=1e-12)
+
+
+def test_gaussian_lowpass_zero_padding_leaks_mass_and_reflect_keeps_constants():
+    ones = torch.ones(1, 1, 16, 16, dtype=torch.float64)
+    assert torch.allclose(gaussian_lowpass(ones, 2.0), ones, atol=1e-12)
+    zeros_padded = gaussian_lowpass(ones, 2.0, "zeros")
+    assert zeros_padded[0, 0, 0, 0] < 0.6 and torch.allclose(zeros_padded[0, 0, 8, 8], torch.tensor(1.0).double())
+    with pytest.raises(ValueError, match="padding"):
+        gaussian_lowpass(ones, 1.0, "circular")

@@ -46,19 +46,23 @@ def gaussian_kernel(
     return (k / k.sum()).to(dtype)
 
 
-def gaussian_lowpass(x: Tensor, width: float) -> Tensor:
-    """x (B, C, H, W) blurred by a Gaussian of std ``width`` pixels, separable, reflect-padded (a constant image
-    is unchanged); width 0 returns x."""
+def gaussian_lowpass(x: Tensor, width: float, padding: str = "reflect") -> Tensor:
+    """x (B, C, H, W) blurred by a Gaussian of std ``width`` pixels, separable; width 0 returns x.
+    padding: "reflect" (a constant image is unchanged) or "zeros" (zero outside the image, e.g. an object on an
+    empty background)."""
+    if padding not in ("reflect", "zeros"):
+        raise ValueError(f"padding must be 'reflect' or 'zeros', got {padding!r}")
     if width == 0:
         return x
     k = gaussian_kernel(width, ndim=1, dtype=x.dtype).to(x.device)
     r = k.numel() // 2
     b, c, h, w = x.shape
-    if r >= min(h, w):
+    if padding == "reflect" and r >= min(h, w):
         raise ValueError(f"a Gaussian of {width} px needs images larger than {2 * r} px, got {h} x {w}")
+    mode = "reflect" if padding == "reflect" else "constant"
     y = x.reshape(b * c, 1, h, w)
-    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1))
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1))
     return y.reshape(b, c, h, w)
 
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from wavepatch.physics.blur import gaussian_lowpass
+
 Tensor = torch.Tensor
 
 
@@ -86,12 +88,7 @@ def resolve_ambiguities(x: Tensor, ref: Tensor, op: FourierMagnitude) -> Tensor:
 def _shrinkwrap(g: Tensor, box: Tensor, sigma: float, threshold: float) -> Tensor:
     """Support update (Marchesini et al., Phys. Rev. B 68, 2003): where the estimate blurred by a Gaussian of std
     ``sigma`` px exceeds ``threshold`` of its maximum, inside the original box."""
-    r = int(math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=g.dtype)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    blurred = F.conv2d(F.conv2d(g.clamp_min(0).flatten(0, 1)[:, None], k.reshape(1, 1, -1, 1), padding=(r, 0)),
-                       k.reshape(1, 1, 1, -1), padding=(0, r)).reshape(g.shape)
+    blurred = gaussian_lowpass(g.clamp_min(0), sigma, padding="zeros")
     peak = blurred.flatten(1).amax(1).reshape(-1, 1, 1, 1)
     return box & (blurred > threshold * peak)
 
