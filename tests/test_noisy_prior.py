@@ -175,8 +175,9 @@ def test_wavelet_shrink_and_data_steps():
         assert (op.A(z + data_step(op)(z, y)) - y).abs().norm() < 0.75 * (op.A(z) - y).abs().norm()
 
 
+@pytest.mark.parametrize("data", ["sart", "map"])
 @pytest.mark.parametrize("kind", ["ct", "mri"])
-def test_sampler_runs_and_improves_data_consistency(kind):
+def test_sampler_runs_and_improves_data_consistency(kind, data):
     from wavepatch.fidelity import GaussianFidelity  # local: this file's import lines are edited elsewhere
 
     n = 16
@@ -194,7 +195,7 @@ def test_sampler_runs_and_improves_data_consistency(kind):
         return base(x, s)
 
     out = wavelet_regularized_langevin(denoise, GaussianFidelity(op, y).expand(2), x_init, sigmas, n_inner=2,
-                                       generator=g)
+                                       data=data, generator=g)
     assert out.shape == x_init.shape and torch.isfinite(out).all() and calls[0] == 2 * 8 + 1
 
     def residual(x):
@@ -202,6 +203,33 @@ def test_sampler_runs_and_improves_data_consistency(kind):
 
     assert residual(out) < 0.25 * residual(x_init)
     assert float(((out - x0) ** 2).mean()) < float(((x_init - x0) ** 2).mean())
+
+
+def test_map_data_step_is_the_closed_form_map_on_a_denoising_problem():
+    from wavepatch.fidelity import GaussianFidelity
+    from wavepatch.physics.inpaint import Inpainting
+    from wavepatch.sampling.steps import langevin_step
+
+    n, std, s, eps = 8, 0.1, 0.3, 1.0
+    x0 = smooth_image(n)
+    y = x0 + std * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    identity = Inpainting(torch.ones(n, n))
+    noisy, clean = GaussianFidelity(identity, y, std), GaussianFidelity(identity, y)
+    x_init = torch.rand(1, 1, n, n, generator=torch.Generator().manual_seed(2))
+    den = gaussian_denoiser()
+
+    def run(fidelity, data):
+        return wavelet_regularized_langevin(den, fidelity, x_init, torch.tensor([s, 0.0]), n_inner=1, eps=eps, lam=0.0,
+                                            data=data, generator=torch.Generator().manual_seed(3))
+
+    # by hand: one Langevin step, then the MAP combination of the iterate (std s) with y (std `std`), then D
+    x = langevin_step(x_init, (den(x_init, s) - x_init) / s**2, eps * s**2 / 2, torch.Generator().manual_seed(3))
+    x = (x / s**2 + y / std**2) / (1 / s**2 + 1 / std**2)
+    assert torch.allclose(run(noisy, "map"), den(x, s), atol=1e-6)
+    assert torch.equal(run(noisy, "auto"), run(noisy, "map"))  # noisy data: auto is map
+    assert torch.equal(run(clean, "auto"), run(clean, "sart"))  # noiseless: auto is the paper's SART step
+    with pytest.raises(ValueError, match="data must be"):
+        run(noisy, "exact")
 
 
 # --- the CLI ------------------------------------------------------------------------------------------------------
