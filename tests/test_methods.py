@@ -96,6 +96,13 @@ def test_variants_and_fast_mode_defaults():
         padis.resolve("ct-parallel", {"eta": "0.5"})
     with pytest.raises(ValueError, match="n_inner does not apply with --fast"):
         padis.resolve("ct-parallel", {"n_inner": "2"}, fast=True)
+    dps = M.get_method("dps")  # per-task fast-mode defaults: phase retrieval starts from HIO at 0.2, 200 steps
+    assert dps.resolve("phase-retrieval")["steps"] == 1000
+    fast = dps.resolve("phase-retrieval", fast=True)
+    assert (fast["steps"], fast["sigma_start"]) == (200, 0.2)
+    assert dps.resolve("phase-retrieval", {"steps": "50"}, fast=True)["steps"] == 50  # the user's value wins
+    other = dps.resolve("ct-parallel", fast=True)
+    assert (other["steps"], other["sigma_start"]) == (100, 0.1)
 
 
 def test_docs_table_is_generated_from_the_registry():

@@ -98,10 +98,7 @@ class Param:
 
     def default_text(self) -> str:
         """The default as shown in the docs and help: a value, or "*: a, task: b, ..." when it is per task."""
-        if not isinstance(self.default, dict):
-            text = str(self.default)
-        else:
-            text = ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in self.default.items())
+        text = per_task_text(self.default)
         if not self.per_noise:
             return text
         return text + "; " + ", ".join(f"{t}: at least {c:g} x noise std" for t, c in self.per_noise.items())
@@ -174,7 +171,7 @@ class Method:
             if p.per_noise and task in p.per_noise and noise_std > 0:
                 values[p.name] = max(values[p.name], p.per_noise[task] * noise_std)
         if fast:
-            values.update(self.fast_defaults)
+            values.update({k: v.get(task, v["*"]) if isinstance(v, dict) else v for k, v in self.fast_defaults.items()})
         for selector, table in self.variants.items():
             values.update(table.get(parsed.get(selector, values[selector]), {}))
         values.update(parsed)
@@ -205,6 +202,13 @@ def names(kind: str | None = None) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------- classical
+
+def per_task_text(value) -> str:
+    """A default as the docs show it: the value, or "*: a, task: b, ..." for a per-task dict."""
+    if not isinstance(value, dict):
+        return str(value)
+    return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in value.items())
+
 
 def _per_task(base, **tasks) -> dict:
     return {"*": base, **{k.replace("_", "-"): v for k, v in tasks.items()}}
@@ -369,8 +373,13 @@ register(Method("padis", "sampler", P.padis, "PaDIS: random-shift patch prior, L
                 fast_schedule="karras", fast_defaults={"steps": 50}))
 # phase retrieval: the DPS paper's 1000 steps; on training slices A0001_B_025 / _045 (128^2, ct_whole128) DPS from
 # noise at 1000 NFE gave 25.80 / 25.69 dB against HIO's 23.57 / 23.42 (docs/results.md section 16)
+# --fast on phase retrieval (from the HIO estimate): with ct_patch128 on the same two slices, sigma_start 0.1 / 0.2 /
+# 0.3 / 0.5 at 200 NFE gave 23.50 / 24.53 / 24.09 / 23.66 dB (mean; HIO 23.50), and 0.2 at 1000 NFE 23.92 / 23.91;
+# so --fast there starts at 0.2 with 200 steps (section 16)
 register(Method("dps", "sampler", P.dps, "diffusion posterior sampling (gradient through the denoiser)",
-                (_steps(_per_task(100, phase_retrieval=1000)), _ZETA, *_SCHEDULE), gradient=True, nonlinear=True))
+                (_steps(_per_task(100, phase_retrieval=1000)), _ZETA, *_SCHEDULE[:2],
+                 replace(_SCHEDULE[2], default=_per_task(0.1, phase_retrieval=0.2))),
+                gradient=True, nonlinear=True, fast_defaults={"steps": _per_task(100, phase_retrieval=200)}))
 register(Method("pigdm", "sampler", P.pigdm, "pseudoinverse-guided diffusion: the Tweedie estimate corrected by "
                 "J^T A^+(y - A x0) (gradient through the denoiser; linear tasks)",
                 (_steps(100), _PIGDM_C, _CG, *_SCHEDULE), gradient=True))
@@ -434,7 +443,7 @@ def methods_table() -> str:
         for p in m.params:
             default = p.default_text()
             extra = {"fast": " (--fast only)", "slow": " (not with --fast)"}.get(p.applies, "")
-            fast = f"; --fast: {m.fast_defaults[p.name]}" if p.name in m.fast_defaults else ""
+            fast = f"; --fast: {per_task_text(m.fast_defaults[p.name])}" if p.name in m.fast_defaults else ""
             lines.append(f"| | | `{p.name}` | {p.type.__name__} | {cell(default)}{fast} | {cell(p.range_text())} | "
                          f"{cell(p.help)}{extra} |")
     return "\n".join(lines) + "\n"
