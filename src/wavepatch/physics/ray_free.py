@@ -6,9 +6,10 @@ padding, ``align_corners=True`` so pixel centres sit at integer indices) summed 
 linear map as the sparse matrix, with the interpolation weights computed in the input's dtype.
 Adjoint: the gradient of that sampling with respect to the image (``aten.grid_sampler_2d_backward``),
 i.e. the bilinear weights scattered back, so <A x, y> = <x, A^T y> to rounding. Rays are processed in chunks
-of ``rays_per_chunk``, so the working memory is O(chunk x samples per ray), not O(rays x samples), and the
-images of a batch ride along as channels of one ``grid_sample`` call. On the CPU the chunks run on
-``torch.get_num_threads()`` Python threads (the sampling kernels are single-threaded and release the GIL).
+of ``rays_per_chunk`` (default per device, ``RAYS_PER_CHUNK``), so the working memory is O(chunk x samples per
+ray), not O(rays x samples), and the images of a batch ride along as channels of one ``grid_sample`` call. On
+the CPU the chunks run on ``torch.get_num_threads()`` Python threads (the sampling kernels are single-threaded
+and release the GIL).
 
 Also here: the pixel-driven, linearly interpolating back-projection of FBP (the matrix of
 ``ct._backprojection_matrix``) computed per chunk of views.
@@ -25,6 +26,10 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 _BILINEAR, _ZEROS = 0, 0  # grid_sampler enums: interpolation 'bilinear', padding 'zeros'
+# Rays per chunk by device type. CPU, 512^2 x 720 views, 2 threads (docs/results.md section 13): 2048 / 1024 / 768 /
+# 512 rays gave adjoint medians 3.18 / 2.82 / 2.50 / 3.3 s and extra memory ~144 / 57 / 48 / 37 MB over 2-9 fresh
+# runs each; forward 1.53 / 1.31 / 1.28 / 1.5 s. Other devices keep 2048 (not measured).
+RAYS_PER_CHUNK = {"cpu": 768}
 
 
 class RayGeometry:
@@ -166,14 +171,19 @@ class _ProjectFn(torch.autograd.Function):
         return _ProjectFn.apply(grad, ctx.geom, ctx.chunk, not ctx.adjoint), None, None, None
 
 
-def ray_project(x: Tensor, geom: RayGeometry, rays_per_chunk: int = 2048) -> Tensor:
-    """Matrix-free ray transform of K images (K, n*n) -> (K, R). Differentiable (any order)."""
-    return _ProjectFn.apply(x.reshape(-1, geom.n, geom.n), geom, rays_per_chunk, False)
+def _chunk(rays_per_chunk: int | None, device) -> int:
+    return rays_per_chunk or RAYS_PER_CHUNK.get(torch.device(device).type, 2048)
 
 
-def ray_backproject(y: Tensor, geom: RayGeometry, rays_per_chunk: int = 2048) -> Tensor:
+def ray_project(x: Tensor, geom: RayGeometry, rays_per_chunk: int | None = None) -> Tensor:
+    """Matrix-free ray transform of K images (K, n*n) -> (K, R). Differentiable (any order). rays_per_chunk:
+    default by device (``RAYS_PER_CHUNK``)."""
+    return _ProjectFn.apply(x.reshape(-1, geom.n, geom.n), geom, _chunk(rays_per_chunk, x.device), False)
+
+
+def ray_backproject(y: Tensor, geom: RayGeometry, rays_per_chunk: int | None = None) -> Tensor:
     """Its adjoint (K, R) -> (K, n*n). Differentiable (any order)."""
-    return _ProjectFn.apply(y, geom, rays_per_chunk, True).reshape(y.shape[0], -1)
+    return _ProjectFn.apply(y, geom, _chunk(rays_per_chunk, y.device), True).reshape(y.shape[0], -1)
 
 
 def pixel_backproject(q: Tensor, det_index, weight=None, views_per_chunk: int = 16) -> Tensor:
