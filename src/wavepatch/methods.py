@@ -42,6 +42,18 @@ KINDS = ("classical", "sampler")
 SCHEDULE_PARAMS = ("steps", "sigma_max", "sigma_min", "sigma_start")
 
 
+def for_task(value: Any, task: str) -> Any:
+    """A default's value on ``task``: the value itself, or from a per-task dict {task: value, "*": other tasks}."""
+    return value.get(task, value["*"]) if isinstance(value, dict) else value
+
+
+def per_task_text(value: Any) -> str:
+    """A default as the docs show it: the value, or "*: a, task: b, ..." for a per-task dict."""
+    if not isinstance(value, dict):
+        return str(value)
+    return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in value.items())
+
+
 @dataclass(frozen=True)
 class Param:
     """A method parameter. default: a value, or a dict {task name: value} with "*" for the other tasks.
@@ -64,9 +76,7 @@ class Param:
     per_noise: dict[str, float] | None = None
 
     def default_for(self, task: str) -> Any:
-        if isinstance(self.default, dict):
-            return self.default.get(task, self.default["*"])
-        return self.default
+        return for_task(self.default, task)
 
     def parse(self, method: str, raw: Any) -> Any:
         """``raw`` (a string from the command line, or a value) as this parameter's type; ValueError (one line,
@@ -171,7 +181,7 @@ class Method:
             if p.per_noise and task in p.per_noise and noise_std > 0:
                 values[p.name] = max(values[p.name], p.per_noise[task] * noise_std)
         if fast:
-            values.update({k: v.get(task, v["*"]) if isinstance(v, dict) else v for k, v in self.fast_defaults.items()})
+            values.update({k: for_task(v, task) for k, v in self.fast_defaults.items()})
         for selector, table in self.variants.items():
             values.update(table.get(parsed.get(selector, values[selector]), {}))
         values.update(parsed)
@@ -202,13 +212,6 @@ def names(kind: str | None = None) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------- classical
-
-def per_task_text(value) -> str:
-    """A default as the docs show it: the value, or "*: a, task: b, ..." for a per-task dict."""
-    if not isinstance(value, dict):
-        return str(value)
-    return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in value.items())
-
 
 def _per_task(base, **tasks) -> dict:
     return {"*": base, **{k.replace("_", "-"): v for k, v in tasks.items()}}
@@ -339,11 +342,12 @@ def _steps(default: int | dict) -> Param:
     return Param("steps", int, default, "noise levels (--steps)", low=1, high=100_000)
 
 
+_SIGMA_START = Param("sigma_start", float, 0.1, "first noise level of a warm start", low=0, low_open=True,
+                     applies="fast")
 _SCHEDULE = (Param("sigma_max", float, 10.0, "first noise level of a cold start", low=0, low_open=True,
                    applies="slow"),
              Param("sigma_min", float, 0.003, "last noise level", low=0, low_open=True),
-             Param("sigma_start", float, 0.1, "first noise level of a warm start", low=0, low_open=True,
-                   applies="fast"))
+             _SIGMA_START)
 _ZETA = Param("zeta", float, 0.1, "data step size, per pixel (divided by the fidelity's scale)", low=0)
 _N_INNER = Param("n_inner", int, 3, "Langevin iterations per noise level", low=1, high=10_000)
 _CG = Param("cg", int, 10, "CGLS iterations of each data-consistency step", low=1, high=10_000)
@@ -377,8 +381,9 @@ register(Method("padis", "sampler", P.padis, "PaDIS: random-shift patch prior, L
 # 0.3 / 0.5 at 200 NFE gave 23.50 / 24.53 / 24.09 / 23.66 dB (mean; HIO 23.50), and 0.2 at 1000 NFE 23.92 / 23.91;
 # so --fast there starts at 0.2 with 200 steps (section 16)
 register(Method("dps", "sampler", P.dps, "diffusion posterior sampling (gradient through the denoiser)",
-                (_steps(_per_task(100, phase_retrieval=1000)), _ZETA, *_SCHEDULE[:2],
-                 replace(_SCHEDULE[2], default=_per_task(0.1, phase_retrieval=0.2))),
+                (_steps(_per_task(100, phase_retrieval=1000)), _ZETA,
+                 *(replace(p, default=_per_task(0.1, phase_retrieval=0.2)) if p is _SIGMA_START else p
+                   for p in _SCHEDULE)),
                 gradient=True, nonlinear=True, fast_defaults={"steps": _per_task(100, phase_retrieval=200)}))
 register(Method("pigdm", "sampler", P.pigdm, "pseudoinverse-guided diffusion: the Tweedie estimate corrected by "
                 "J^T A^+(y - A x0) (gradient through the denoiser; linear tasks)",

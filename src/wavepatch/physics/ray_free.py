@@ -27,7 +27,7 @@ Tensor = torch.Tensor
 
 _BILINEAR, _ZEROS = 0, 0  # grid_sampler enums: interpolation 'bilinear', padding 'zeros'
 # Rays per chunk by device type. CPU, 512^2 x 720 views, 2 threads (docs/results.md section 13): 2048 / 1024 / 768 /
-# 512 rays gave adjoint medians 3.18 / 2.82 / 2.50 / 3.3 s and extra memory ~144 / 57 / 48 / 37 MB over 2-9 fresh
+# 512 rays gave adjoint medians 3.18 / 2.82 / 2.50 / 3.3 s and extra memory ~144 / 57 / 48 / 37 MB over 2-5 fresh
 # runs each; forward 1.53 / 1.31 / 1.28 / 1.5 s. Other devices keep 2048 (not measured).
 RAYS_PER_CHUNK = {"cpu": 768}
 

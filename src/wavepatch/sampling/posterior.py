@@ -161,15 +161,12 @@ def mcg(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *,
             step = zeta / fidelity.scale * g
         with torch.no_grad():
             if s_next == 0:
-                x = x0 - step
-                x = (x + fidelity.pinv(y - op.A(x), cg)) if fidelity.noiseless else data_consistency(fidelity, x, s, cg)
-            else:
+                x = data_consistency(fidelity, x0 - step, s, cg)
+            else:  # onto the noised data y + s' A z; noisy data: the MAP step (noise as measured) against the
+                # iterate's uncertainty
                 x = ancestral_step(x, x0, s, s_next, generator) - step
                 y_t = y + s_next * op.A(randn_like(x, generator))
-                if fidelity.noiseless:
-                    x = x + fidelity.pinv(y_t - op.A(x), cg)
-                else:  # MAP step: the noised data (noise as measured) against the iterate's uncertainty
-                    x = fidelity.noised(y_t).prox(x, 1.0 / estimate_std(s_next, c) ** 2, cg)
+                x = data_consistency(fidelity.noised(y_t), x, estimate_std(s_next, c), cg)
         report(callback, i, len(pairs), s, x, x0, denoise)
         if s_next == 0:
             break

@@ -30,6 +30,7 @@ import torch
 
 from wavepatch.fidelity import DataFidelity
 from wavepatch.physics.base import LinearOperator
+from wavepatch.sampling.posterior import data_consistency
 from wavepatch.sampling.steps import Callback, Counted, langevin_step, positive_levels, report
 from wavepatch.types import Denoiser
 from wavepatch.wavelets import wavelet_shrink
@@ -85,7 +86,7 @@ def wavelet_regularized_langevin(denoise: Denoiser, fidelity: DataFidelity, x: T
             d = denoise(x, s)
             x = langevin_step(x, (d - x) / s**2, a, generator)
             if delta is None:
-                x = fidelity.project(x, cg) if fidelity.noiseless else fidelity.prox(x, 1.0 / s**2, cg)
+                x = data_consistency(fidelity, x, s, cg)
             else:
                 v = beta * v + omega * delta(x, y)
                 x = x + v
