@@ -1,7 +1,8 @@
 """CT projectors side by side: wavepatch's sparse matrix, wavepatch matrix-free, and ASTRA's CPU projector.
 
 For each geometry (N x N image, V parallel-beam views over 180 degrees, ceil(sqrt(2) N) unit bins) it prints the
-build time, forward and adjoint seconds (median of ``--repeats``, after a warm-up call), and the memory held
+build time, forward and adjoint seconds (the matrix-free projector with its compiled CPU kernel and with
+``grid_sample``, the kernel of other devices) (median of ``--repeats``, after a warm-up call), and the memory held
 by the operator or used beyond the image and sinogram (peak RSS of the process on a warm call, read from
 /proc/self/status after resetting the peak with /proc/self/clear_refs; Linux only). The matrix is skipped where
 its estimate exceeds ``--matrix-mb``. ASTRA (``astra-toolbox``, CPU ``linear`` = Joseph-type and ``line``
@@ -42,12 +43,15 @@ TIMING = textwrap.dedent("""
 
 WAVEPATCH_JOB = STATUS + textwrap.dedent("""
     import torch
+    from wavepatch.physics import ray_free
     from wavepatch.physics.ct import ParallelBeamCT
     n, v, projector, repeats = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    if projector == "matrix-free-grid-sample":  # the kernel other devices use, on the CPU
+        projector, ray_free.COMPILED_CPU = "matrix-free", False
     x = torch.rand(1, 1, n, n)
     before = status("VmRSS")
     t = time.perf_counter(); op = ParallelBeamCT(n, n_views=v, projector=projector); build = time.perf_counter() - t
-    y = op.A(x); op.A_adjoint(y)  # warm-up (and the matrix's first conversion)
+    y = op.A(x); op.A_adjoint(y)  # warm-up (the matrix's first conversion; numba's compile or cache load)
     held = status("VmRSS") - before
     out = {"build_s": build, "held_mb": held}
     jobs = (("forward", lambda: op.A(x)), ("adjoint", lambda: op.A_adjoint(y)))
@@ -99,8 +103,9 @@ def main(argv=None) -> int:
             rows.append(("wavepatch matrix", run(sys.executable, WAVEPATCH_JOB, [n, v, "matrix", args.repeats], env)))
         else:
             rows.append((f"wavepatch matrix (skipped: ~{estimated_matrix_mb(n, v) / 1024:.1f} GB)", None))
-        rows.append(("wavepatch matrix-free", run(sys.executable, WAVEPATCH_JOB, [n, v, "matrix-free",
-                                                                                  args.repeats], env)))
+        for name, projector in (("wavepatch matrix-free (compiled, CPU default)", "matrix-free"),
+                                ("wavepatch matrix-free (grid_sample)", "matrix-free-grid-sample")):
+            rows.append((name, run(sys.executable, WAVEPATCH_JOB, [n, v, projector, args.repeats], env)))
         if args.astra_python:
             for kind in ("linear", "line"):
                 rows.append((f"ASTRA CPU {kind}", run(args.astra_python, ASTRA_JOB, [n, v, kind, args.repeats],

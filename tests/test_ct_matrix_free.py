@@ -1,11 +1,14 @@
 """Matrix-free CT projector: the same linear maps as the sparse matrix (forward, adjoint, FBP), exact adjoint,
-autograd, batches, the automatic choice by memory budget, and the clinical geometry that the matrix cannot hold."""
+autograd, batches, the automatic choice by memory budget, and the clinical geometry that the matrix cannot hold.
+Each check runs with both CPU kernels: the compiled one (numba, the default) and ``grid_sample`` (the path
+other devices take)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from wavepatch.physics import ray_free
 from wavepatch.physics.base import adjoint_mismatch
 from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT, choose_projector, estimated_matrix_mb
 
@@ -13,8 +16,14 @@ GEOMETRIES = [(ParallelBeamCT, {"n_views": 17}), (ParallelBeamCT, {"n_views": 8,
               (FanBeamCT, {"n_views": 15})]
 
 
+@pytest.fixture(params=[True, False], ids=["compiled", "grid_sample"])
+def kernel(request, monkeypatch):
+    monkeypatch.setattr(ray_free, "COMPILED_CPU", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("cls, kw", GEOMETRIES)
-def test_matrix_free_equals_matrix(cls, kw):
+def test_matrix_free_equals_matrix(cls, kw, kernel):
     """Same discretisation: relative difference ~1e-8 in float64 (the matrix stores float32 weights)."""
     n = 40
     dense, free = cls(n, projector="matrix", **kw), cls(n, projector="matrix-free", **kw)
@@ -27,12 +36,28 @@ def test_matrix_free_equals_matrix(cls, kw):
 
 
 @pytest.mark.parametrize("cls, kw", GEOMETRIES)
-def test_matrix_free_adjoint_is_exact(cls, kw):
+def test_matrix_free_adjoint_is_exact(cls, kw, kernel):
     op = cls(40, projector="matrix-free", **kw)
     assert adjoint_mismatch(op, dtype=torch.float64) < 1e-12
+    assert adjoint_mismatch(op, dtype=torch.float32) < 1e-5
 
 
-def test_matrix_free_autograd_and_second_order():
+@pytest.mark.parametrize("cls, kw", GEOMETRIES)
+def test_compiled_kernel_equals_grid_sample_in_float32(cls, kw, monkeypatch):
+    """The two CPU kernels agree on float32 data to float32 rounding (positions: float64 against float32)."""
+    op = cls(64, projector="matrix-free", **kw)
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    out = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(ray_free, "COMPILED_CPU", compiled)
+        y = op.A(x)
+        out[compiled] = (y, op.A_adjoint(y))
+    for a, b in zip(out[True], out[False], strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        assert float((a - b).norm() / b.norm()) < 2e-5
+
+
+def test_matrix_free_autograd_and_second_order(kernel):
     op = ParallelBeamCT(24, n_views=7, projector="matrix-free")
     x = torch.rand(2, 1, 24, 24, dtype=torch.float64, requires_grad=True)
     y = torch.rand(2, 1, 7, op.n_detectors, dtype=torch.float64)

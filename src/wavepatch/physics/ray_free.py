@@ -1,5 +1,8 @@
 """Matrix-free ray transforms: the discretisation of :mod:`wavepatch.physics.ray_matrix` computed on the fly.
 
+On the CPU (float32 / float64) both directions run the compiled kernels of :mod:`wavepatch.physics.ray_kernels`
+(numba; ``COMPILED_CPU = False`` switches them off). Elsewhere (GPU, other dtypes) they use ``grid_sample``:
+
 Forward: each ray is sampled at unit steps ``origin + s * direction`` (integer s in [-half, half]) with
 bilinear interpolation, zero outside the N x N grid: ``torch.nn.functional.grid_sample`` (bilinear, zero
 padding, ``align_corners=True`` so pixel centres sit at integer indices) summed over s. This is the same
@@ -30,6 +33,18 @@ _BILINEAR, _ZEROS = 0, 0  # grid_sampler enums: interpolation 'bilinear', paddin
 # 512 rays gave adjoint medians 3.18 / 2.82 / 2.50 / 3.3 s and extra memory ~144 / 57 / 48 / 37 MB over 2-5 fresh
 # runs each; forward 1.53 / 1.31 / 1.28 / 1.5 s. Other devices keep 2048 (not measured).
 RAYS_PER_CHUNK = {"cpu": 768}
+# CPU float32/float64 transforms through the compiled kernels (docs/results.md section 13: 512^2 x 720 views,
+# 2 threads, forward 0.6 s and adjoint 0.8 s against grid_sample's 1.1-1.7 s and 2.6-3.3 s).
+COMPILED_CPU = True
+
+
+def _compiled(t: Tensor):
+    """ray_kernels (imported on first use: numba costs ~0.4 s to import) if ``t`` goes through it, else None."""
+    if COMPILED_CPU and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
+        from wavepatch.physics import ray_kernels
+
+        return ray_kernels
+    return None
 
 
 class RayGeometry:
@@ -122,6 +137,8 @@ def _run_chunks(work, chunks: list, workers: int) -> None:
 
 def _project(x: Tensor, geom: RayGeometry, rays_per_chunk: int) -> Tensor:
     """(K, n, n) -> (K, R): line integrals of K images."""
+    if kernels := _compiled(x):
+        return kernels.project(x, geom)
     k = x.shape[0]
     img = x.reshape(1, k, geom.n, geom.n)
     out = torch.zeros(k, geom.n_rays, dtype=x.dtype, device=x.device)
@@ -139,6 +156,8 @@ def _project(x: Tensor, geom: RayGeometry, rays_per_chunk: int) -> Tensor:
 
 def _backproject_rays(y: Tensor, geom: RayGeometry, rays_per_chunk: int) -> Tensor:
     """(K, R) -> (K, n, n): the exact adjoint of :func:`_project`."""
+    if kernels := _compiled(y):
+        return kernels.backproject(y, geom)
     k = y.shape[0]
     shape = (1, k, geom.n, geom.n)
     workers = _workers(y.device)

@@ -1,0 +1,127 @@
+"""Compiled CPU kernels of the matrix-free ray transform (numba): the same discretisation as
+:mod:`wavepatch.physics.ray_matrix` and :mod:`wavepatch.physics.ray_free`, computed sample by sample.
+
+Ray r is sampled at ``origin_r + s * direction_r`` for s = steps[first_r] ... steps[last_r] (unit steps), each
+sample a bilinear interpolation of the image with zeros outside. The image is zero-padded by one pixel before
+and two after on each axis, so that no sample needs a bounds test: a sample strictly inside (-1, n) sits at
+(0, n + 1) in padded coordinates, its four neighbours inside the padded array (the second pad absorbs a
+coordinate that float32 rounding puts exactly on n, where its weight is 0).
+
+- forward: one ray per parallel iteration, a sum of its samples (no write conflicts);
+- adjoint: the same arithmetic with the four bilinear weights scattered back. The rays are split into one
+  contiguous block per thread, each with its own padded image, summed at the end. Forward and adjoint compute
+  every sample position and weight by the same expressions, so <A x, y> = <x, A^T y> to rounding.
+
+Sample positions and weights are computed in float64 whatever the data's dtype (float32 or float64: loads and
+stores in that dtype), so float32 results agree with the float64 sparse matrix to float32 rounding. Calls are
+serialised by a lock, so the kernels are safe under any numba threading layer when several Python threads
+call them (each call already uses all of its threads).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+
+Tensor = torch.Tensor
+
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+_LOCK = threading.Lock()
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _forward_kernel(img, origins, directions, first_step, step_range, out):  # pragma: no cover - compiled
+    """img (K, n+3, n+3) padded; origins (R, 2) already shifted by +1; out (K, R)."""
+    k_images = img.shape[0]
+    for r in prange(origins.shape[0]):
+        first, last = step_range[r, 0], step_range[r, 1]
+        o0, o1 = origins[r, 0], origins[r, 1]
+        d0, d1 = directions[r, 0], directions[r, 1]
+        for k in range(k_images):
+            acc = 0.0
+            s = first_step[r]
+            for _ in range(first, last + 1):
+                y = o0 + s * d0
+                x = o1 + s * d1
+                s += 1
+                i = int(y)
+                j = int(x)
+                fy = y - i
+                fx = x - j
+                top = img[k, i, j] + fx * (img[k, i, j + 1] - img[k, i, j])
+                bottom = img[k, i + 1, j] + fx * (img[k, i + 1, j + 1] - img[k, i + 1, j])
+                acc += top + fy * (bottom - top)
+            out[k, r] = acc
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _adjoint_kernel(sino, origins, directions, first_step, step_range, parts):  # pragma: no cover - compiled
+    """sino (K, R); parts (T, K, n+3, n+3) zeros, one padded image per block of rays; summed by the caller."""
+    n_blocks, k_images = parts.shape[0], parts.shape[1]
+    n_rays = origins.shape[0]
+    per_block = (n_rays + n_blocks - 1) // n_blocks
+    for b in prange(n_blocks):
+        buf = parts[b]
+        for r in range(b * per_block, min(n_rays, (b + 1) * per_block)):
+            first, last = step_range[r, 0], step_range[r, 1]
+            o0, o1 = origins[r, 0], origins[r, 1]
+            d0, d1 = directions[r, 0], directions[r, 1]
+            for k in range(k_images):
+                v = sino[k, r]
+                s = first_step[r]
+                for _ in range(first, last + 1):
+                    y = o0 + s * d0
+                    x = o1 + s * d1
+                    s += 1
+                    i = int(y)
+                    j = int(x)
+                    fy = y - i
+                    fx = x - j
+                    low = v * fy
+                    high = v - low
+                    buf[k, i, j] += high * (1 - fx)
+                    buf[k, i, j + 1] += high * fx
+                    buf[k, i + 1, j] += low * (1 - fx)
+                    buf[k, i + 1, j + 1] += low * fx
+
+
+def _arrays(geom) -> tuple[np.ndarray, ...]:
+    """(origins + 1, directions, first step value, step_range) as float64 / int64 numpy arrays (kept on geom)."""
+    if "numba" not in geom._cache:
+        rng = np.ascontiguousarray(geom.step_range.numpy().astype(np.int64))
+        first = geom.steps.numpy()[np.clip(rng[:, 0], 0, geom.steps.numel() - 1)]
+        geom._cache["numba"] = (np.ascontiguousarray(geom.origins.numpy() + 1.0), np.ascontiguousarray(
+            geom.directions.numpy()), np.ascontiguousarray(first, dtype=np.float64), rng)
+    return geom._cache["numba"]
+
+
+def _threads() -> int:
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def project(x: Tensor, geom) -> Tensor:
+    """(K, n, n) CPU float32/float64 -> (K, R) line integrals (no autograd; ray_free wraps it)."""
+    k, n = x.shape[0], geom.n
+    padded = np.zeros((k, n + 3, n + 3), dtype=_NUMPY[x.dtype])
+    padded[:, 1:n + 1, 1:n + 1] = x.detach().numpy()
+    out = np.zeros((k, geom.n_rays), dtype=padded.dtype)
+    with _LOCK:
+        numba.set_num_threads(_threads())
+        _forward_kernel(padded, *_arrays(geom), out)
+    return torch.from_numpy(out)
+
+
+def backproject(y: Tensor, geom) -> Tensor:
+    """(K, R) CPU float32/float64 -> (K, n, n): the exact adjoint of :func:`project`."""
+    k, n = y.shape[0], geom.n
+    sino = np.ascontiguousarray(y.detach().numpy())
+    with _LOCK:
+        threads = _threads()
+        numba.set_num_threads(threads)
+        parts = np.zeros((threads, k, n + 3, n + 3), dtype=sino.dtype)
+        _adjoint_kernel(sino, *_arrays(geom), parts)
+    return torch.from_numpy(np.ascontiguousarray(parts.sum(axis=0)[:, 1:n + 1, 1:n + 1]))
