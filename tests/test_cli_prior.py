@@ -169,6 +169,12 @@ def test_reconstruct_fast_mode_and_bad_prior(tmp_path, capsys):
     alone = json.loads((tmp_path / "admm" / "metrics.json").read_text())
     assert metrics["compared"]["admm-tv"]["psnr"] == pytest.approx(alone["psnr"], abs=1e-4)
     assert metrics["psnr"] > metrics["baseline_psnr"]
+    # sigma_start = 0: no prior step, the warm start itself (a candidate of --auto), no network call
+    assert main(["reconstruct", str(ct), "--task", "ct-parallel", "--views", "20", "--method", "padis", "--fast",
+                 "--size", "64", "--param", "sigma_start=0", "--compare", "admm-tv", "--out", str(tmp_path / "zero"),
+                 "--no-progress"]) == 0
+    zero = json.loads((tmp_path / "zero" / "metrics.json").read_text())
+    assert zero["nfe"] == 0 and zero["psnr"] == pytest.approx(alone["psnr"], abs=1e-4)
     whole = Path(__file__).resolve().parents[1] / "models" / "ct_whole256.safetensors"
     capsys.readouterr()
     assert main(["reconstruct", str(ct), "--task", "ct-parallel", "--method", "padis", "--prior", str(whole),

@@ -105,7 +105,8 @@ def run_sampler(method: Method, fidelity: DataFidelity, prior: str | Path, param
     """``samples`` posterior samples (K, *image_shape) of the measurement in ``fidelity`` (batch 1), on the CPU,
     and the NFE per sample (the K samples run as one batch).
 
-    fast: warm start from ``x_fast`` (the ADMM-TV reconstruction, (1, *image_shape)) at sigma_start.
+    fast: warm start from ``x_fast`` (the ADMM-TV reconstruction, (1, *image_shape)) at sigma_start; sigma_start
+    0 returns ``x_fast`` itself (0 NFE).
     noise: the sampler's noise draws (start and re-noising) instead of independent ones, e.g.
     :func:`~wavepatch.sampling.steps.slerp_slice_noise` across a slice stack; samplers without a ``noise``
     argument refuse it. shard: (total, lo, hi) when these ``samples`` are items lo..hi of a batch of ``total``
@@ -113,6 +114,10 @@ def run_sampler(method: Method, fidelity: DataFidelity, prior: str | Path, param
     whole batch and cut, so each item gets the numbers it would get in one process. wrap: applied to the prior's
     denoiser (e.g. ``volume.rotating_planes``)."""
     model, cfg = cached_prior(prior, device)
+    if fast and float(params.get("sigma_start", 1.0)) == 0.0:  # no prior step: the warm start itself, 0 NFE
+        if x_fast is None:
+            raise ValueError("fast mode needs the warm-start image")
+        return x_fast.detach().float().cpu().expand(samples, *fidelity.op.image_shape).clone(), 0
     if method.patch_only and cfg.kind != "patch":
         raise ValueError(f"{method.name} needs a patch prior; {prior} is a {cfg.kind} prior")
     draw = sliced_draw(*shard) if shard is not None else None

@@ -342,8 +342,8 @@ def _steps(default: int | dict) -> Param:
     return Param("steps", int, default, "noise levels (--steps)", low=1, high=100_000)
 
 
-_SIGMA_START = Param("sigma_start", float, 0.1, "first noise level of a warm start", low=0, low_open=True,
-                     applies="fast")
+_SIGMA_START = Param("sigma_start", float, 0.1, "first noise level of a warm start (0: no prior step, the warm "
+                     "start itself; a candidate of --auto)", low=0, applies="fast")
 _SCHEDULE = (Param("sigma_max", float, 10.0, "first noise level of a cold start", low=0, low_open=True,
                    applies="slow"),
              Param("sigma_min", float, 0.003, "last noise level", low=0, low_open=True),
