@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from wavepatch.io import normalize_volume, percentile_range, read_image, resize_
 from wavepatch.io.readers import ImageVolume
 from wavepatch.run import simulate_measurement, solve
 from wavepatch.selection import (
+    FAST_AUTO,
     auto_candidates,
     check_auto,
     choose_by_holdout,
@@ -99,6 +101,21 @@ def test_selection_matches_the_truth_on_a_mistuned_weight():
     assert psnrs[report["candidates"].index(report["chosen"])] >= max(psnrs) - 0.3
     assert res.params["lam"] == report["chosen"]
     assert report["held_out_kind"] == "views" and report["selection_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_fast_mode_selection_offers_the_warm_start_and_scores_plain():
+    """The learned fast mode's candidates start with sigma_start = 0 (the ADMM-TV warm start itself, no network
+    call) and are scored by the plain held-out residual, also on CT (``FAST_AUTO_RAMP``)."""
+    img = _phantom(48)
+    task, x, y = simulate_measurement(img, "ct-parallel", task_options("ct-parallel", views=20), seed=0)
+    res, report = select_and_solve(task, y, "padis", {"steps": 2}, fast=True, truth=x)
+    assert report["candidates"] == list(FAST_AUTO[1]) and report["candidates"][0] == 0.0
+    assert report["score"] == "plain" and res.params["sigma_start"] == report["chosen"]
+    split = split_task(task, y)
+    warm = solve(split.task, split.y, "admm-tv", {}).recon
+    assert split.ramp and report["heldout_scores"][0] == pytest.approx(replace(split, ramp=False).score(warm),
+                                                                       rel=1e-5)
 
 
 def test_auto_refusals():
