@@ -21,7 +21,8 @@ distribution shift), MRI x4 with the MRI prior; CT patient A0001 and glioma trai
 ``--zero`` adds the candidate sigma_start = 0 (no prior step: the ADMM-TV warm start itself) and records the PSNR
 of every fit on the kept 80 % (``psnr_split``: what the held-out score should rank); ``--cross`` adds the CT
 prior on the MRI slices (a second shift case); ``--more`` uses four CT and three MRI training slices; ``--seeds 1``
-skips the second fit (and the debiased criterion).
+skips the second fit (and the debiased criterion); ``--fraction`` holds out another share of the views or lines;
+``--full-from`` reuses an earlier run's full-measurement PSNRs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from wavepatch.io.atomic import atomic_write_bytes
 from wavepatch.learned import default_prior
 from wavepatch.metrics import image_metrics
 from wavepatch.run import simulate_measurement, solve
-from wavepatch.selection import FAST_AUTO, split_task
+from wavepatch.selection import FAST_AUTO, HOLDOUT_FRACTION, split_task
 from wavepatch.tasks import task_options
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -71,10 +72,18 @@ def main() -> int:
     ap.add_argument("--cross", action="store_true", help="add the CT prior on the MRI slices")
     ap.add_argument("--more", action="store_true", help="four CT and three MRI training slices")
     ap.add_argument("--seeds", type=int, default=2, choices=(1, 2))
+    ap.add_argument("--fraction", type=float, default=HOLDOUT_FRACTION, help="held-out fraction of the views/lines")
+    ap.add_argument("--only", choices=("ct", "mri"), default=None, help="only the CT or only the MRI cases")
+    ap.add_argument("--full-from", type=Path, default=None,
+                    help="rows.json of an earlier run: take the full-measurement PSNRs from it (same cases)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     values = ([0.0] if args.zero else []) + [v for v in FAST_AUTO[1] if v > 0]
     rows = []
+    earlier = {}
+    if args.full_from:
+        earlier = {(r["task"], r["prior"], r["slice"], r["sigma_start"]): r["psnr"]
+                   for r in json.loads(args.full_from.read_text())}
 
     def fit(task, y, v, seed, truth=None):
         if v == 0:  # no prior step: the fast mode's warm start (ADMM-TV at the task's defaults)
@@ -82,18 +91,21 @@ def main() -> int:
         return solve(task, y, "padis", {"sigma_start": v}, seed=seed, prior=prior, fast=True, truth=truth)
 
     for task_name, opts, files, prior_modality in cases(args.more, args.cross):
+        if args.only and not task_name.startswith(args.only):
+            continue
         prior = default_prior("mri" if prior_modality == "mri" else "ct-parallel", "patch")
         for f in files:
             img = load_slices(f, args.size)[0][1]
             task, x, y = simulate_measurement(img, task_name, task_options(task_name, **opts))
-            split = split_task(task, y)
+            split = split_task(task, y, args.fraction)
             for v in values:
                 fits = [fit(split.task, split.y, v, s).recon for s in range(args.seeds)]
                 ramp, plain = split.score(fits[0]), replace(split, ramp=False).score(fits[0])
                 var2 = spread(split, fits[0], fits[-1])
-                full = fit(task, y, v, 0, truth=x)
+                key = (task_name, prior_modality, f.name, v)
+                full_psnr = earlier[key] if key in earlier else fit(task, y, v, 0, truth=x).metrics["psnr"]
                 row = {"task": task_name, "prior": prior_modality, "slice": f.name, "sigma_start": v, "ramp": ramp,
-                       "plain": plain, "debiased": ramp - var2 / 2, "psnr": full.metrics["psnr"],
+                       "plain": plain, "debiased": ramp - var2 / 2, "psnr": full_psnr,
                        "psnr_split": float(image_metrics(fits[0], x)["psnr"])}
                 rows.append(row)
                 print(row, flush=True)

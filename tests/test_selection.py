@@ -17,6 +17,7 @@ from wavepatch.io.readers import ImageVolume
 from wavepatch.run import simulate_measurement, solve
 from wavepatch.selection import (
     FAST_AUTO,
+    FAST_AUTO_FRACTION,
     auto_candidates,
     check_auto,
     choose_by_holdout,
@@ -106,16 +107,22 @@ def test_selection_matches_the_truth_on_a_mistuned_weight():
 @pytest.mark.slow
 def test_fast_mode_selection_offers_the_warm_start_and_scores_plain():
     """The learned fast mode's candidates start with sigma_start = 0 (the ADMM-TV warm start itself, no network
-    call) and are scored by the plain held-out residual, also on CT (``FAST_AUTO_RAMP``)."""
+    call) and are scored by the plain held-out residual, also on CT (``FAST_AUTO_RAMP``), a tenth of the views
+    held out; with 8 views (6 inner ones) it holds out a fifth."""
     img = _phantom(48)
     task, x, y = simulate_measurement(img, "ct-parallel", task_options("ct-parallel", views=20), seed=0)
     res, report = select_and_solve(task, y, "padis", {"steps": 2}, fast=True, truth=x)
     assert report["candidates"] == list(FAST_AUTO[1]) and report["candidates"][0] == 0.0
     assert report["score"] == "plain" and res.params["sigma_start"] == report["chosen"]
-    split = split_task(task, y)
+    assert report["fraction"] == FAST_AUTO_FRACTION  # 2 of the 20 views
+    split = split_task(task, y, FAST_AUTO_FRACTION)
+    assert split.held_rows == report["held_out"][0] and len(split.held_rows) == 2
     warm = solve(split.task, split.y, "admm-tv", {}).recon
     assert split.ramp and report["heldout_scores"][0] == pytest.approx(replace(split, ramp=False).score(warm),
                                                                        rel=1e-5)
+    task, x, y = simulate_measurement(img, "ct-parallel", task_options("ct-parallel", views=8), seed=0)
+    _, report = select_and_solve(task, y, "padis", {"steps": 1}, fast=True, truth=x)
+    assert report["fraction"] == 0.2 and len(report["held_out"][0]) in (1, 2)
 
 
 def test_auto_refusals():
