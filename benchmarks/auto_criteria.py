@@ -112,7 +112,7 @@ def main() -> int:
                 atomic_write_bytes(args.out / "rows.json", json.dumps(rows, indent=1).encode())
     crits = ("ramp", "plain", "debiased") if args.seeds == 2 else ("ramp", "plain")
     lines = ["| task | prior | slice | oracle sigma (PSNR) | " + " | ".join(f"{c} picks" for c in crits)
-             + " | best on the kept 80 % |", "|---|---|---|---|" + "---|" * (len(crits) + 1)]
+             + " | best on the kept part |", "|---|---|---|---|" + "---|" * (len(crits) + 1)]
     keys = sorted({(r["task"], r["prior"], r["slice"]) for r in rows})
     for key in keys:
         per = [r for r in rows if (r["task"], r["prior"], r["slice"]) == key]

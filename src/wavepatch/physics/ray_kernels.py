@@ -33,6 +33,17 @@ _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 _LOCK = threading.Lock()
 
 
+@njit(inline="always", fastmath=True, cache=True)
+def _sample(o0, o1, d0, d1, s):  # pragma: no cover - compiled
+    """Sample s of a ray in padded coordinates: the upper-left neighbour (i, j) and the fractions (fy, fx). The
+    coordinates are positive up to rounding, so int() acts as floor()."""
+    y = o0 + s * d0
+    x = o1 + s * d1
+    i = int(y)
+    j = int(x)
+    return i, j, y - i, x - j
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _forward_kernel(img, origins, directions, first_step, step_range, out):  # pragma: no cover - compiled
     """img (K, n+3, n+3) padded; origins (R, 2) already shifted by +1; out (K, R)."""
@@ -45,13 +56,8 @@ def _forward_kernel(img, origins, directions, first_step, step_range, out):  # p
             acc = 0.0
             s = first_step[r]
             for _ in range(first, last + 1):
-                y = o0 + s * d0
-                x = o1 + s * d1
+                i, j, fy, fx = _sample(o0, o1, d0, d1, s)
                 s += 1
-                i = int(y)
-                j = int(x)
-                fy = y - i
-                fx = x - j
                 top = img[k, i, j] + fx * (img[k, i, j + 1] - img[k, i, j])
                 bottom = img[k, i + 1, j] + fx * (img[k, i + 1, j + 1] - img[k, i + 1, j])
                 acc += top + fy * (bottom - top)
@@ -74,13 +80,8 @@ def _adjoint_kernel(sino, origins, directions, first_step, step_range, parts):  
                 v = sino[k, r]
                 s = first_step[r]
                 for _ in range(first, last + 1):
-                    y = o0 + s * d0
-                    x = o1 + s * d1
+                    i, j, fy, fx = _sample(o0, o1, d0, d1, s)
                     s += 1
-                    i = int(y)
-                    j = int(x)
-                    fy = y - i
-                    fx = x - j
                     low = v * fy
                     high = v - low
                     buf[k, i, j] += high * (1 - fx)
