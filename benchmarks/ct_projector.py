@@ -1,7 +1,7 @@
 """CT projectors side by side: wavepatch's sparse matrix, wavepatch matrix-free, and ASTRA's CPU projector.
 
 For each geometry (N x N image, V parallel-beam views over 180 degrees, ceil(sqrt(2) N) unit bins) it prints the
-build time, forward and adjoint seconds (the matrix-free projector with its compiled CPU kernel and with
+build time, forward, adjoint and FBP seconds (the matrix-free projector with its compiled CPU kernel and with
 ``grid_sample``, the kernel of other devices) (median of ``--repeats``, after a warm-up call), and the memory held
 by the operator or used beyond the image and sinogram (peak RSS of the process on a warm call, read from
 /proc/self/status after resetting the peak with /proc/self/clear_refs; Linux only). The matrix is skipped where
@@ -54,7 +54,7 @@ WAVEPATCH_JOB = STATUS + textwrap.dedent("""
     y = op.A(x); op.A_adjoint(y)  # warm-up (the matrix's first conversion; numba's compile or cache load)
     held = status("VmRSS") - before
     out = {"build_s": build, "held_mb": held}
-    jobs = (("forward", lambda: op.A(x)), ("adjoint", lambda: op.A_adjoint(y)))
+    jobs = (("forward", lambda: op.A(x)), ("adjoint", lambda: op.A_adjoint(y)), ("fbp", lambda: op.fbp(y)))
 """) + TIMING
 
 ASTRA_JOB = STATUS + textwrap.dedent("""
@@ -71,7 +71,13 @@ ASTRA_JOB = STATUS + textwrap.dedent("""
         i, _ = astra.create_sino(x, pid); astra.data2d.delete(i)
     def adj():
         i, _ = astra.create_backprojection(sino, pid); astra.data2d.delete(i)
-    jobs = (("forward", fwd), ("adjoint", adj))
+    def fbp():  # ASTRA's CPU FBP (ram-lak filter) with this projector
+        sid = astra.data2d.create("-sino", proj, sino); rid = astra.data2d.create("-vol", vol)
+        cfg = astra.astra_dict("FBP"); cfg["ProjectorId"] = pid
+        cfg["ProjectionDataId"], cfg["ReconstructionDataId"] = sid, rid
+        alg = astra.algorithm.create(cfg); astra.algorithm.run(alg)
+        astra.algorithm.delete(alg); astra.data2d.delete([sid, rid])
+    jobs = (("forward", fwd), ("adjoint", adj), ("fbp", fbp))
 """) + TIMING
 
 
@@ -94,8 +100,8 @@ def main(argv=None) -> int:
     from wavepatch.physics.ct import estimated_matrix_mb
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    print("| geometry | projector | build s | forward s | adjoint s | memory held MB | forward / adjoint extra MB |\n"
-          "|---|---|---|---|---|---|---|")
+    print("| geometry | projector | build s | forward s | adjoint s | FBP s | memory held MB | "
+          "forward / adjoint extra MB |\n|---|---|---|---|---|---|---|---|")
     for spec in args.sizes:
         n, v = (int(t) for t in spec.split(":"))
         rows = []
@@ -114,10 +120,11 @@ def main(argv=None) -> int:
             rows.append(("ASTRA CPU (not run: --astra-python not given)", None))
         for name, r in rows:
             if r is None:
-                print(f"| {n}², {v} views | {name} | | | | | |")
+                print(f"| {n}², {v} views | {name} | | | | | | |")
             else:
                 print(f"| {n}², {v} views | {name} | {r['build_s']:.2f} | {r['forward_s']:.3f} | "
-                      f"{r['adjoint_s']:.3f} | {r['held_mb']:.0f} | {r['forward_extra_mb']:.0f} / "
+                      f"{r['adjoint_s']:.3f} | {r['fbp_s']:.3f} | {r['held_mb']:.0f} | "
+                      f"{r['forward_extra_mb']:.0f} / "
                       f"{r['adjoint_extra_mb']:.0f} |", flush=True)
     return 0
 

@@ -67,6 +67,12 @@ def test_matrix_free_autograd_and_second_order(kernel):
     assert torch.allclose(grad, op.A_adjoint(op.A(x) - y), atol=1e-10)
     (hvp,) = torch.autograd.grad(grad, x, torch.ones_like(x))  # A^T A 1: through the adjoint's own backward
     assert torch.allclose(hvp, op.A_adjoint(op.A(torch.ones_like(x))), atol=1e-10)
+    # FBP stays differentiable (a sinogram that needs a gradient takes the torch path) and equals the kernel's
+    sino = op.A(x).detach().requires_grad_(True)
+    recon = op.fbp(sino)
+    (g,) = torch.autograd.grad(recon.pow(2).sum(), sino)
+    assert g.shape == sino.shape and torch.isfinite(g).all()
+    assert torch.allclose(recon.detach(), op.fbp(sino.detach()), atol=1e-10)
 
 
 def test_projector_choice_by_budget(monkeypatch):

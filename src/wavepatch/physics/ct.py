@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from wavepatch.physics.base import LinearOperator
-from wavepatch.physics.ray_free import RayGeometry, pixel_backproject, ray_backproject, ray_project
+from wavepatch.physics.ray_free import (
+    RayGeometry,
+    compiled_kernels,
+    pixel_backproject,
+    ray_backproject,
+    ray_project,
+)
 from wavepatch.physics.ray_matrix import SparsePair, apply_sparse, cached_sparse_pair, ray_sampling_matrix
 
 Tensor = torch.Tensor
@@ -151,7 +157,7 @@ class ParallelBeamCT(_RayTransform):
         if self.projector == "matrix-free":
             angles, c0 = self.angles, self.n_detectors // 2
             return _backproject_free(q, lambda v0, v1: _parallel_detector_coordinate(self.n, angles[v0:v1]) + c0,
-                                     None, self.n) * weight
+                                     None, self.n, (angles, c0, 0.0, 1.0)) * weight
         matrix = _parallel_fbp_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors)
         return _backproject(q, matrix) * weight
 
@@ -237,7 +243,7 @@ class FanBeamCT(_RayTransform):
             def geometry(v0, v1):
                 return _fan_pixel_geometry(self.n, self.angles[v0:v1], self.n_detectors, self.r_src, du)
             return _backproject_free(q, lambda v0, v1: geometry(v0, v1)[0], lambda v0, v1: geometry(v0, v1)[1],
-                                     self.n) * weight
+                                     self.n, (self.angles, (self.n_detectors - 1) / 2, self.r_src, du)) * weight
         matrix = _fan_fbp_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors, self.r_src, du)
         return _backproject(q, matrix) * weight
 
@@ -279,10 +285,16 @@ def _backproject(q: Tensor, matrix: SparsePair) -> Tensor:
     return apply_sparse(matrix, q.reshape(b * c, v * d)).reshape(b, c, n, n)
 
 
-def _backproject_free(q: Tensor, det_index, weight, n: int) -> Tensor:
-    """Matrix-free :func:`_backproject`: q (B, C, V, D) -> (B, C, N, N), views in chunks."""
+def _backproject_free(q: Tensor, det_index, weight, n: int, geometry: tuple) -> Tensor:
+    """Matrix-free :func:`_backproject`: q (B, C, V, D) -> (B, C, N, N). On the CPU without autograd the compiled
+    kernel (``geometry`` = (angles, centre index, source radius or 0 for parallel beam, virtual detector
+    spacing)); otherwise torch, views in chunks (``det_index``, ``weight``)."""
     b, c, v, d = q.shape
-    return pixel_backproject(q.reshape(b * c, v, d), det_index, weight).reshape(b, c, n, n)
+    flat = q.reshape(b * c, v, d)
+    kernels = compiled_kernels(flat)
+    if kernels is not None and not (torch.is_grad_enabled() and flat.requires_grad):
+        return kernels.pixel_backproject(flat, n, *geometry).reshape(b, c, n, n)
+    return pixel_backproject(flat, det_index, weight).reshape(b, c, n, n)
 
 
 def _backprojection_matrix(det_index: Tensor, weight: Tensor | None, d: int) -> SparsePair:

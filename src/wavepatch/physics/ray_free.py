@@ -38,7 +38,7 @@ RAYS_PER_CHUNK = {"cpu": 768}
 COMPILED_CPU = True
 
 
-def _compiled(t: Tensor):
+def compiled_kernels(t: Tensor):
     """ray_kernels (imported on first use: numba costs ~0.4 s to import) if ``t`` goes through it, else None."""
     if COMPILED_CPU and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
         from wavepatch.physics import ray_kernels
@@ -137,7 +137,7 @@ def _run_chunks(work, chunks: list, workers: int) -> None:
 
 def _project(x: Tensor, geom: RayGeometry, rays_per_chunk: int) -> Tensor:
     """(K, n, n) -> (K, R): line integrals of K images."""
-    if kernels := _compiled(x):
+    if kernels := compiled_kernels(x):
         return kernels.project(x, geom)
     k = x.shape[0]
     img = x.reshape(1, k, geom.n, geom.n)
@@ -156,7 +156,7 @@ def _project(x: Tensor, geom: RayGeometry, rays_per_chunk: int) -> Tensor:
 
 def _backproject_rays(y: Tensor, geom: RayGeometry, rays_per_chunk: int) -> Tensor:
     """(K, R) -> (K, n, n): the exact adjoint of :func:`_project`."""
-    if kernels := _compiled(y):
+    if kernels := compiled_kernels(y):
         return kernels.backproject(y, geom)
     k = y.shape[0]
     shape = (1, k, geom.n, geom.n)
