@@ -85,7 +85,7 @@ def main() -> int:
         earlier = {(r["task"], r["prior"], r["slice"], r["sigma_start"]): r["psnr"]
                    for r in json.loads(args.full_from.read_text())}
 
-    def fit(task, y, v, seed, truth=None):
+    def fit(task, y, v, seed, prior, truth=None):
         if v == 0:  # no prior step: the fast mode's warm start (ADMM-TV at the task's defaults)
             return solve(task, y, "admm-tv", {}, truth=truth)
         return solve(task, y, "padis", {"sigma_start": v}, seed=seed, prior=prior, fast=True, truth=truth)
@@ -99,11 +99,11 @@ def main() -> int:
             task, x, y = simulate_measurement(img, task_name, task_options(task_name, **opts))
             split = split_task(task, y, args.fraction)
             for v in values:
-                fits = [fit(split.task, split.y, v, s).recon for s in range(args.seeds)]
+                fits = [fit(split.task, split.y, v, s, prior).recon for s in range(args.seeds)]
                 ramp, plain = split.score(fits[0]), replace(split, ramp=False).score(fits[0])
                 var2 = spread(split, fits[0], fits[-1])
                 key = (task_name, prior_modality, f.name, v)
-                full_psnr = earlier[key] if key in earlier else fit(task, y, v, 0, truth=x).metrics["psnr"]
+                full_psnr = earlier[key] if key in earlier else fit(task, y, v, 0, prior, truth=x).metrics["psnr"]
                 row = {"task": task_name, "prior": prior_modality, "slice": f.name, "sigma_start": v, "ramp": ramp,
                        "plain": plain, "debiased": ramp - var2 / 2, "psnr": full_psnr,
                        "psnr_split": float(image_metrics(fits[0], x)["psnr"])}

@@ -1,8 +1,8 @@
 """CT projectors side by side: wavepatch's sparse matrix, wavepatch matrix-free, and ASTRA's CPU projector.
 
 For each geometry (N x N image, V parallel-beam views over 180 degrees, ceil(sqrt(2) N) unit bins) it prints the
-build time, forward, adjoint and FBP seconds (the matrix-free projector with its compiled CPU kernel and with
-``grid_sample``, the kernel of other devices) (median of ``--repeats``, after a warm-up call), and the memory held
+build time, forward, adjoint and FBP seconds (median of ``--repeats``, after a warm-up call; the matrix-free
+projector with its compiled CPU kernels and with the torch code other devices run), and the memory held
 by the operator or used beyond the image and sinogram (peak RSS of the process on a warm call, read from
 /proc/self/status after resetting the peak with /proc/self/clear_refs; Linux only). The matrix is skipped where
 its estimate exceeds ``--matrix-mb``. ASTRA (``astra-toolbox``, CPU ``linear`` = Joseph-type and ``line``

@@ -25,13 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from wavepatch.physics.base import LinearOperator
-from wavepatch.physics.ray_free import (
-    RayGeometry,
-    compiled_kernels,
-    pixel_backproject,
-    ray_backproject,
-    ray_project,
-)
+from wavepatch.physics.ray_free import RayGeometry, pixel_backproject, ray_backproject, ray_project
 from wavepatch.physics.ray_matrix import SparsePair, apply_sparse, cached_sparse_pair, ray_sampling_matrix
 
 Tensor = torch.Tensor
@@ -286,15 +280,10 @@ def _backproject(q: Tensor, matrix: SparsePair) -> Tensor:
 
 
 def _backproject_free(q: Tensor, det_index, weight, n: int, geometry: tuple) -> Tensor:
-    """Matrix-free :func:`_backproject`: q (B, C, V, D) -> (B, C, N, N). On the CPU without autograd the compiled
-    kernel (``geometry`` = (angles, centre index, source radius or 0 for parallel beam, virtual detector
-    spacing)); otherwise torch, views in chunks (``det_index``, ``weight``)."""
+    """Matrix-free :func:`_backproject`: q (B, C, V, D) -> (B, C, N, N) (``ray_free.pixel_backproject``;
+    ``geometry`` = (angles, centre index, source radius or 0 for parallel beam, virtual detector spacing))."""
     b, c, v, d = q.shape
-    flat = q.reshape(b * c, v, d)
-    kernels = compiled_kernels(flat)
-    if kernels is not None and not (torch.is_grad_enabled() and flat.requires_grad):
-        return kernels.pixel_backproject(flat, n, *geometry).reshape(b, c, n, n)
-    return pixel_backproject(flat, det_index, weight).reshape(b, c, n, n)
+    return pixel_backproject(q.reshape(b * c, v, d), det_index, weight, geometry=(n, *geometry)).reshape(b, c, n, n)
 
 
 def _backprojection_matrix(det_index: Tensor, weight: Tensor | None, d: int) -> SparsePair:

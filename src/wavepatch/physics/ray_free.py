@@ -1,7 +1,8 @@
 """Matrix-free ray transforms: the discretisation of :mod:`wavepatch.physics.ray_matrix` computed on the fly.
 
-On the CPU (float32 / float64) both directions run the compiled kernels of :mod:`wavepatch.physics.ray_kernels`
-(numba; ``COMPILED_CPU = False`` switches them off). Elsewhere (GPU, other dtypes) they use ``grid_sample``:
+On the CPU (float32 / float64) both directions and the FBP back-projection run the compiled kernels of
+:mod:`wavepatch.physics.ray_kernels` (numba; ``COMPILED_CPU = False`` switches them off). Elsewhere (GPU, other
+dtypes, FBP of a sinogram that needs a gradient) they run in torch:
 
 Forward: each ray is sampled at unit steps ``origin + s * direction`` (integer s in [-half, half]) with
 bilinear interpolation, zero outside the N x N grid: ``torch.nn.functional.grid_sample`` (bilinear, zero
@@ -15,7 +16,7 @@ the CPU the chunks run on ``torch.get_num_threads()`` Python threads (the sampli
 and release the GIL).
 
 Also here: the pixel-driven, linearly interpolating back-projection of FBP (the matrix of
-``ct._backprojection_matrix``) computed per chunk of views.
+``ct._backprojection_matrix``) computed per chunk of views, or by the compiled kernel.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ _BILINEAR, _ZEROS = 0, 0  # grid_sampler enums: interpolation 'bilinear', paddin
 # 512 rays gave adjoint medians 3.18 / 2.82 / 2.50 / 3.3 s and extra memory ~144 / 57 / 48 / 37 MB over 2-5 fresh
 # runs each; forward 1.53 / 1.31 / 1.28 / 1.5 s. Other devices keep 2048 (not measured).
 RAYS_PER_CHUNK = {"cpu": 768}
-# CPU float32/float64 transforms through the compiled kernels (docs/results.md section 13: 512^2 x 720 views,
-# 2 threads, forward 0.6 s and adjoint 0.8 s against grid_sample's 1.1-1.7 s and 2.6-3.3 s).
+# CPU float32/float64 transforms and FBP back-projection through the compiled kernels (docs/results.md section 13:
+# 512^2 x 720 views, 2 threads, forward 0.28-0.47 s, adjoint 0.60-1.16 s, FBP 0.13 s against grid_sample's
+# 1.2-1.5 s, 2.8-3.0 s and the chunked torch FBP's 5.3 s).
 COMPILED_CPU = True
 
 
@@ -205,11 +207,17 @@ def ray_backproject(y: Tensor, geom: RayGeometry, rays_per_chunk: int | None = N
     return _ProjectFn.apply(y, geom, _chunk(rays_per_chunk, y.device), True).reshape(y.shape[0], -1)
 
 
-def pixel_backproject(q: Tensor, det_index, weight=None, views_per_chunk: int = 16) -> Tensor:
+def pixel_backproject(q: Tensor, det_index, weight=None, views_per_chunk: int = 16,
+                      geometry: tuple | None = None) -> Tensor:
     """Pixel-driven back-projection with linear interpolation along the detector, summed over views:
     q (K, V, D) -> (K, P). ``det_index(v0, v1)`` gives the continuous detector index (v1 - v0, P) float64 of
     every pixel for views [v0, v1); ``weight(v0, v1)`` an optional (v1 - v0, P) weight. Pixels projecting
-    outside [0, D - 1] get 0 (numpy.interp(left=0, right=0)). Differentiable through q."""
+    outside [0, D - 1] get 0 (numpy.interp(left=0, right=0)). Differentiable through q. ``geometry`` = (n,
+    angles, centre index, source radius or 0 for parallel beam, virtual detector spacing): the same map in
+    closed form, for the compiled kernel (CPU, no gradient needed)."""
+    kernels = compiled_kernels(q) if geometry is not None else None
+    if kernels is not None and not (torch.is_grad_enabled() and q.requires_grad):
+        return kernels.pixel_backproject(q, *geometry).reshape(q.shape[0], -1)
     k, v, d = q.shape
     out = None
     for v0, v1 in _chunks(v, views_per_chunk):

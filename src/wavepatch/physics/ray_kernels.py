@@ -6,7 +6,7 @@ Ray r is sampled at ``origin_r + s * direction_r`` for s = steps[first_r] ... st
 sample a bilinear interpolation of the image with zeros outside. The image is zero-padded by one pixel before
 and two after on each axis, so that no sample needs a bounds test: a sample strictly inside (-1, n) sits at
 (0, n + 1) in padded coordinates, its four neighbours inside the padded array (the second pad absorbs a
-coordinate that float32 rounding puts exactly on n, where its weight is 0).
+coordinate that rounding puts exactly on n, where its weight is 0).
 
 - forward: one ray per parallel iteration, a sum of its samples (no write conflicts);
 - adjoint: the same arithmetic with the four bilinear weights scattered back. The rays are split into one
@@ -105,15 +105,20 @@ def _threads() -> int:
     return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
+def _call(kernel, *args) -> None:
+    """Run a kernel under the lock on torch's thread count."""
+    with _LOCK:
+        numba.set_num_threads(_threads())
+        kernel(*args)
+
+
 def project(x: Tensor, geom) -> Tensor:
     """(K, n, n) CPU float32/float64 -> (K, R) line integrals (no autograd; ray_free wraps it)."""
     k, n = x.shape[0], geom.n
     padded = np.zeros((k, n + 3, n + 3), dtype=_NUMPY[x.dtype])
     padded[:, 1:n + 1, 1:n + 1] = x.detach().numpy()
     out = np.zeros((k, geom.n_rays), dtype=padded.dtype)
-    with _LOCK:
-        numba.set_num_threads(_threads())
-        _forward_kernel(padded, *_arrays(geom), out)
+    _call(_forward_kernel, padded, *_arrays(geom), out)
     return torch.from_numpy(out)
 
 
@@ -121,11 +126,8 @@ def backproject(y: Tensor, geom) -> Tensor:
     """(K, R) CPU float32/float64 -> (K, n, n): the exact adjoint of :func:`project`."""
     k, n = y.shape[0], geom.n
     sino = np.ascontiguousarray(y.detach().numpy())
-    with _LOCK:
-        threads = _threads()
-        numba.set_num_threads(threads)
-        parts = np.zeros((threads, k, n + 3, n + 3), dtype=sino.dtype)
-        _adjoint_kernel(sino, *_arrays(geom), parts)
+    parts = np.zeros((_threads(), k, n + 3, n + 3), dtype=sino.dtype)  # one block of rays per thread
+    _call(_adjoint_kernel, sino, *_arrays(geom), parts)
     return torch.from_numpy(np.ascontiguousarray(parts.sum(axis=0)[:, 1:n + 1, 1:n + 1]))
 
 
@@ -170,7 +172,5 @@ def pixel_backproject(q: Tensor, n: int, angles: Tensor, offset: float, r_src: f
     qa = np.ascontiguousarray(q.detach().numpy())
     a = angles.detach().to(torch.float64).numpy()
     out = np.zeros((q.shape[0], n, n), dtype=qa.dtype)
-    with _LOCK:
-        numba.set_num_threads(_threads())
-        _pixel_backproject_kernel(qa, np.cos(a), np.sin(a), int(n), float(offset), float(r_src), float(du), out)
+    _call(_pixel_backproject_kernel, qa, np.cos(a), np.sin(a), int(n), float(offset), float(r_src), float(du), out)
     return torch.from_numpy(out)
