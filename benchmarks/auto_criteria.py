@@ -22,7 +22,8 @@ distribution shift), MRI x4 with the MRI prior; CT patient A0001 and glioma trai
 of every fit on the kept 80 % (``psnr_split``: what the held-out score should rank); ``--cross`` adds the CT
 prior on the MRI slices (a second shift case); ``--more`` uses four CT and three MRI training slices; ``--seeds 1``
 skips the second fit (and the debiased criterion); ``--fraction`` holds out another share of the views or lines;
-``--full-from`` reuses an earlier run's full-measurement PSNRs.
+``--full-from`` reuses an earlier run's full-measurement PSNRs; ``--cand-steps`` fits the kept part with fewer noise
+levels than the final reconstruction (does a cheaper fit rank the candidates as the full one does?).
 """
 
 from __future__ import annotations
@@ -64,6 +65,30 @@ def spread(split, a, b) -> float:
     return replace(split, held_y=torch.zeros_like(split.held_y)).score(a - b)
 
 
+def summary(rows: list[dict], crits: tuple[str, ...], candidates: list[float] | None = None) -> str:
+    """Markdown table: per case the oracle (best full-measurement PSNR over all fitted values), each criterion's
+    choice among ``candidates`` (default: all fitted values) and its PSNR against the oracle; a last line with
+    the mean and the worst difference of each criterion."""
+    lines = ["| task | prior | slice | oracle sigma (PSNR) | " + " | ".join(f"{c} picks" for c in crits)
+             + " | best on the kept part |", "|---|---|---|---|" + "---|" * (len(crits) + 1)]
+    keys = sorted({(r["task"], r["prior"], r["slice"]) for r in rows})
+    diffs: dict[str, list[float]] = {c: [] for c in (*crits, "kept")}
+    for key in keys:
+        per = [r for r in rows if (r["task"], r["prior"], r["slice"]) == key]
+        best = max(per, key=lambda r: r["psnr"])
+        among = [r for r in per if candidates is None or r["sigma_start"] in candidates]
+        cells = []
+        for crit, pick in [(c, min(among, key=lambda r, c=c: r[c])) for c in crits] + \
+                [("kept", max(among, key=lambda r: r["psnr_split"]))]:
+            diffs[crit].append(pick["psnr"] - best["psnr"])
+            cells.append(f"{pick['sigma_start']:g} ({pick['psnr'] - best['psnr']:+.2f} dB)")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {best['sigma_start']:g} ({best['psnr']:.2f}) | "
+                     + " | ".join(cells) + " |")
+    lines.append("| mean / worst against the oracle | | | | " + " | ".join(
+        f"{sum(d) / len(d):+.3f} / {min(d):+.2f}" for d in diffs.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/auto_criteria"))
@@ -74,21 +99,35 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=2, choices=(1, 2))
     ap.add_argument("--fraction", type=float, default=HOLDOUT_FRACTION, help="held-out fraction of the views/lines")
     ap.add_argument("--only", choices=("ct", "mri"), default=None, help="only the CT or only the MRI cases")
+    ap.add_argument("--cand-steps", type=int, default=None,
+                    help="noise levels of the fits on the kept part (default: the fast mode's own)")
     ap.add_argument("--full-from", type=Path, default=None,
                     help="rows.json of an earlier run: take the full-measurement PSNRs from it (same cases)")
+    ap.add_argument("--candidates", type=str, default=None,
+                    help="comma-separated sigma_start values to fit (default: FAST_AUTO's); with --summarise, the "
+                         "subset the criteria choose from")
+    ap.add_argument("--summarise", type=Path, default=None,
+                    help="rows.json of an earlier run: only print its table (choices among --candidates)")
     args = ap.parse_args()
+    chosen = [float(v) for v in args.candidates.split(",")] if args.candidates else None
+    if args.summarise:
+        rows = json.loads(args.summarise.read_text())
+        two_seeds = any(r["debiased"] != r["ramp"] for r in rows)
+        print(summary(rows, ("ramp", "plain", "debiased") if two_seeds else ("ramp", "plain"), chosen))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    values = ([0.0] if args.zero else []) + [v for v in FAST_AUTO[1] if v > 0]
+    values = chosen or (([0.0] if args.zero else []) + [v for v in FAST_AUTO[1] if v > 0])
     rows = []
     earlier = {}
     if args.full_from:
         earlier = {(r["task"], r["prior"], r["slice"], r["sigma_start"]): r["psnr"]
                    for r in json.loads(args.full_from.read_text())}
 
-    def fit(task, y, v, seed, prior, truth=None):
+    def fit(task, y, v, seed, prior, truth=None, steps=None):
         if v == 0:  # no prior step: the fast mode's warm start (ADMM-TV at the task's defaults)
             return solve(task, y, "admm-tv", {}, truth=truth)
-        return solve(task, y, "padis", {"sigma_start": v}, seed=seed, prior=prior, fast=True, truth=truth)
+        extra = {"steps": steps} if steps else {}
+        return solve(task, y, "padis", {"sigma_start": v, **extra}, seed=seed, prior=prior, fast=True, truth=truth)
 
     for task_name, opts, files, prior_modality in cases(args.more, args.cross):
         if args.only and not task_name.startswith(args.only):
@@ -99,7 +138,7 @@ def main() -> int:
             task, x, y = simulate_measurement(img, task_name, task_options(task_name, **opts))
             split = split_task(task, y, args.fraction)
             for v in values:
-                fits = [fit(split.task, split.y, v, s, prior).recon for s in range(args.seeds)]
+                fits = [fit(split.task, split.y, v, s, prior, steps=args.cand_steps).recon for s in range(args.seeds)]
                 ramp, plain = split.score(fits[0]), replace(split, ramp=False).score(fits[0])
                 var2 = spread(split, fits[0], fits[-1])
                 key = (task_name, prior_modality, f.name, v)
@@ -111,21 +150,7 @@ def main() -> int:
                 print(row, flush=True)
                 atomic_write_bytes(args.out / "rows.json", json.dumps(rows, indent=1).encode())
     crits = ("ramp", "plain", "debiased") if args.seeds == 2 else ("ramp", "plain")
-    lines = ["| task | prior | slice | oracle sigma (PSNR) | " + " | ".join(f"{c} picks" for c in crits)
-             + " | best on the kept part |", "|---|---|---|---|" + "---|" * (len(crits) + 1)]
-    keys = sorted({(r["task"], r["prior"], r["slice"]) for r in rows})
-    for key in keys:
-        per = [r for r in rows if (r["task"], r["prior"], r["slice"]) == key]
-        best = max(per, key=lambda r: r["psnr"])
-        cells = []
-        for crit in crits:
-            pick = min(per, key=lambda r: r[crit])
-            cells.append(f"{pick['sigma_start']:g} ({pick['psnr'] - best['psnr']:+.2f} dB)")
-        kept = max(per, key=lambda r: r["psnr_split"])
-        cells.append(f"{kept['sigma_start']:g} ({kept['psnr'] - best['psnr']:+.2f} dB)")
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {best['sigma_start']:g} ({best['psnr']:.2f}) | "
-                     + " | ".join(cells) + " |")
-    md = "\n".join(lines) + "\n"
+    md = summary(rows, crits)
     atomic_write_bytes(args.out / "summary.md", md.encode())
     print(md)
     return 0

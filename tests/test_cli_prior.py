@@ -194,7 +194,7 @@ def test_pnp_admm_with_the_learned_denoiser(tmp_path):
     assert params["sigma"] == 0.03 and params["prior"].endswith("ct_patch256.safetensors")
 
 
-@pytest.mark.parametrize("task,extra", [("ct-lowdose", ["--method", "padis", "--fast"]),
+@pytest.mark.parametrize("task,extra", [("ct-lowdose", ["--method", "padis", "--fast", "--no-auto"]),
                                         ("deblur", ["--method", "ddnm"]), ("ct-parallel", ["--method", "ddnm"])])
 def test_noisy_tasks_use_the_map_data_step_noiseless_ones_the_projection(tmp_path, monkeypatch, task, extra):
     from wavepatch.fidelity import DataFidelity, GaussianFidelity, PoissonFidelity

@@ -18,6 +18,8 @@ from wavepatch.run import simulate_measurement, solve
 from wavepatch.selection import (
     FAST_AUTO,
     FAST_AUTO_FRACTION,
+    FAST_AUTO_STEPS,
+    auto_by_default,
     auto_candidates,
     check_auto,
     choose_by_holdout,
@@ -125,6 +127,38 @@ def test_fast_mode_selection_offers_the_warm_start_and_scores_plain():
     assert report["fraction"] == 0.2 and len(report["held_out"][0]) in (1, 2)
 
 
+@pytest.mark.slow
+def test_fast_mode_candidates_are_shorter_runs_from_one_warm_start():
+    """The learned candidates run FAST_AUTO_STEPS of the final run's noise levels (10 -> 4) from the split's
+    ADMM-TV warm start, computed once: each held-out score equals that of an independent run with those levels;
+    the final run has the full 10 (or none, if the warm start itself won). Four views leave too few to hold out: an error when --auto was asked for, the
+    defaults and a 'skipped' report when it is only on by default."""
+    img = _phantom(48)
+    task, x, y = simulate_measurement(img, "ct-parallel", task_options("ct-parallel", views=20), seed=0)
+    res, report = select_and_solve(task, y, "padis", {"steps": 10}, fast=True, truth=x)
+    assert report["candidate_steps"] == round(10 * FAST_AUTO_STEPS) == 4
+    assert res.nfe == (10 if report["chosen"] > 0 else 0)  # sigma_start 0: the warm start, no network call
+    split = replace(split_task(task, y, FAST_AUTO_FRACTION), ramp=False)
+    for v, got in zip(report["candidates"][1:], report["heldout_scores"][1:]):
+        alone = solve(split.task, split.y, "padis", {"steps": 4, "sigma_start": v}, fast=True)
+        assert alone.nfe == 4 and split.score(alone.recon) == pytest.approx(got, rel=1e-5)
+    task, x, y = simulate_measurement(img, "ct-parallel", task_options("ct-parallel", views=4), seed=0)
+    with pytest.raises(ValueError, match="too few"):
+        select_and_solve(task, y, "padis", {"steps": 2}, fast=True)
+    res, report = select_and_solve(task, y, "padis", {"steps": 2}, fast=True, optional=True, truth=x)
+    assert "too few" in report["skipped"] and res.params["sigma_start"] == 0.1 and res.nfe == 2
+
+
+def test_auto_is_on_by_default_only_for_the_learned_fast_mode_on_split_tasks():
+    assert auto_by_default("ct-parallel", "padis", True, {})
+    assert auto_by_default("mri", "ddnm", True, {})
+    assert not auto_by_default("ct-parallel", "padis", False, {})  # no fast mode: nothing selected
+    assert not auto_by_default("ct-parallel", "admm-tv", False, {})  # classical: opt-in (about 6x)
+    assert not auto_by_default("deblur", "padis", True, {})  # nothing to hold out
+    assert not auto_by_default("ct-parallel", "padis", True, {"sigma_start": 0.05})  # the user chose
+    assert not auto_by_default("ct-parallel", "padis", True, {}, volume=True)
+
+
 def test_auto_refusals():
     with pytest.raises(ValueError, match="nothing to select"):
         auto_candidates("ct-parallel", "fbp", False, {})
@@ -187,6 +221,26 @@ def test_cli_auto(tmp_path, ct_files):
     bad = subprocess.run(bad, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no independent parts" in bad.stderr
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_cli_learned_fast_mode_selects_by_default(tmp_path, ct_files):
+    """`reconstruct --method padis --fast` runs --auto without being asked (metrics.json has the report);
+    --no-auto gives the hand-set default; with 4 views nothing can be held out and the run goes on with the
+    defaults, saying so."""
+    from wavepatch.cli import main
+
+    base = ["reconstruct", str(ct_files[0]), "--task", "ct-parallel", "--method", "padis", "--fast", "--steps",
+            "2", "--size", "48", "--no-progress"]
+    assert main([*base, "--views", "20", "--out", str(tmp_path / "a")]) == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["auto"]["param"] == "sigma_start" and metrics["auto"]["candidate_steps"] == 2
+    assert metrics["method_params"]["sigma_start"] == metrics["auto"]["chosen"]
+    assert main([*base, "--views", "20", "--no-auto", "--out", str(tmp_path / "b")]) == 0
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert "auto" not in metrics and metrics["method_params"]["sigma_start"] == 0.1
+    assert main([*base, "--views", "4", "--out", str(tmp_path / "c")]) == 0
+    assert "too few" in json.loads((tmp_path / "c" / "metrics.json").read_text())["auto"]["skipped"]
 
 
 def test_split_multicoil_mri():

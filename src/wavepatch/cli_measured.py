@@ -147,7 +147,8 @@ def _reconstruct_and_publish(args, task: Task, y: torch.Tensor, overrides: dict,
     """Solve, then write recon.npy/png, compare.png, metrics.json (and std.npy, DICOM) as one published folder.
     With ``reference`` (retrospective undersampling) PSNR/SSIM against it are reported next to the data
     consistency figures."""
-    res, auto = solve_auto(task, y, args.method, overrides, args.auto, seed=args.seed, prior=args.prior,
+    res, auto = solve_auto(task, y, args.method, overrides, args.auto, seed=args.seed,
+                           optional=getattr(args, "auto_optional", False), prior=args.prior,
                            samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
                            progress=not args.no_progress, compare=tuple(args.compare), truth=reference,
                            precision=args.precision)

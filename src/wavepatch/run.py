@@ -141,15 +141,26 @@ def data_metrics(fidelity: DataFidelity, x: Tensor) -> dict:
     return {"relative_residual": rel, "data_term_per_entry": float(fidelity.residual(x).sum()) / y.numel()}
 
 
+def fast_warm_start(task: Task, fidelity: DataFidelity, baseline: Tensor) -> Tensor:
+    """The learned fast mode's starting image (1, *image_shape) for the measurement in ``fidelity``: ADMM-TV at
+    the task's defaults from ``baseline``, or on a nonlinear task (phase retrieval) the baseline itself (HIO)."""
+    if not task.linear:
+        return baseline
+    admm = get_method("admm-tv")
+    return run_classical(admm, fidelity, baseline, admm.resolve(task.name, noise_std=gaussian_std(task)))
+
+
 def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, seed: int = 0,
           prior: str | Path | None = None, samples: int = 1, fast: bool = False, patch_mode: str = "padis",
           device: str = "cpu", progress: bool = False, compare: tuple[str, ...] = (),
-          truth: Tensor | None = None, precision: str = "auto") -> RunResult:
+          truth: Tensor | None = None, precision: str = "auto", warm_start: Tensor | None = None) -> RunResult:
     """Reconstruct measurement y of ``task`` (simulated, or measured and read from a file) with ``method``.
 
     With ``truth`` (1, 1, H, W) the metrics are PSNR / SSIM against it; without (measured data) they are the
     data-consistency figures of :func:`data_metrics`. Posterior sampling uses seed ``seed + 2``. ``precision``:
-    the learned network's arithmetic ('auto', 'fp32', 'bf16'; see ``prior.model.resolve_precision``)."""
+    the learned network's arithmetic ('auto', 'fp32', 'bf16'; see ``prior.model.resolve_precision``).
+    ``warm_start``: the fast mode's warm start of this very y, already computed (:func:`fast_warm_start`), so
+    that several runs on one measurement (``--auto``'s candidates) compute it once; None computes it."""
     entry = get_method(method)
     noise_std = gaussian_std(task)
     params = entry.resolve(task.name, overrides, fast, noise_std=noise_std)
@@ -166,12 +177,9 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
     if entry.kind == "sampler":
         prior = Path(prior) if prior else default_prior(task.name, entry.prior)
         t_fast = time.perf_counter()
-        admm = get_method("admm-tv")
-        if fast and not task.linear:  # nonlinear (phase retrieval): the warm start is the baseline itself (HIO)
-            x_fast = baseline
-        else:
-            x_fast = (run_classical(admm, fidelity, baseline, admm.resolve(task.name, noise_std=noise_std))
-                      if fast else None)
+        x_fast = None
+        if fast:
+            x_fast = warm_start if warm_start is not None else fast_warm_start(task, fidelity, baseline)
         t_fast = time.perf_counter() - t_fast
         draws, nfe = run_sampler(entry, fidelity, prior, params, torch.Generator().manual_seed(seed + 2),
                                  samples=samples, fast=fast, x_fast=x_fast, patch_mode=patch_mode, device=device,

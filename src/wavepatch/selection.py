@@ -16,7 +16,8 @@ level on a log grid around the default, and for the learned fast mode the noise 
 from images unlike its training data). Weights are in image-intensity units of a data term normalised by
 ||A||^2, so a value chosen on 80 % of the rows applies to all of them.
 
-Cost: (number of candidates + 1) reconstructions, each candidate on 1 - ``fraction`` of the data.
+Cost: (number of candidates + 1) reconstructions, each candidate on 1 - ``fraction`` of the data; the learned
+fast mode's candidates share one warm start and run ``FAST_AUTO_STEPS`` of the final run's noise levels.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from torch import Tensor
 from wavepatch.methods import get_method
 from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT, ramp_filter
 from wavepatch.physics.mri import MultiCoilMRI, SingleCoilMRI
-from wavepatch.run import RunResult, gaussian_std, simulate_measurement, solve
+from wavepatch.run import RunResult, fast_warm_start, gaussian_std, simulate_measurement, solve
 from wavepatch.tasks import Task, TaskOptions
 
 # method -> (parameter, candidate values as factors of the default, or absolute values with "abs")
@@ -45,7 +46,10 @@ AUTO_PARAMS: dict[str, tuple[str, tuple[float, ...], str]] = {
 }
 # the learned samplers' fast mode: the first noise level of the warm start; 0 = no prior step (the warm start
 # itself), which protects a prior from images unlike its training data (docs/results.md section 17.3)
-FAST_AUTO = ("sigma_start", (0.0, 0.02, 0.05, 0.1, 0.2), "abs")
+# no higher than the default 0.1: on the 14 training cases below 0.1 or less was always best, and 0.2, on the
+# kept 90 % of the data (less data wants more prior), was picked on 4-5 of them for 0.03-0.17 dB less than 0.1
+# (benchmarks/results/auto_steps: -0.006 dB mean, -0.08 worst against the oracle without it; -0.04 / -0.17 with)
+FAST_AUTO = ("sigma_start", (0.0, 0.02, 0.05, 0.1), "abs")
 # The fast mode's candidates are scored by the plain held-out residual, also on CT: the held-out views sit in the
 # middle of the gaps between kept views, where a prior's fill-in is least constrained, and the ramp weighting
 # counts the fine detail there most, so it preferred the warm start to a prior that gained 2 dB in PSNR. On 14
@@ -57,6 +61,11 @@ FAST_AUTO_RAMP = False
 # no other choice (benchmarks/results/auto_criteria_frac10*, docs/results.md section 17.3a).
 FAST_AUTO_FRACTION = 0.1
 HOLDOUT_FRACTION = 0.2
+# The candidates run with 2/5 of the final run's noise levels (20 of the default 50), from one shared warm start:
+# on the 14 training cases above this made the same choices as full-length candidates (among 0-0.2 it differed on
+# one, -0.04 dB); a fifth (10 levels) lost 0.43 dB on one case (benchmarks/results/auto_steps; docs/results.md
+# section 17.3b). With the four candidates it brings --auto from about 5x the plain fast mode to about 2.3x.
+FAST_AUTO_STEPS = 0.4
 
 
 @dataclass
@@ -204,14 +213,16 @@ def auto_candidates(task_name: str, method: str, fast: bool, overrides: dict, no
 
 
 def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, *,
-                     fraction: float | None = None, folds: int = 1, seed: int = 0,
+                     fraction: float | None = None, folds: int = 1, seed: int = 0, optional: bool = False,
                      **solve_kwargs) -> tuple[RunResult, dict]:
     """Choose ``method``'s parameter by hold-out (``split_task``, ``auto_candidates``), then reconstruct the
     whole measurement with it. ``fraction`` held out: default ``FAST_AUTO_FRACTION`` for the learned fast mode
     (``HOLDOUT_FRACTION`` where too few parts), ``HOLDOUT_FRACTION`` otherwise. Returns (the final ``solve``
-    result, a JSON-safe report: parameter, candidates, held-out scores, chosen value, fraction, held rows,
-    seconds). ``solve_kwargs`` go to every ``solve``
-    (``truth`` only to the final one: candidates are never scored against it)."""
+    result, a JSON-safe report: parameter, candidates, held-out scores, chosen value, fraction, held rows, the
+    candidates' noise levels (learned; None for classical methods), seconds). ``solve_kwargs`` go to every ``solve``
+    (``truth`` only to the final one: candidates are never scored against it). ``optional`` (--auto on by
+    default, not asked for): a measurement with too few parts to hold out is reconstructed with the defaults, and
+    the report says why ({"skipped": reason}), instead of a ValueError."""
     overrides = dict(overrides or {})
     fast = bool(solve_kwargs.get("fast", False))
     name, values = auto_candidates(task.name, method, fast, overrides, gaussian_std(task))
@@ -225,11 +236,25 @@ def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None 
         if not (auto_fraction and learned):
             raise
         fraction = HOLDOUT_FRACTION  # fewer than 10 views / outer lines to hold out from: a fifth
-        splits = [split_task(task, y, fraction, seed + f) for f in range(folds)]
+        try:
+            splits = [split_task(task, y, fraction, seed + f) for f in range(folds)]
+        except ValueError as e:
+            if not optional:
+                raise
+            return solve(task, y, method, overrides, seed=seed, **solve_kwargs), {"skipped": str(e)}
     inner = {k: v for k, v in solve_kwargs.items() if k not in ("truth", "compare", "progress")}
+    fixed, warm, steps = dict(overrides), {}, None
+    if learned:  # shorter candidate runs (FAST_AUTO_STEPS) from one warm start per split
+        full = int(get_method(method).resolve(task.name, overrides, True, gaussian_std(task))["steps"])
+        steps = fixed["steps"] = min(full, max(4, round(full * FAST_AUTO_STEPS)))
 
     def fit(split: Split, v: float) -> Tensor:
-        return solve(split.task, split.y, method, {**overrides, name: v}, seed=seed, **inner).recon
+        if learned:
+            if id(split) not in warm:
+                t = split.task
+                warm[id(split)] = fast_warm_start(t, t.fidelity(split.y), t.baseline(split.y))
+            inner["warm_start"] = warm[id(split)]
+        return solve(split.task, split.y, method, {**fixed, name: v}, seed=seed, **inner).recon
 
     own_norm = FAST_AUTO_RAMP or not learned  # the split's norm, else plain
 
@@ -242,7 +267,7 @@ def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None 
     report = {"param": name, "candidates": values, "heldout_scores": scores, "chosen": values[best],
               "fraction": fraction, "folds": folds, "held_out": [sp.held_rows for sp in splits],
               "held_out_kind": "views" if isinstance(task.op, (ParallelBeamCT, FanBeamCT)) else "k-space columns",
-              "score": "ramp-weighted" if splits[0].ramp and own_norm else "plain",
+              "score": "ramp-weighted" if splits[0].ramp and own_norm else "plain", "candidate_steps": steps,
               "selection_seconds": select_seconds}
     return final, report
 
@@ -261,29 +286,46 @@ def check_auto(task_name: str, method: str, fast: bool, overrides: dict, volume:
     auto_candidates(task_name, method, fast, overrides)
 
 
+def auto_by_default(task_name: str, method: str, fast: bool, overrides: dict, volume: bool = False) -> bool:
+    """Whether --auto is on when the user gives neither --auto nor --no-auto: for a learned method's fast mode on
+    a task whose measurement splits, unless sigma_start is set by --param or the run is a volume (docs/results.md
+    section 17.3b: about 2.3x the plain fast mode, and it keeps a prior from doing worse than its ADMM-TV warm
+    start on scans unlike its training data). Off for the classical methods (six ADMM runs: about 6x)."""
+    if volume or not fast or get_method(method).kind != "sampler":
+        return False
+    try:
+        check_auto(task_name, method, fast, overrides)
+    except ValueError:
+        return False
+    return True
+
+
 def auto_line(report: dict) -> str:
-    """One console line saying what --auto chose, among what, and what it cost."""
+    """One console line saying what --auto chose, among what, and what it cost (or why it did not run)."""
+    if "skipped" in report:
+        return f"  --auto: not applied, defaults used ({report['skipped']})"
     cands = ", ".join(f"{v:.3g}" for v in report["candidates"])
     return (f"  --auto: {report['param']} = {report['chosen']:.3g} (of {cands}; {report['fraction']:.0%} of the "
             f"{report['held_out_kind']} held out, {report['selection_seconds']:.1f} s)")
 
 
 def solve_auto(task: Task, y: Tensor, method: str, overrides: dict | None = None, auto: bool = False,
-               seed: int = 0, **solve_kwargs) -> tuple[RunResult, dict | None]:
+               seed: int = 0, optional: bool = False, **solve_kwargs) -> tuple[RunResult, dict | None]:
     """``solve`` (report None), or with ``auto`` ``select_and_solve`` (its report): what the CLI calls."""
     if not auto:
         return solve(task, y, method, overrides, seed=seed, **solve_kwargs), None
-    return select_and_solve(task, y, method, overrides, seed=seed, **solve_kwargs)
+    return select_and_solve(task, y, method, overrides, seed=seed, optional=optional, **solve_kwargs)
 
 
 def run_reconstruction_auto(img, task_name: str, opts: TaskOptions, method: str, overrides: dict | None = None,
-                            seed: int = 0, auto: bool = False, **solve_kwargs) -> tuple[RunResult, dict | None]:
+                            seed: int = 0, auto: bool = False, optional: bool = False,
+                            **solve_kwargs) -> tuple[RunResult, dict | None]:
     """``run.run_reconstruction`` (simulate from the clean image ``img``, then reconstruct) with ``auto``
     selection; the truth scores only the final reconstruction."""
     task, x, y = simulate_measurement(img, task_name, opts, seed)
-    return solve_auto(task, y, method, overrides, auto, seed=seed, truth=x, **solve_kwargs)
+    return solve_auto(task, y, method, overrides, auto, seed=seed, optional=optional, truth=x, **solve_kwargs)
 
 
-__all__ = ["AUTO_PARAMS", "FAST_AUTO", "FAST_AUTO_FRACTION", "HOLDOUT_FRACTION", "SPLITTABLE_TASKS", "Split",
-           "auto_candidates", "auto_line", "check_auto", "choose_by_holdout", "run_reconstruction_auto",
-           "select_and_solve", "solve_auto", "split_task"]
+__all__ = ["AUTO_PARAMS", "FAST_AUTO", "FAST_AUTO_FRACTION", "FAST_AUTO_STEPS", "HOLDOUT_FRACTION", "SPLITTABLE_TASKS",
+           "Split", "auto_by_default", "auto_candidates", "auto_line", "check_auto", "choose_by_holdout",
+           "run_reconstruction_auto", "select_and_solve", "solve_auto", "split_task"]
