@@ -22,7 +22,8 @@ distribution shift), MRI x4 with the MRI prior; CT patient A0001 and glioma trai
 of every fit on the kept 80 % (``psnr_split``: what the held-out score should rank); ``--cross`` adds the CT
 prior on the MRI slices (a second shift case); ``--more`` uses four CT and three MRI training slices; ``--seeds 1``
 skips the second fit (and the debiased criterion); ``--fraction`` holds out another share of the views or lines;
-``--full-from`` reuses an earlier run's full-measurement PSNRs; ``--cand-steps`` fits the kept part with fewer noise
+``--resample N`` makes every slice the shift suite's "N px upsampled" image; ``--full-from`` reuses an earlier
+run's full-measurement PSNRs; ``--cand-steps`` fits the kept part with fewer noise
 levels than the final reconstruction (does a cheaper fit rank the candidates as the full one does?).
 """
 
@@ -33,9 +34,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from wavepatch.bench import load_slices
+from wavepatch.io import resize_square
 from wavepatch.io.atomic import atomic_write_bytes
 from wavepatch.learned import default_prior
 from wavepatch.metrics import image_metrics
@@ -68,11 +71,13 @@ def spread(split, a, b) -> float:
 def summary(rows: list[dict], crits: tuple[str, ...], candidates: list[float] | None = None) -> str:
     """Markdown table: per case the oracle (best full-measurement PSNR over all fitted values), each criterion's
     choice among ``candidates`` (default: all fitted values) and its PSNR against the oracle; a last line with
-    the mean and the worst difference of each criterion."""
+    the mean and the worst difference of each criterion, and lines against sigma_start 0.1 (the default) and 0
+    (its ADMM-TV warm start) where those were fitted."""
     lines = ["| task | prior | slice | oracle sigma (PSNR) | " + " | ".join(f"{c} picks" for c in crits)
              + " | best on the kept part |", "|---|---|---|---|" + "---|" * (len(crits) + 1)]
     keys = sorted({(r["task"], r["prior"], r["slice"]) for r in rows})
     diffs: dict[str, list[float]] = {c: [] for c in (*crits, "kept")}
+    refs: dict[float, dict[str, list[float]]] = {v: {c: [] for c in diffs} for v in (0.1, 0.0)}
     for key in keys:
         per = [r for r in rows if (r["task"], r["prior"], r["slice"]) == key]
         best = max(per, key=lambda r: r["psnr"])
@@ -81,11 +86,19 @@ def summary(rows: list[dict], crits: tuple[str, ...], candidates: list[float] | 
         for crit, pick in [(c, min(among, key=lambda r, c=c: r[c])) for c in crits] + \
                 [("kept", max(among, key=lambda r: r["psnr_split"]))]:
             diffs[crit].append(pick["psnr"] - best["psnr"])
+            for v, per_crit in refs.items():
+                ref = [r["psnr"] for r in per if r["sigma_start"] == v]
+                if ref:
+                    per_crit[crit].append(pick["psnr"] - ref[0])
             cells.append(f"{pick['sigma_start']:g} ({pick['psnr'] - best['psnr']:+.2f} dB)")
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {best['sigma_start']:g} ({best['psnr']:.2f}) | "
                      + " | ".join(cells) + " |")
     lines.append("| mean / worst against the oracle | | | | " + " | ".join(
         f"{sum(d) / len(d):+.3f} / {min(d):+.2f}" for d in diffs.values()) + " |")
+    for v, per_crit in refs.items():
+        if all(len(d) == len(keys) for d in per_crit.values()):
+            lines.append(f"| mean / worst against sigma_start {v:g} | | | | " + " | ".join(
+                f"{sum(d) / len(d):+.3f} / {min(d):+.2f}" for d in per_crit.values()) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -106,6 +119,8 @@ def main() -> int:
     ap.add_argument("--candidates", type=str, default=None,
                     help="comma-separated sigma_start values to fit (default: FAST_AUTO's); with --summarise, the "
                          "subset the criteria choose from")
+    ap.add_argument("--resample", type=int, default=None,
+                    help="reduce each slice to N x N and bring it back (the shift suite's 'N px upsampled')")
     ap.add_argument("--summarise", type=Path, default=None,
                     help="rows.json of an earlier run: only print its table (choices among --candidates)")
     args = ap.parse_args()
@@ -135,15 +150,18 @@ def main() -> int:
         prior = default_prior("mri" if prior_modality == "mri" else "ct-parallel", "patch")
         for f in files:
             img = load_slices(f, args.size)[0][1]
+            if args.resample:  # as bench's resampled settings: antialiased bilinear down and up, clipped
+                img = np.clip(resize_square(resize_square(img, args.resample), args.size), 0.0, 1.0)
             task, x, y = simulate_measurement(img, task_name, task_options(task_name, **opts))
             split = split_task(task, y, args.fraction)
             for v in values:
                 fits = [fit(split.task, split.y, v, s, prior, steps=args.cand_steps).recon for s in range(args.seeds)]
                 ramp, plain = split.score(fits[0]), replace(split, ramp=False).score(fits[0])
                 var2 = spread(split, fits[0], fits[-1])
-                key = (task_name, prior_modality, f.name, v)
+                name = f.name + (f"@{args.resample}" if args.resample else "")
+                key = (task_name, prior_modality, name, v)
                 full_psnr = earlier[key] if key in earlier else fit(task, y, v, 0, prior, truth=x).metrics["psnr"]
-                row = {"task": task_name, "prior": prior_modality, "slice": f.name, "sigma_start": v, "ramp": ramp,
+                row = {"task": task_name, "prior": prior_modality, "slice": name, "sigma_start": v, "ramp": ramp,
                        "plain": plain, "debiased": ramp - var2 / 2, "psnr": full_psnr,
                        "psnr_split": float(image_metrics(fits[0], x)["psnr"])}
                 rows.append(row)

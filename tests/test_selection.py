@@ -18,11 +18,13 @@ from wavepatch.run import simulate_measurement, solve
 from wavepatch.selection import (
     FAST_AUTO,
     FAST_AUTO_FRACTION,
+    FAST_AUTO_RAMP,
     FAST_AUTO_STEPS,
     auto_by_default,
     auto_candidates,
     check_auto,
     choose_by_holdout,
+    holdout_parts,
     select_and_solve,
     split_task,
 )
@@ -107,21 +109,22 @@ def test_selection_matches_the_truth_on_a_mistuned_weight():
 
 
 @pytest.mark.slow
-def test_fast_mode_selection_offers_the_warm_start_and_scores_plain():
+def test_fast_mode_selection_offers_the_warm_start():
     """The learned fast mode's candidates start with sigma_start = 0 (the ADMM-TV warm start itself, no network
-    call) and are scored by the plain held-out residual, also on CT (``FAST_AUTO_RAMP``), a tenth of the views
-    held out; with 8 views (6 inner ones) it holds out a fifth."""
+    call) and are scored in the norm ``FAST_AUTO_RAMP`` says (on CT: ramp-weighted), a tenth of the views held
+    out; with 8 views (6 inner ones) it holds out a fifth."""
     img = _phantom(48)
     task, x, y = simulate_measurement(img, "ct-parallel", task_options("ct-parallel", views=20), seed=0)
     res, report = select_and_solve(task, y, "padis", {"steps": 2}, fast=True, truth=x)
     assert report["candidates"] == list(FAST_AUTO[1]) and report["candidates"][0] == 0.0
-    assert report["score"] == "plain" and res.params["sigma_start"] == report["chosen"]
+    assert report["score"] == ("ramp-weighted" if FAST_AUTO_RAMP else "plain")
+    assert res.params["sigma_start"] == report["chosen"]
     assert report["fraction"] == FAST_AUTO_FRACTION  # 2 of the 20 views
     split = split_task(task, y, FAST_AUTO_FRACTION)
     assert split.held_rows == report["held_out"][0] and len(split.held_rows) == 2
     warm = solve(split.task, split.y, "admm-tv", {}).recon
-    assert split.ramp and report["heldout_scores"][0] == pytest.approx(replace(split, ramp=False).score(warm),
-                                                                       rel=1e-5)
+    assert split.ramp and report["heldout_scores"][0] == pytest.approx(
+        replace(split, ramp=FAST_AUTO_RAMP).score(warm), rel=1e-5)
     task, x, y = simulate_measurement(img, "ct-parallel", task_options("ct-parallel", views=8), seed=0)
     _, report = select_and_solve(task, y, "padis", {"steps": 1}, fast=True, truth=x)
     assert report["fraction"] == 0.2 and len(report["held_out"][0]) in (1, 2)
@@ -131,15 +134,15 @@ def test_fast_mode_selection_offers_the_warm_start_and_scores_plain():
 def test_fast_mode_candidates_are_shorter_runs_from_one_warm_start():
     """The learned candidates run FAST_AUTO_STEPS of the final run's noise levels (10 -> 4) from the split's
     ADMM-TV warm start, computed once: each held-out score equals that of an independent run with those levels;
-    the final run has the full 10 (or none, if the warm start itself won). Four views leave too few to hold out: an error when --auto was asked for, the
-    defaults and a 'skipped' report when it is only on by default."""
+    the final run has the full 10 (or none, if the warm start itself won). Four views leave too few to hold out:
+    an error when --auto was asked for, the defaults and a 'skipped' report when it is only on by default."""
     img = _phantom(48)
     task, x, y = simulate_measurement(img, "ct-parallel", task_options("ct-parallel", views=20), seed=0)
     res, report = select_and_solve(task, y, "padis", {"steps": 10}, fast=True, truth=x)
     assert report["candidate_steps"] == round(10 * FAST_AUTO_STEPS) == 4
     assert res.nfe == (10 if report["chosen"] > 0 else 0)  # sigma_start 0: the warm start, no network call
-    split = replace(split_task(task, y, FAST_AUTO_FRACTION), ramp=False)
-    for v, got in zip(report["candidates"][1:], report["heldout_scores"][1:]):
+    split = replace(split_task(task, y, FAST_AUTO_FRACTION), ramp=FAST_AUTO_RAMP)
+    for v, got in zip(report["candidates"][1:], report["heldout_scores"][1:], strict=True):
         alone = solve(split.task, split.y, "padis", {"steps": 4, "sigma_start": v}, fast=True)
         assert alone.nfe == 4 and split.score(alone.recon) == pytest.approx(got, rel=1e-5)
     task, x, y = simulate_measurement(img, "ct-parallel", task_options("ct-parallel", views=4), seed=0)
@@ -157,6 +160,18 @@ def test_auto_is_on_by_default_only_for_the_learned_fast_mode_on_split_tasks():
     assert not auto_by_default("deblur", "padis", True, {})  # nothing to hold out
     assert not auto_by_default("ct-parallel", "padis", True, {"sigma_start": 0.05})  # the user chose
     assert not auto_by_default("ct-parallel", "padis", True, {}, volume=True)
+
+
+def test_holdout_parts_counts_what_a_split_can_hold_out():
+    """CT: every view but the first and last; MRI: the sampled columns outside the centre, which is what a split
+    with fraction 1/k holds out every k-th of; tasks without independent parts: 0."""
+    g = torch.Generator().manual_seed(0)
+    assert holdout_parts(make_task("ct-parallel", 32, task_options("ct-parallel", views=20), g)) == 18
+    assert holdout_parts(make_task("deblur", 32, task_options("deblur"), g)) == 0
+    task = make_task("mri", 64, task_options("mri", accel=4.0), g)
+    y = task.simulate(torch.rand(1, 1, 64, 64, generator=g), g)
+    parts = holdout_parts(task)
+    assert parts > 0 and len(split_task(task, y, 0.2).held_rows) in (parts // 5, parts // 5 + 1)
 
 
 def test_auto_refusals():

@@ -5,7 +5,7 @@ k-space columns (MRI, outside the fully sampled centre) are held out, y = (y_tra
 A_train and A_held whose rows together are exactly those of A (``split_task``). Each candidate value theta of
 one parameter reconstructs from y_train alone; its score is the held-out prediction error ||A_held x_theta -
 y_held||^2, in a norm that tracks the image-domain error (plain for MRI k-space, ramp-weighted for CT
-projections: ``Split.score``; plain for the learned fast mode's candidates, ``FAST_AUTO_RAMP``). The value with
+projections: ``Split.score``; also for the learned fast mode's candidates, ``FAST_AUTO_RAMP``). The value with
 the lowest score reconstructs the whole measurement. Held-out prediction error estimates the error on new
 measurements of the same kind without bias (Ward, "Compressed sensing with cross validation", IEEE Trans. Inf.
 Theory 2009), with no noise level and no ground truth needed.
@@ -46,25 +46,26 @@ AUTO_PARAMS: dict[str, tuple[str, tuple[float, ...], str]] = {
 }
 # the learned samplers' fast mode: the first noise level of the warm start; 0 = no prior step (the warm start
 # itself), which protects a prior from images unlike its training data (docs/results.md section 17.3)
-# no higher than the default 0.1: on the 14 training cases below 0.1 or less was always best, and 0.2, on the
-# kept 90 % of the data (less data wants more prior), was picked on 4-5 of them for 0.03-0.17 dB less than 0.1
-# (benchmarks/results/auto_steps: -0.006 dB mean, -0.08 worst against the oracle without it; -0.04 / -0.17 with)
+# No higher than the default 0.1, and CT scored in the ramp norm as the classical weights are. Chosen on 30
+# training cases (benchmarks/results/auto_steps, docs/results.md section 17.3b): 20-view CT of four slices of the
+# training patient as they are and reduced to 64 / 128 px and brought back (the shift suite's resolution shift),
+# with the CT and the MRI prior; MRI x4 on three glioma slices with both priors. 0.1 or less was best on all 30;
+# against the oracle, mean / worst: ramp, 0-0.1: -0.07 / -0.43 dB; plain, 0-0.1: -0.16 / -1.27; with 0.2 as well:
+# -0.14 / -1.59 (ramp), -0.25 / -1.59 (plain). (Plain scoring had been chosen with a fifth held out, where the
+# ramp norm over-penalised a prior's fill-in mid-gap, section 17.3a; with a tenth the two agree on the 14
+# full-resolution cases and the ramp norm is better on the resampled ones.)
 FAST_AUTO = ("sigma_start", (0.0, 0.02, 0.05, 0.1), "abs")
-# The fast mode's candidates are scored by the plain held-out residual, also on CT: the held-out views sit in the
-# middle of the gaps between kept views, where a prior's fill-in is least constrained, and the ramp weighting
-# counts the fine detail there most, so it preferred the warm start to a prior that gained 2 dB in PSNR. On 14
-# training cases (benchmarks/results/auto_criteria_zero) plain scoring stayed within 0.31 dB of the oracle
-# everywhere; ramp scoring lost 2.1 dB on two. The classical weights keep the ramp norm (section 17.2).
-FAST_AUTO_RAMP = False
-# ... and with a tenth of the views / lines held out (a fifth where there are fewer than 10 parts to choose from):
-# on the same cases this moved the MRI prior on CT from 0.29-0.31 dB below the oracle to the oracle, and changed
-# no other choice (benchmarks/results/auto_criteria_frac10*, docs/results.md section 17.3a).
+FAST_AUTO_RAMP = True
+# a tenth of the views / lines held out for the learned candidates (a fifth where there are fewer than 10 parts to
+# choose from): on the 14 full-resolution cases this moved the MRI prior on CT from 0.29-0.31 dB below the oracle
+# to the oracle (benchmarks/results/auto_criteria_frac10*, docs/results.md section 17.3a).
 FAST_AUTO_FRACTION = 0.1
 HOLDOUT_FRACTION = 0.2
 # The candidates run with 2/5 of the final run's noise levels (20 of the default 50), from one shared warm start:
-# on the 14 training cases above this made the same choices as full-length candidates (among 0-0.2 it differed on
-# one, -0.04 dB); a fifth (10 levels) lost 0.43 dB on one case (benchmarks/results/auto_steps; docs/results.md
-# section 17.3b). With the four candidates it brings --auto from about 5x the plain fast mode to about 2.3x.
+# on the 14 full-resolution training cases this made the same choices as full-length candidates (among 0-0.2 it
+# differed on one, -0.04 dB); a fifth (10 levels) lost 0.43 dB on one case (benchmarks/results/auto_steps;
+# docs/results.md section 17.3b). With the four candidates it brings --auto from about 5x the plain fast mode to
+# about 2.3x.
 FAST_AUTO_STEPS = 0.4
 
 
@@ -140,13 +141,27 @@ def _center_run(sampled: Tensor) -> set[int]:
     return run
 
 
+def _outer_columns(op) -> list[int]:
+    """The sampled k-space columns of an MRI operator outside its fully sampled centre (those that can be held out)."""
+    sampled = op.mask.bool().any(dim=0)  # (W,), columns = phase encodes
+    centre = _center_run(sampled)
+    return [i for i in torch.nonzero(sampled).flatten().tolist() if i not in centre]
+
+
+def holdout_parts(task: Task) -> int:
+    """How many independent parts of ``task``'s measurement can be held out: CT views other than the first and
+    last, or sampled MRI k-space columns outside the fully sampled centre; 0 for other tasks."""
+    if isinstance(task.op, (ParallelBeamCT, FanBeamCT)):
+        return max(0, task.op.n_views - 2)
+    if isinstance(task.op, (SingleCoilMRI, MultiCoilMRI)):
+        return len(_outer_columns(task.op))
+    return 0
+
+
 def _split_mri(task: Task, y: Tensor, fraction: float, generator: torch.Generator) -> Split:
     op = task.op
     mask = op.mask.bool()  # (H, W), columns = phase encodes
-    sampled = mask.any(dim=0)
-    centre = _center_run(sampled)
-    outer = [i for i in torch.nonzero(sampled).flatten().tolist() if i not in centre]
-    held = _pick(outer, fraction, generator)
+    held = _pick(_outer_columns(op), fraction, generator)
     cols = torch.zeros(mask.shape[1], dtype=torch.bool)
     cols[held] = True
     held_mask, train_mask = mask & cols, mask & ~cols
@@ -228,20 +243,15 @@ def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None 
     name, values = auto_candidates(task.name, method, fast, overrides, gaussian_std(task))
     learned = get_method(method).kind == "sampler"
     t0 = time.perf_counter()
-    auto_fraction = fraction is None
-    fraction = (FAST_AUTO_FRACTION if learned else HOLDOUT_FRACTION) if auto_fraction else fraction
+    if fraction is None:  # a tenth for the learned candidates, a fifth where fewer than 10 parts can be held out
+        tenth = learned and holdout_parts(task) >= round(1.0 / FAST_AUTO_FRACTION)
+        fraction = FAST_AUTO_FRACTION if tenth else HOLDOUT_FRACTION
     try:
         splits = [split_task(task, y, fraction, seed + f) for f in range(folds)]
-    except ValueError:
-        if not (auto_fraction and learned):
+    except ValueError as e:
+        if not optional:
             raise
-        fraction = HOLDOUT_FRACTION  # fewer than 10 views / outer lines to hold out from: a fifth
-        try:
-            splits = [split_task(task, y, fraction, seed + f) for f in range(folds)]
-        except ValueError as e:
-            if not optional:
-                raise
-            return solve(task, y, method, overrides, seed=seed, **solve_kwargs), {"skipped": str(e)}
+        return solve(task, y, method, overrides, seed=seed, **solve_kwargs), {"skipped": str(e)}
     inner = {k: v for k, v in solve_kwargs.items() if k not in ("truth", "compare", "progress")}
     fixed, warm, steps = dict(overrides), {}, None
     if learned:  # shorter candidate runs (FAST_AUTO_STEPS) from one warm start per split
@@ -328,4 +338,4 @@ def run_reconstruction_auto(img, task_name: str, opts: TaskOptions, method: str,
 
 __all__ = ["AUTO_PARAMS", "FAST_AUTO", "FAST_AUTO_FRACTION", "FAST_AUTO_STEPS", "HOLDOUT_FRACTION", "SPLITTABLE_TASKS",
            "Split", "auto_by_default", "auto_candidates", "auto_line", "check_auto", "choose_by_holdout",
-           "run_reconstruction_auto", "select_and_solve", "solve_auto", "split_task"]
+           "holdout_parts", "run_reconstruction_auto", "select_and_solve", "solve_auto", "split_task"]
