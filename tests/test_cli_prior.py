@@ -191,7 +191,8 @@ def test_pnp_admm_with_the_learned_denoiser(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     params = metrics["method_params"]
     assert metrics["nfe"] == 2  # one learned-denoiser call per iteration
-    assert params["sigma"] == 0.03 and params["prior"].endswith("ct_patch256.safetensors")
+    # a 64^2 image gets the CT prior trained at 128^2 (learned.default_prior, CT_128_BELOW)
+    assert params["sigma"] == 0.03 and params["prior"].endswith("ct_patch128.safetensors")
 
 
 @pytest.mark.parametrize("task,extra", [("ct-lowdose", ["--method", "padis", "--fast", "--no-auto"]),
@@ -231,3 +232,16 @@ def test_noisy_tasks_use_the_map_data_step_noiseless_ones_the_projection(tmp_pat
         sigmas = noise_schedule(method, method.resolve(task, {"steps": 3}, fast), fast)
         assert calls["project"] == 0
         assert calls["prox"] == pytest.approx([1 / float(s) ** 2 for s in sigmas[:-1]])
+
+
+def test_default_prior_follows_the_image_size():
+    """CT images below 181 px per side get the priors trained at 128^2, larger ones those trained at 256^2
+    (benchmarks/results/prior_size); MRI has one bundled prior; without a size the 256^2 ones."""
+    from wavepatch.learned import default_prior
+
+    assert default_prior("ct-parallel", "patch", 128).name == "ct_patch128.safetensors"
+    assert default_prior("deblur", "whole", 180).name == "ct_whole128.safetensors"
+    assert default_prior("ct-fan", "patch", 181).name == "ct_patch256.safetensors"
+    assert default_prior("ct-lowdose", "whole", 512).name == "ct_whole256.safetensors"
+    assert default_prior("ct-parallel", "patch").name == "ct_patch256.safetensors"
+    assert default_prior("mri", "patch", 64).name == "mri_patch256.safetensors"

@@ -34,12 +34,20 @@ Tensor = torch.Tensor
 SCHEDULES = {"karras": karras_sigmas, "geometric": geometric_sigmas}
 
 
-def default_prior(task_name: str, kind: str = "whole") -> Path:
+# image sizes below this (the geometric mean of 128 and 256) get the CT priors trained at 128^2: on 20-view CT of
+# four training slices at 128^2 (fast mode), ct_patch128 / ct_whole128 gave +2.2 / +6.1 dB over the 256^2 priors,
+# and at 256^2 the 256^2 priors +4.3 / +8.0 dB over the 128^2 ones (benchmarks/results/prior_size)
+CT_128_BELOW = 181
+
+
+def default_prior(task_name: str, kind: str = "whole", size: int | None = None) -> Path:
     """The bundled prior for a task: MRI -> mri_patch256; CT and CT-image restoration -> ct_patch256 for a patch
-    prior (``kind``), ct_whole256 for a whole-image one."""
+    prior (``kind``), ct_whole256 for a whole-image one, or their 128^2 versions for images of ``size`` (pixels
+    per side) below ``CT_128_BELOW``."""
     if task_name == "mri":
         return prior_path("mri_patch256")
-    return prior_path("ct_patch256" if kind == "patch" else "ct_whole256")
+    res = 128 if size is not None and size < CT_128_BELOW else 256
+    return prior_path(f"ct_patch{res}" if kind == "patch" else f"ct_whole{res}")
 
 
 def cached_prior(path: str | Path, device: str = "cpu"):

@@ -175,7 +175,7 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
     std, nfe = None, None
     t0 = time.perf_counter()
     if entry.kind == "sampler":
-        prior = Path(prior) if prior else default_prior(task.name, entry.prior)
+        prior = Path(prior) if prior else default_prior(task.name, entry.prior, task.op.image_shape[-1])
         t_fast = time.perf_counter()
         x_fast = None
         if fast:
@@ -200,7 +200,7 @@ def solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, see
     else:
         learned = None
         if entry.uses_learned_denoiser(params):
-            prior = Path(prior) if prior else default_prior(task.name, "patch")
+            prior = Path(prior) if prior else default_prior(task.name, "patch", task.op.image_shape[-1])
             cached_prior(prior, device)  # a bad checkpoint fails here, before any work
             learned = Counted(learned_denoiser(prior, torch.Generator().manual_seed(seed + 2), device=device,
                                                precision=precision))

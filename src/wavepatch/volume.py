@@ -178,7 +178,7 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
     t0 = time.perf_counter()
     if entry.kind == "sampler":
         prior = prior or default_prior("mri" if param_task == "mri" or modality == "mri" else param_task,
-                                        entry.prior)
+                                        entry.prior, w)
     if entry.kind == "sampler" and cached_prior(prior, device)[1].dims == 3:
         recon, nfe, params = _sample_with_3d_prior(task, fidelity, s, entry, params, prior, admm3d, coupling, world,
                                                    seed, fast, device, progress, precision)
@@ -213,7 +213,7 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
     else:
         learned = None
         if entry.uses_learned_denoiser(params):
-            prior = prior or default_prior(task.name, "patch")
+            prior = prior or default_prior(task.name, "patch", w)
             cached_prior(prior, device)
             learned = Counted(learned_denoiser(prior, torch.Generator().manual_seed(seed + 2), device=device,
                                                precision=precision))
