@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--compare", nargs="+", default=[], choices=names("classical"), metavar="METHOD",
                    help="classical methods also run on the same measurement, shown in compare.png and metrics.json")
     d = r.add_argument_group(f"learned-prior methods ({', '.join(names('sampler'))})")
-    d.add_argument("--prior", default=None, help="prior checkpoint (default: the bundled prior for the task and image size, docs/models.md)")
+    d.add_argument("--prior", default=None,
+                   help="prior checkpoint (default: the bundled prior for the task and image size, docs/models.md)")
     d.add_argument("--steps", type=int, default=None, help="noise levels (method default otherwise)")
     d.add_argument("--samples", type=int, default=1, help="posterior samples: mean is the reconstruction, "
                    "per-pixel std the uncertainty map")
