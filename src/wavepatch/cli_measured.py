@@ -148,7 +148,7 @@ def _reconstruct_and_publish(args, task: Task, y: torch.Tensor, overrides: dict,
     With ``reference`` (retrospective undersampling) PSNR/SSIM against it are reported next to the data
     consistency figures."""
     res, auto = solve_auto(task, y, args.method, overrides, args.auto, seed=args.seed,
-                           optional=getattr(args, "auto_optional", False), prior=args.prior,
+                           optional=args.auto_optional, prior=args.prior,
                            samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
                            progress=not args.no_progress, compare=tuple(args.compare), truth=reference,
                            precision=args.precision)

@@ -240,7 +240,8 @@ def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None 
     the report says why ({"skipped": reason}), instead of a ValueError."""
     overrides = dict(overrides or {})
     fast = bool(solve_kwargs.get("fast", False))
-    name, values = auto_candidates(task.name, method, fast, overrides, gaussian_std(task))
+    noise_std = gaussian_std(task)
+    name, values = auto_candidates(task.name, method, fast, overrides, noise_std)
     learned = get_method(method).kind == "sampler"
     t0 = time.perf_counter()
     if fraction is None:  # a tenth for the learned candidates, a fifth where fewer than 10 parts can be held out
@@ -255,16 +256,13 @@ def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None 
     inner = {k: v for k, v in solve_kwargs.items() if k not in ("truth", "compare", "progress")}
     fixed, warm, steps = dict(overrides), {}, None
     if learned:  # shorter candidate runs (FAST_AUTO_STEPS) from one warm start per split
-        full = int(get_method(method).resolve(task.name, overrides, True, gaussian_std(task))["steps"])
+        full = int(get_method(method).resolve(task.name, overrides, True, noise_std)["steps"])
         steps = fixed["steps"] = min(full, max(4, round(full * FAST_AUTO_STEPS)))
+        warm = {id(sp): fast_warm_start(sp.task, sp.task.fidelity(sp.y), sp.task.baseline(sp.y)) for sp in splits}
 
     def fit(split: Split, v: float) -> Tensor:
-        if learned:
-            if id(split) not in warm:
-                t = split.task
-                warm[id(split)] = fast_warm_start(t, t.fidelity(split.y), t.baseline(split.y))
-            inner["warm_start"] = warm[id(split)]
-        return solve(split.task, split.y, method, {**fixed, name: v}, seed=seed, **inner).recon
+        kw = {**inner, "warm_start": warm[id(split)]} if learned else inner
+        return solve(split.task, split.y, method, {**fixed, name: v}, seed=seed, **kw).recon
 
     own_norm = FAST_AUTO_RAMP or not learned  # the split's norm, else plain
 
@@ -301,10 +299,10 @@ def auto_by_default(task_name: str, method: str, fast: bool, overrides: dict, vo
     a task whose measurement splits, unless sigma_start is set by --param or the run is a volume (docs/results.md
     section 17.3b: about 2.3x the plain fast mode, and it keeps a prior from doing worse than its ADMM-TV warm
     start on scans unlike its training data). Off for the classical methods (six ADMM runs: about 6x)."""
-    if volume or not fast or get_method(method).kind != "sampler":
+    if get_method(method).kind != "sampler":
         return False
-    try:
-        check_auto(task_name, method, fast, overrides)
+    try:  # refuses volume mode, no --fast, tasks without parts to hold out, sigma_start set by --param
+        check_auto(task_name, method, fast, overrides, volume=volume)
     except ValueError:
         return False
     return True
