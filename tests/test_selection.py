@@ -183,8 +183,12 @@ def test_auto_refusals():
         auto_candidates("mri", "admm-tv", False, {"lam": 0.1})
     with pytest.raises(ValueError, match="no independent parts"):
         check_auto("deblur", "admm-tv", False, {})
-    with pytest.raises(ValueError, match="--volume"):
-        check_auto("ct-parallel", "admm-tv", False, {}, volume=True)
+    check_auto("ct-parallel", "admm-tv", False, {}, volume=True)  # volume mode: views of every slice
+    check_auto("mri3d", "padis", True, {}, volume=True)
+    with pytest.raises(ValueError, match="zsr has no independent parts"):
+        check_auto("zsr", "admm-tv", False, {}, volume=True)
+    with pytest.raises(ValueError, match="not a parameter of pnp-admm"):
+        check_auto("ct-parallel", "pnp-admm", False, {}, volume=True)
     name, values = auto_candidates("ct-parallel", "padis", True, {})
     assert name == "sigma_start" and 0.1 in values
 

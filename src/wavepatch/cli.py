@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ground truth: hold out some CT views or MRI k-space lines, reconstruct from the rest with "
                    "each candidate, keep the one that predicts the held-out data best. Default: on for the learned "
                    "methods' --fast on CT and MRI (about 2.3x the time), off for the classical ones (about 6x); "
-                   "--no-auto: the hand-set defaults")
+                   "--no-auto: the hand-set defaults. With --volume (opt-in): one choice for the volume, views held "
+                   "out of every slice or mri3d k-space points")
     r.add_argument("--dicom", action="store_true", help="also write the reconstruction as a DICOM series (HU)")
     r.add_argument("--compare", nargs="+", default=[], choices=names("classical"), metavar="METHOD",
                    help="classical methods also run on the same measurement, shown in compare.png and metrics.json")

@@ -18,8 +18,10 @@ from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import dicom_slice_step, save_dicom_series, save_nifti
 from wavepatch.methods import get_method
 from wavepatch.report import planes_figure, save_json
+from wavepatch.selection import auto_line
 from wavepatch.tasks import TaskOptions
-from wavepatch.volume import DEFAULT_COUPLING_LAM, reconstruct_volume, volume_metrics
+from wavepatch.volume import DEFAULT_COUPLING_LAM, measure_volume, reconstruct_volume, volume_metrics
+from wavepatch.volume_selection import select_and_solve_volume
 
 
 def parse_slices(text: str | None) -> slice | None:
@@ -88,10 +90,15 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
             if value is not None:
                 raise ValueError(f"{flag} couples the slices of a learned sampler; it does not apply to "
                                  f"--method {args.method}")
-    res = reconstruct_volume(unit, args.task, opts, args.method, overrides, seed=args.seed, prior=args.prior,
-                             fast=args.fast, z_weight=z_weight, device=args.device, progress=not args.no_progress,
-                             precision=args.precision, coupling=coupling, coupling_lam=lam,
-                             modality="ct" if norm["method"] == "window" else "mri")
+    kwargs = dict(prior=args.prior, fast=args.fast, z_weight=z_weight, device=args.device,
+                  progress=not args.no_progress, precision=args.precision, coupling=coupling, coupling_lam=lam,
+                  modality="ct" if norm["method"] == "window" else "mri")
+    auto = None
+    if args.auto:
+        meas = measure_volume(unit, args.task, opts, seed=args.seed)
+        res, auto = select_and_solve_volume(meas, args.method, overrides, seed=args.seed, **kwargs)
+    else:
+        res = reconstruct_volume(unit, args.task, opts, args.method, overrides, seed=args.seed, **kwargs)
     if res is None:  # another rank of a torchrun job: rank 0 writes
         return 0
     m, mb = volume_metrics(res.recon, unit), volume_metrics(res.baseline, unit)
@@ -102,6 +109,8 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
                "size": args.size, "voxel_mm": [dz, row_mm, col_mm], "seed": args.seed,
                "task_params": res.task.params, "method_params": res.params, "normalisation": norm,
                "metric_scale": "unit volume, reconstruction clamped to [0, 1], data_range 1"}
+    if auto is not None:
+        metrics["auto"] = auto
     values = np.clip(res.recon, 0, 1)
     stored = np.asarray(denormalize(values, norm), dtype=np.float32)
     with staged_output(out, protect, command="reconstruct --volume") as stage:
@@ -119,4 +128,6 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
           f"{m['psnr_axial']:.2f}, coronal {m['psnr_coronal']:.2f}, sagittal {m['psnr_sagittal']:.2f}), SSIM "
           f"{m['ssim']:.4f}, {res.seconds:.1f} s{f', {res.nfe} NFE' if res.nfe else ''}, peak "
           f"{res.peak_memory_mb:.0f} MB ({res.task.baseline_name}: {mb['psnr']:.2f} dB) -> {out}")
+    if auto is not None:
+        print(auto_line(auto))
     return 0

@@ -94,7 +94,7 @@ class Split:
         return float((r.abs() ** 2).sum())
 
 
-def _pick(candidates: list[int], fraction: float, generator: torch.Generator) -> list[int]:
+def pick_evenly(candidates: list[int], fraction: float, generator: torch.Generator) -> list[int]:
     """Every k-th of the sorted ``candidates`` (k = round(1 / fraction)) from a random offset: a held-out set
     spread evenly over the angles or frequencies, so it represents the whole measurement."""
     step = max(2, round(1.0 / fraction))
@@ -108,7 +108,7 @@ def _pick(candidates: list[int], fraction: float, generator: torch.Generator) ->
 def _split_ct(task: Task, y: Tensor, fraction: float, generator: torch.Generator) -> Split:
     op = task.op
     v = op.n_views
-    held = _pick(list(range(1, v - 1)), fraction, generator)  # never the end views: they fix the arc
+    held = pick_evenly(list(range(1, v - 1)), fraction, generator)  # never the end views: they fix the arc
     held_set = set(held)
     kept = [i for i in range(v) if i not in held_set]
 
@@ -161,7 +161,7 @@ def holdout_parts(task: Task) -> int:
 def _split_mri(task: Task, y: Tensor, fraction: float, generator: torch.Generator) -> Split:
     op = task.op
     mask = op.mask.bool()  # (H, W), columns = phase encodes
-    held = _pick(_outer_columns(op), fraction, generator)
+    held = pick_evenly(_outer_columns(op), fraction, generator)
     cols = torch.zeros(mask.shape[1], dtype=torch.bool)
     cols[held] = True
     held_mask, train_mask = mask & cols, mask & ~cols
@@ -281,13 +281,24 @@ def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None 
 
 
 SPLITTABLE_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri")
+# --volume --auto (wavepatch.volume_selection): the same views held out of every slice, or 3-D k-space points
+SPLITTABLE_VOLUME_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri3d")
 
 
 def check_auto(task_name: str, method: str, fast: bool, overrides: dict, volume: bool = False) -> None:
-    """ValueError (one line) before any work if --auto cannot run: volume mode, a task without independent
-    measurement parts, a method with nothing to select, or the selected parameter fixed by --param."""
+    """ValueError (one line) before any work if --auto cannot run: a task without independent measurement parts
+    (in volume mode: :data:`SPLITTABLE_VOLUME_TASKS`), a method with nothing to select, or the selected parameter
+    fixed by --param."""
     if volume:
-        raise ValueError("--auto selects parameters per slice; it is not available with --volume")
+        if task_name not in SPLITTABLE_VOLUME_TASKS:
+            raise ValueError(f"--volume --auto holds out CT views of every slice or 3-D k-space points "
+                             f"({', '.join(SPLITTABLE_VOLUME_TASKS)}); {task_name} has no independent parts to hold "
+                             "out (set the parameters with --param)")
+        if get_method(method).kind != "sampler" and method != "admm-tv":
+            raise ValueError(f"--volume --auto selects the weight of admm-tv (3-D TV) and the start level of a "
+                             f"learned method's --fast, not a parameter of {method}")
+        auto_candidates(task_name, method, fast, overrides)
+        return
     if task_name not in SPLITTABLE_TASKS:
         raise ValueError(f"--auto splits CT views or MRI k-space lines ({', '.join(SPLITTABLE_TASKS)}); {task_name} "
                          "has no independent parts to hold out (set the parameters with --param)")
@@ -298,10 +309,11 @@ def auto_by_default(task_name: str, method: str, fast: bool, overrides: dict, vo
     """Whether --auto is on when the user gives neither --auto nor --no-auto: for a learned method's fast mode on
     a task whose measurement splits, unless sigma_start is set by --param or the run is a volume (docs/results.md
     section 17.3b: about 2.3x the plain fast mode, and it keeps a prior from doing worse than its ADMM-TV warm
-    start on scans unlike its training data). Off for the classical methods (six ADMM runs: about 6x)."""
-    if get_method(method).kind != "sampler":
+    start on scans unlike its training data; volumes: opt-in, section 14.2). Off for the classical methods (six
+    ADMM runs: about 6x)."""
+    if get_method(method).kind != "sampler" or volume:
         return False
-    try:  # refuses volume mode, no --fast, tasks without parts to hold out, sigma_start set by --param
+    try:  # refuses no --fast, tasks without parts to hold out, sigma_start set by --param
         check_auto(task_name, method, fast, overrides, volume=volume)
     except ValueError:
         return False
@@ -335,5 +347,6 @@ def run_reconstruction_auto(img, task_name: str, opts: TaskOptions, method: str,
 
 
 __all__ = ["AUTO_PARAMS", "FAST_AUTO", "FAST_AUTO_FRACTION", "FAST_AUTO_STEPS", "HOLDOUT_FRACTION", "SPLITTABLE_TASKS",
-           "Split", "auto_by_default", "auto_candidates", "auto_line", "check_auto", "choose_by_holdout",
-           "holdout_parts", "run_reconstruction_auto", "select_and_solve", "solve_auto", "split_task"]
+           "SPLITTABLE_VOLUME_TASKS", "Split", "auto_by_default", "auto_candidates", "auto_line", "check_auto",
+           "choose_by_holdout", "holdout_parts", "pick_evenly", "run_reconstruction_auto", "select_and_solve",
+           "solve_auto", "split_task"]

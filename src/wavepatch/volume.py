@@ -110,14 +110,74 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@dataclass
+class VolumeMeasurement:
+    """A measured volume of ``shape`` (S, H, W): ``task`` (a volume task, or the 2-D task applied to every slice),
+    ``y`` its measurement (volume tasks: (1, 1, ...), one for the volume; axial tasks: (S, ...), one per slice),
+    ``fidelity`` for slice stacks (S, 1, H, W), ``baseline`` (S, 1, H, W), ``param_task``: the task whose method
+    defaults apply (:data:`~wavepatch.volume_tasks.PARAMETER_TASK`)."""
+
+    task: Task
+    y: Tensor
+    fidelity: object
+    baseline: Tensor
+    param_task: str
+    shape: tuple[int, int, int]
+
+
+def volume_measurement(task: Task, y: Tensor, shape: tuple[int, int, int]) -> VolumeMeasurement:
+    """The :class:`VolumeMeasurement` of measurement ``y`` of ``task`` on a volume of ``shape`` (S, H, W): the
+    slice-stack fidelity and the baseline (for a split measurement too: ``volume_selection``)."""
+    s, h, w = (int(v) for v in shape)
+    if task.name in VOLUME_TASKS:
+        return VolumeMeasurement(task, y, stack_fidelity(task.fidelity(y), s), task.baseline(y).reshape(s, 1, h, w),
+                                 PARAMETER_TASK[task.name], (s, h, w))
+    return VolumeMeasurement(task, y, task.fidelity(y), task.baseline(y), task.name, (s, h, w))
+
+
+def measure_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, seed: int = 0) -> VolumeMeasurement:
+    """Simulate ``task_name`` on ``unit`` (S, H, W) in [0, 1]: a volume task on the whole volume, a 2-D task on
+    every slice (same geometry). The task is drawn with ``seed``, the noise with ``seed + 1``."""
+    if unit.ndim != 3 or unit.shape[0] < 2:
+        raise ValueError(f"a volume needs at least 2 slices (S, H, W), got shape {unit.shape}")
+    s, h, w = unit.shape
+    x = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[:, None]
+    if task_name in VOLUME_TASKS:
+        task = make_volume_task(task_name, (s, h, w), opts, torch.Generator().manual_seed(seed))
+        y = task.simulate(x.reshape(1, 1, s, h, w), torch.Generator().manual_seed(seed + 1))
+    else:
+        task = make_task(task_name, (h, w), opts, torch.Generator().manual_seed(seed))
+        y = task.simulate(x, torch.Generator().manual_seed(seed + 1))
+    return volume_measurement(task, y, (s, h, w))
+
+
+def admm_tv_3d(meas: VolumeMeasurement, z_weight: float = 1.0, overrides: dict | None = None,
+               progress: bool = False) -> Tensor:
+    """3-D ADMM-TV of the measured volume (S, 1, H, W) with the method's defaults for ``meas.param_task`` (and
+    ``overrides``), from the baseline: the ``admm-tv`` volume method and the learned fast mode's warm start."""
+    p = get_method("admm-tv").resolve(meas.param_task, overrides, noise_std=gaussian_std(meas.task))
+    return admm_tv(meas.fidelity, lam=p["lam"], rho=p["rho"], n_iter=p["n_iter"], x0=meas.baseline,
+                   progress=progress, z_weight=z_weight)
+
+
 def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, method: str,
-                       overrides: dict | None = None, seed: int = 0, prior=None, fast: bool = False,
-                       z_weight: float = 1.0, device: str = "cpu", progress: bool = False,
-                       precision: str = "auto", coupling: str | None = "none",
-                       coupling_lam: float = DEFAULT_COUPLING_LAM, modality: str = "ct") -> VolumeResult | None:
-    """Simulate ``task_name`` on every slice of ``unit`` (S, H, W) in [0, 1] and reconstruct the stack with
-    ``method``. ``z_weight``: in-plane pixel size / slice spacing (3-D TV). Seeds as ``run.run_reconstruction``:
-    the task uses ``seed``, the noise ``seed + 1``, the sampler ``seed + 2``. ``coupling`` (learned samplers):
+                       overrides: dict | None = None, seed: int = 0, **solve_kwargs) -> VolumeResult | None:
+    """Simulate ``task_name`` on every slice of ``unit`` (S, H, W) in [0, 1] (:func:`measure_volume`) and
+    reconstruct the stack with ``method`` (:func:`solve_volume`, which takes ``solve_kwargs``). Seeds as
+    ``run.run_reconstruction``: the task uses ``seed``, the noise ``seed + 1``, the sampler ``seed + 2``."""
+    if solve_kwargs.get("coupling") is not None and solve_kwargs["coupling"] not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {COUPLINGS}, got {solve_kwargs['coupling']!r}")
+    return solve_volume(measure_volume(unit, task_name, opts, seed), method, overrides, seed=seed, **solve_kwargs)
+
+
+def solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = None, seed: int = 0, prior=None,
+                 fast: bool = False, z_weight: float = 1.0, device: str = "cpu", progress: bool = False,
+                 precision: str = "auto", coupling: str | None = "none", coupling_lam: float = DEFAULT_COUPLING_LAM,
+                 modality: str = "ct", warm_start: Tensor | None = None) -> VolumeResult | None:
+    """Reconstruct the measured volume ``meas`` with ``method``. ``z_weight``: in-plane pixel size / slice
+    spacing (3-D TV). The sampler draws with ``seed + 2``. ``warm_start`` (S, 1, H, W): the fast mode's 3-D
+    ADMM-TV start of this very measurement, already computed (``--auto``'s candidates share it; one process
+    only); None computes it. ``coupling`` (learned samplers):
     one of :data:`COUPLINGS` (tv-z weight ``coupling_lam`` on the unit scale, in-plane units: scaled by
     ``z_weight``); None: :data:`DEFAULT_COUPLING` for a 2-D prior, "none" for a 3-D one.
 
@@ -137,34 +197,18 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
     one process's. Other ranks return None; classical methods run on rank 0."""
     if coupling is not None and coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
-    if unit.ndim != 3 or unit.shape[0] < 2:
-        raise ValueError(f"a volume needs at least 2 slices (S, H, W), got shape {unit.shape}")
-    s, h, w = unit.shape
-    x = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[:, None]
+    task, y, fidelity, baseline, param_task = meas.task, meas.y, meas.fidelity, meas.baseline, meas.param_task
+    s, h, w = meas.shape
+    task_name = task.name
     entry = get_method(method)
-    if task_name in VOLUME_TASKS:
-        if entry.kind != "sampler" and method != "admm-tv":
-            raise ValueError(f"--task {task_name} measures the whole volume; it takes admm-tv or a learned sampler, "
-                             f"not {method}")
-        task = make_volume_task(task_name, (s, h, w), opts, torch.Generator().manual_seed(seed))
-        y = task.simulate(x.reshape(1, 1, s, h, w), torch.Generator().manual_seed(seed + 1))
-        fidelity = stack_fidelity(task.fidelity(y), s)
-        baseline = task.baseline(y).reshape(s, 1, h, w)
-        param_task = PARAMETER_TASK[task_name]
-    else:
-        task = make_task(task_name, (h, w), opts, torch.Generator().manual_seed(seed))
-        y = task.simulate(x, torch.Generator().manual_seed(seed + 1))
-        fidelity = task.fidelity(y)
-        baseline = task.baseline(y)
-        param_task = task.name
+    if task_name in VOLUME_TASKS and entry.kind != "sampler" and method != "admm-tv":
+        raise ValueError(f"--task {task_name} measures the whole volume; it takes admm-tv or a learned sampler, "
+                         f"not {method}")
     noise_std = gaussian_std(task)
     params = entry.resolve(param_task, overrides, fast, noise_std=noise_std)
-    admm = get_method("admm-tv")
 
     def admm3d() -> Tensor:
-        p = admm.resolve(param_task, overrides if method == "admm-tv" else None, noise_std=noise_std)
-        return admm_tv(fidelity, lam=p["lam"], rho=p["rho"], n_iter=p["n_iter"], x0=baseline, progress=progress,
-                       z_weight=z_weight)
+        return admm_tv_3d(meas, z_weight, overrides if method == "admm-tv" else None, progress)
 
     rank, world, device = process_group(device) if world_size() > 1 else (0, 1, device)
     if world > 1 and task_name in VOLUME_TASKS:
@@ -181,10 +225,10 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
                                         entry.prior, w)
     if entry.kind == "sampler" and cached_prior(prior, device)[1].dims == 3:
         recon, nfe, params = _sample_with_3d_prior(task, fidelity, s, entry, params, prior, admm3d, coupling, world,
-                                                   seed, fast, device, progress, precision)
+                                                   seed, fast, device, progress, precision, warm_start)
     elif entry.kind == "sampler":
         coupling = coupling or DEFAULT_COUPLING
-        x_fast = (admm3d() if rank == 0 else None) if fast else None
+        x_fast = (warm_start if warm_start is not None else admm3d() if rank == 0 else None) if fast else None
         if fast and world > 1:
             x_fast = broadcast_from_root(x_fast, (s, 1, h, w))
         tv_z = coupling.startswith("tv-z")
@@ -228,7 +272,7 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
 
 
 def _sample_with_3d_prior(task, fidelity, s, entry, params, prior, admm3d, coupling, world, seed, fast, device,
-                          progress, precision) -> tuple[Tensor, int, dict]:
+                          progress, precision, warm_start=None) -> tuple[Tensor, int, dict]:
     """The sampler with a 3-D prior on the whole volume of ``s`` slices (see :func:`reconstruct_volume`):
     (recon (S, 1, H, W), NFE, params)."""
     if coupling not in (None, "none"):
@@ -236,7 +280,7 @@ def _sample_with_3d_prior(task, fidelity, s, entry, params, prior, admm3d, coupl
     if world > 1:
         raise ValueError("a 3-D prior denoises the whole volume at once: run it in one process, not under torchrun")
     vol_fidelity = fidelity.base if task.name in VOLUME_TASKS else volume_fidelity(fidelity, s)
-    x_fast = admm3d() if fast else None
+    x_fast = (warm_start if warm_start is not None else admm3d()) if fast else None
     recon, nfe = run_sampler(entry, vol_fidelity, prior, params, torch.Generator().manual_seed(seed + 2), samples=1,
                              fast=fast, x_fast=x_fast.reshape(1, 1, s, *x_fast.shape[2:]) if fast else None,
                              device=device, progress=progress, precision=precision)

@@ -104,7 +104,7 @@ def gaussian_2d_mask(shape: tuple[int, int], acceleration: float, center_fractio
     return mask
 
 
-def _mirror(n: int) -> Tensor:
+def mirror_index(n: int) -> Tensor:
     """Index of frequency -f for each centred index (frequency f = j - n//2), modulo n."""
     return (2 * (n // 2) - torch.arange(n)) % n
 
@@ -122,7 +122,7 @@ class Cartesian3DMRI(BufferedOperator):
             raise ValueError(f"the phase-encode mask must be (S, H) = {(s, h)} for image shape "
                              f"{tuple(image_shape)}, got {tuple(mask.shape)}")
         self.mask, self.image_shape = mask[:, :, None].expand(s, h, w).contiguous(), (c, s, h, w)
-        mirrored = self.mask[_mirror(s)][:, _mirror(h)][:, :, _mirror(w)]
+        mirrored = self.mask[mirror_index(s)][:, mirror_index(h)][:, :, mirror_index(w)]
         self.real_dagger_weight = torch.where(self.mask, 2.0 / (1.0 + mirrored.double()), 0.0)
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802

@@ -1,0 +1,191 @@
+"""Per-volume parameter selection (``reconstruct VOLUME --volume --auto``): the hold-out cross-validation of
+:mod:`wavepatch.selection` on a whole volume's measurement, one choice for the volume.
+
+What is held out:
+
+- axial CT tasks (ct-parallel, ct-fan, ct-lowdose): the same views of every slice
+  (:func:`~wavepatch.selection.split_task` on the per-slice task: the measurement (S, 1, V, D) splits along V),
+  scored in the ramp-weighted norm as in 2-D;
+- ``mri3d``: phase-encode points (z, y) outside the fully sampled centre block, each with its mirror point
+  (-z, -y). The volume is real, so its k-space is Hermitian: a point whose mirror stays in the training part
+  would be predicted exactly by every candidate, and scores nothing (:func:`split_mri3d`). Scored in the plain
+  k-space norm (unitary DFT: Parseval).
+- ``zsr`` is refused: a thick slice held out leaves a gap of two thick slices, a different problem from the
+  task's.
+
+The candidates, their length and the fraction held out are the 2-D ones (``FAST_AUTO``, ``FAST_AUTO_STEPS``,
+``FAST_AUTO_FRACTION`` for the learned fast mode, ``AUTO_PARAMS`` and ``HOLDOUT_FRACTION`` for ``admm-tv``); the
+learned candidates share one 3-D ADMM-TV warm start per split. Cost: the split's warm start, the candidates
+(``sigma_start`` 0 is free) and the final run: about 2x the plain fast mode. One process only (not under
+torchrun).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from wavepatch.methods import get_method
+from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT
+from wavepatch.physics.volume_ops import Cartesian3DMRI, mirror_index
+from wavepatch.run import gaussian_std
+from wavepatch.selection import (
+    FAST_AUTO_FRACTION,
+    FAST_AUTO_STEPS,
+    HOLDOUT_FRACTION,
+    SPLITTABLE_VOLUME_TASKS,
+    Split,
+    auto_candidates,
+    choose_by_holdout,
+    pick_evenly,
+    split_task,
+)
+from wavepatch.shard import world_size
+from wavepatch.volume import VolumeMeasurement, VolumeResult, admm_tv_3d, solve_volume, volume_measurement
+
+
+def centre_block(mask: Tensor) -> Tensor:
+    """The largest fully sampled rectangle of a phase-encode mask (S, H) grown from the DC point (S//2, H//2), as
+    a bool (S, H) mask: the calibration centre, never held out. All False when DC is not sampled."""
+    s, h = mask.shape
+    block = torch.zeros_like(mask, dtype=torch.bool)
+    if not bool(mask[s // 2, h // 2]):
+        return block
+    z0, z1, y0, y1 = s // 2, s // 2 + 1, h // 2, h // 2 + 1
+    grown = True
+    while grown:
+        grown = False
+        for side in range(4):
+            nz0, nz1, ny0, ny1 = (z0 - (side == 0), z1 + (side == 1), y0 - (side == 2), y1 + (side == 3))
+            if nz0 < 0 or ny0 < 0 or nz1 > s or ny1 > h:
+                continue
+            if bool(mask[nz0:nz1, ny0:ny1].all()):
+                z0, z1, y0, y1, grown = nz0, nz1, ny0, ny1, True
+    block[z0:z1, y0:y1] = True
+    return block
+
+
+def mirror_groups(mask: Tensor) -> list[list[int]]:
+    """The sampled points of a phase-encode mask (S, H) that can be held out, grouped with their mirror point
+    (frequency (-z, -y)) when it is sampled too: flat indices, one list per group, in order of the group's
+    first index. Groups touching the centre block (:func:`centre_block`) are left out."""
+    s, h = mask.shape
+    centre = centre_block(mask)
+    mz, my = mirror_index(s), mirror_index(h)
+    groups: dict[int, list[int]] = {}
+    for i in torch.nonzero(mask.flatten()).flatten().tolist():
+        z, y = divmod(i, h)
+        j = int(mz[z]) * h + int(my[y])
+        if bool(centre.view(-1)[i]) or bool(centre.view(-1)[j]):
+            continue
+        groups.setdefault(min(i, j), []).append(i)
+    return [groups[k] for k in sorted(groups)]
+
+
+def split_mri3d(task, y: Tensor, fraction: float, generator: torch.Generator) -> Split:
+    """Hold out ``fraction`` of the mirror groups (:func:`mirror_groups`) of an mri3d measurement y (1, 1, S, H, W),
+    spread evenly over the (z, y) plane: a training task of its own (operator on the kept points, zero-filled
+    baseline) and the held-out operator and data, as :class:`~wavepatch.selection.Split` (plain norm)."""
+    op = task.op
+    mask2d = op.mask[:, :, 0]
+    groups = mirror_groups(mask2d)
+    picked = pick_evenly(list(range(len(groups))), fraction, generator)
+    held = torch.zeros(mask2d.numel(), dtype=torch.bool)
+    for g in picked:
+        held[groups[g]] = True
+    held = held.reshape(mask2d.shape)
+    train_mask = mask2d & ~held
+    train_op, held_op = Cartesian3DMRI(train_mask, op.image_shape), Cartesian3DMRI(held, op.image_shape)
+    train = replace(task, op=train_op, baseline=train_op.A_dagger,
+                    params={**task.params, "lines": int(train_mask.sum())})
+    return Split(train, y * train_op.mask.to(y.real.dtype), held_op, y * held_op.mask.to(y.real.dtype),
+                 torch.nonzero(held.flatten()).flatten().tolist())
+
+
+def volume_holdout_parts(meas: VolumeMeasurement) -> int:
+    """How many independent parts of the volume's measurement can be held out: views per slice other than the
+    first and last (CT), mirror groups outside the centre (mri3d); 0 otherwise."""
+    if isinstance(meas.task.op, (ParallelBeamCT, FanBeamCT)):
+        return max(0, meas.task.op.n_views - 2)
+    if isinstance(meas.task.op, Cartesian3DMRI):
+        return len(mirror_groups(meas.task.op.mask[:, :, 0]))
+    return 0
+
+
+def split_volume(meas: VolumeMeasurement, fraction: float, seed: int = 0) -> tuple[VolumeMeasurement, Split]:
+    """(the training part as a measured volume, the split) of ``meas``: see the module docstring."""
+    if meas.task.name not in SPLITTABLE_VOLUME_TASKS:
+        raise ValueError(f"--volume --auto holds out CT views of every slice or 3-D k-space points "
+                         f"({', '.join(SPLITTABLE_VOLUME_TASKS)}); {meas.task.name} has no independent parts to hold "
+                         "out (set the parameters with --param)")
+    if not 0.0 < fraction < 0.5:
+        raise ValueError(f"hold-out fraction must be in (0, 0.5), got {fraction}")
+    if isinstance(meas.task.op, Cartesian3DMRI):
+        split = split_mri3d(meas.task, meas.y, fraction, torch.Generator().manual_seed(seed))
+    else:
+        split = split_task(meas.task, meas.y, fraction, seed)
+    return volume_measurement(split.task, split.y, meas.shape), split
+
+
+def _as_measured(x_stack: Tensor, meas: VolumeMeasurement) -> Tensor:
+    """A slice stack (S, 1, H, W) in the layout of the task's operator: a volume (1, 1, S, H, W) for the volume
+    tasks, the stack itself for the per-slice tasks."""
+    s, h, w = meas.shape
+    return x_stack.reshape(1, 1, s, h, w) if isinstance(meas.task.op, Cartesian3DMRI) else x_stack
+
+
+def select_and_solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = None, *, seed: int = 0,
+                            fast: bool = False, z_weight: float = 1.0, fraction: float | None = None,
+                            **solve_kwargs) -> tuple[VolumeResult, dict]:
+    """Choose ``method``'s parameter for the whole volume by hold-out, then reconstruct ``meas`` with it
+    (:func:`~wavepatch.volume.solve_volume`, which takes ``solve_kwargs``). Returns (the result, a JSON-safe
+    report as the 2-D ``select_and_solve``'s: parameter, candidates, held-out scores, chosen value, fraction, held
+    parts, score norm, candidate noise levels, seconds)."""
+    if world_size() > 1:
+        raise ValueError("--volume --auto runs in one process, not under torchrun")
+    overrides = dict(overrides or {})
+    noise_std = gaussian_std(meas.task)
+    entry = get_method(method)
+    learned = entry.kind == "sampler"
+    if not learned and method != "admm-tv":
+        raise ValueError(f"--volume --auto selects the weight of admm-tv (3-D TV) and the start level of a learned "
+                         f"method's --fast, not a parameter of {method}")
+    name, values = auto_candidates(meas.param_task, method, fast, overrides, noise_std)
+    t0 = time.perf_counter()
+    if fraction is None:
+        tenth = learned and volume_holdout_parts(meas) >= round(1.0 / FAST_AUTO_FRACTION)
+        fraction = FAST_AUTO_FRACTION if tenth else HOLDOUT_FRACTION
+    part, split = split_volume(meas, fraction, seed)
+    inner = {k: v for k, v in solve_kwargs.items() if k != "progress"}
+    fixed, warm, steps = dict(overrides), None, None
+    if learned:  # shorter candidate runs from one warm start, as in 2-D
+        full = int(entry.resolve(meas.param_task, overrides, True, noise_std)["steps"])
+        steps = fixed["steps"] = min(full, max(4, round(full * FAST_AUTO_STEPS)))
+        warm = admm_tv_3d(part, z_weight)
+
+    def fit(sp: Split, v: float) -> Tensor:
+        r = solve_volume(part, method, {**fixed, name: v}, seed=seed, fast=fast, z_weight=z_weight,
+                         warm_start=warm, **inner)
+        return torch.from_numpy(r.recon)[:, None]
+
+    def score(sp: Split, x: Tensor) -> float:
+        return sp.score(_as_measured(x, meas))
+
+    best, scores = choose_by_holdout(values, [split], fit, score)
+    select_seconds = time.perf_counter() - t0
+    final = solve_volume(meas, method, {**overrides, name: values[best]}, seed=seed, fast=fast, z_weight=z_weight,
+                         **solve_kwargs)
+    ct = isinstance(meas.task.op, (ParallelBeamCT, FanBeamCT))
+    report = {"param": name, "candidates": values, "heldout_scores": scores, "chosen": values[best],
+              "fraction": fraction, "folds": 1, "held_out": [split.held_rows] if ct else len(split.held_rows),
+              "held_out_kind": "views of every slice" if ct else "k-space points with their mirrors",
+              "score": "ramp-weighted" if split.ramp else "plain", "candidate_steps": steps,
+              "selection_seconds": select_seconds}
+    return final, report
+
+
+__all__ = ["centre_block", "mirror_groups", "select_and_solve_volume", "split_mri3d", "split_volume",
+           "volume_holdout_parts"]
