@@ -101,7 +101,7 @@ def test_volume_selection_scores_equal_independent_runs_and_pick_the_lowest():
     meas = measure_volume(_volume(), "mri3d", TaskOptions(accel=4.0, noise=0.02), seed=0)
     res, report = select_and_solve_volume(meas, "admm-tv", {"n_iter": 15}, seed=0)
     part, split = split_volume(meas, report["fraction"], seed=0)
-    for v, reported in zip(report["candidates"], report["heldout_scores"]):
+    for v, reported in zip(report["candidates"], report["heldout_scores"], strict=True):
         r = solve_volume(part, "admm-tv", {"n_iter": 15, "lam": v})
         assert split.score(torch.from_numpy(r.recon).reshape(1, 1, 8, 32, 32)) == pytest.approx(reported, rel=1e-4)
     assert report["chosen"] == report["candidates"][int(np.argmin(report["heldout_scores"]))]

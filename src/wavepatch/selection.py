@@ -105,10 +105,15 @@ def pick_evenly(candidates: list[int], fraction: float, generator: torch.Generat
     return sorted(candidates)[offset::step]
 
 
+def inner_views(n_views: int) -> list[int]:
+    """The CT views that can be held out: all but the first and the last, which fix the angular range."""
+    return list(range(1, n_views - 1))
+
+
 def _split_ct(task: Task, y: Tensor, fraction: float, generator: torch.Generator) -> Split:
     op = task.op
     v = op.n_views
-    held = pick_evenly(list(range(1, v - 1)), fraction, generator)  # never the end views: they fix the arc
+    held = pick_evenly(inner_views(v), fraction, generator)
     held_set = set(held)
     kept = [i for i in range(v) if i not in held_set]
 
@@ -152,7 +157,7 @@ def holdout_parts(task: Task) -> int:
     """How many independent parts of ``task``'s measurement can be held out: CT views other than the first and
     last, or sampled MRI k-space columns outside the fully sampled centre; 0 for other tasks."""
     if isinstance(task.op, (ParallelBeamCT, FanBeamCT)):
-        return max(0, task.op.n_views - 2)
+        return len(inner_views(task.op.n_views))
     if isinstance(task.op, (SingleCoilMRI, MultiCoilMRI)):
         return len(_outer_columns(task.op))
     return 0
@@ -348,5 +353,5 @@ def run_reconstruction_auto(img, task_name: str, opts: TaskOptions, method: str,
 
 __all__ = ["AUTO_PARAMS", "FAST_AUTO", "FAST_AUTO_FRACTION", "FAST_AUTO_STEPS", "HOLDOUT_FRACTION", "SPLITTABLE_TASKS",
            "SPLITTABLE_VOLUME_TASKS", "Split", "auto_by_default", "auto_candidates", "auto_line", "check_auto",
-           "choose_by_holdout", "holdout_parts", "pick_evenly", "run_reconstruction_auto", "select_and_solve",
-           "solve_auto", "split_task"]
+           "choose_by_holdout", "holdout_parts", "inner_views", "pick_evenly", "run_reconstruction_auto",
+           "select_and_solve", "solve_auto", "split_task"]

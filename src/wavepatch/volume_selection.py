@@ -40,6 +40,7 @@ from wavepatch.selection import (
     Split,
     auto_candidates,
     choose_by_holdout,
+    holdout_parts,
     pick_evenly,
     split_task,
 )
@@ -108,11 +109,9 @@ def split_mri3d(task, y: Tensor, fraction: float, generator: torch.Generator) ->
 def volume_holdout_parts(meas: VolumeMeasurement) -> int:
     """How many independent parts of the volume's measurement can be held out: views per slice other than the
     first and last (CT), mirror groups outside the centre (mri3d); 0 otherwise."""
-    if isinstance(meas.task.op, (ParallelBeamCT, FanBeamCT)):
-        return max(0, meas.task.op.n_views - 2)
     if isinstance(meas.task.op, Cartesian3DMRI):
         return len(mirror_groups(meas.task.op.mask[:, :, 0]))
-    return 0
+    return holdout_parts(meas.task)
 
 
 def split_volume(meas: VolumeMeasurement, fraction: float, seed: int = 0) -> tuple[VolumeMeasurement, Split]:
