@@ -91,7 +91,7 @@ def test_variants_and_fast_mode_defaults():
     assert (learned["sigma"], learned["n_iter"]) == (0.03, 50)
     assert pnp.resolve("ct-parallel", {"denoiser": "learned", "sigma": "0.05"})["sigma"] == 0.05
     padis = M.get_method("padis")
-    assert padis.resolve("ct-parallel")["steps"] == 20 and padis.resolve("ct-parallel", fast=True)["steps"] == 50
+    assert padis.resolve("ct-parallel")["steps"] == 40 and padis.resolve("ct-parallel", fast=True)["steps"] == 50
     with pytest.raises(ValueError, match="eta does not apply without --fast"):
         padis.resolve("ct-parallel", {"eta": "0.5"})
     with pytest.raises(ValueError, match="n_inner does not apply with --fast"):
