@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from wavepatch.cli import main
-from wavepatch.physics.volume_ops import gaussian_2d_mask, mirror_index
+from wavepatch.physics.mri import mirror_index
+from wavepatch.physics.volume_ops import gaussian_2d_mask
 from wavepatch.tasks import TaskOptions
 from wavepatch.volume import measure_volume, solve_volume
 from wavepatch.volume_selection import (

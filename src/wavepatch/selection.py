@@ -1,7 +1,8 @@
 """Per-scan parameter selection without ground truth, by measurement splitting (hold-out cross-validation).
 
 A measurement y of a CT or MRI task splits into two independent parts: some views (CT) or some sampled
-k-space columns (MRI, outside the fully sampled centre) are held out, y = (y_train, y_held), with operators
+k-space columns (MRI, outside the fully sampled centre; for a real image each with its mirror column, whose data
+the Hermitian symmetry makes the same) are held out, y = (y_train, y_held), with operators
 A_train and A_held whose rows together are exactly those of A (``split_task``). Each candidate value theta of
 one parameter reconstructs from y_train alone; its score is the held-out prediction error ||A_held x_theta -
 y_held||^2, in a norm that tracks the image-domain error (plain for MRI k-space, ramp-weighted for CT
@@ -32,7 +33,7 @@ from torch import Tensor
 
 from wavepatch.methods import get_method
 from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT, ramp_filter
-from wavepatch.physics.mri import MultiCoilMRI, SingleCoilMRI
+from wavepatch.physics.mri import MultiCoilMRI, SingleCoilMRI, mirror_index
 from wavepatch.run import RunResult, fast_warm_start, gaussian_std, simulate_measurement, solve
 from wavepatch.tasks import Task, TaskOptions
 
@@ -146,16 +147,25 @@ def _center_run(sampled: Tensor) -> set[int]:
     return run
 
 
-def _outer_columns(op) -> list[int]:
-    """The sampled k-space columns of an MRI operator outside its fully sampled centre (those that can be held out)."""
+def _outer_columns(op) -> list[list[int]]:
+    """The sampled k-space columns of an MRI operator outside its fully sampled centre (those that can be held
+    out), as groups: for a real image each column with its mirror column -c when that is sampled too, since a
+    real image's k-space is Hermitian and a held-out column whose mirror stayed would be predicted exactly by
+    every candidate (groups touching the centre are left out); for a complex image one column per group."""
     sampled = op.mask.bool().any(dim=0)  # (W,), columns = phase encodes
     centre = _center_run(sampled)
-    return [i for i in torch.nonzero(sampled).flatten().tolist() if i not in centre]
+    mirror = mirror_index(sampled.numel()).tolist() if op.real_image else list(range(sampled.numel()))
+    groups: dict[int, list[int]] = {}
+    for i in torch.nonzero(sampled).flatten().tolist():
+        if i not in centre and mirror[i] not in centre:
+            groups.setdefault(min(i, mirror[i]), []).append(i)
+    return [groups[k] for k in sorted(groups)]
 
 
 def holdout_parts(task: Task) -> int:
     """How many independent parts of ``task``'s measurement can be held out: CT views other than the first and
-    last, or sampled MRI k-space columns outside the fully sampled centre; 0 for other tasks."""
+    last, or sampled MRI k-space columns outside the fully sampled centre (a column and its mirror count once for
+    real images); 0 for other tasks."""
     if isinstance(task.op, (ParallelBeamCT, FanBeamCT)):
         return len(inner_views(task.op.n_views))
     if isinstance(task.op, (SingleCoilMRI, MultiCoilMRI)):
@@ -166,7 +176,8 @@ def holdout_parts(task: Task) -> int:
 def _split_mri(task: Task, y: Tensor, fraction: float, generator: torch.Generator) -> Split:
     op = task.op
     mask = op.mask.bool()  # (H, W), columns = phase encodes
-    held = pick_evenly(_outer_columns(op), fraction, generator)
+    groups = _outer_columns(op)
+    held = sorted(c for g in pick_evenly(list(range(len(groups))), fraction, generator) for c in groups[g])
     cols = torch.zeros(mask.shape[1], dtype=torch.bool)
     cols[held] = True
     held_mask, train_mask = mask & cols, mask & ~cols

@@ -30,7 +30,8 @@ from torch import Tensor
 
 from wavepatch.methods import get_method
 from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT
-from wavepatch.physics.volume_ops import Cartesian3DMRI, mirror_index
+from wavepatch.physics.mri import mirror_index
+from wavepatch.physics.volume_ops import Cartesian3DMRI
 from wavepatch.run import gaussian_std
 from wavepatch.selection import (
     FAST_AUTO_FRACTION,

@@ -130,7 +130,7 @@ def gaussian_1d_mask(
     return mask
 
 
-def _mirror_index(n: int) -> Tensor:
+def mirror_index(n: int) -> Tensor:
     """Index of frequency -f for each centred index (frequency f = j - n//2), wrapping modulo n."""
     return (2 * (n // 2) - torch.arange(n)) % n
 
@@ -225,7 +225,7 @@ class SingleCoilMRI(BufferedOperator):
         # Pseudo-inverse weights for real images: frequency k and its mirror -k carry the same information
         # (Hermitian symmetry), so a line sampled without its mirror is seen with half the gain by
         # Re(F^H M .). Weight 2/(1 + M(-k)) on sampled entries undoes that (see A_dagger).
-        mirrored = self.mask[_mirror_index(self.mask.shape[0])][:, _mirror_index(self.mask.shape[1])]
+        mirrored = self.mask[mirror_index(self.mask.shape[0])][:, mirror_index(self.mask.shape[1])]
         self.real_dagger_weight = torch.where(self.mask, 2.0 / (1.0 + mirrored.double()), 0.0)
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802

@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from wavepatch.physics.buffered import BufferedOperator
-from wavepatch.physics.mri import default_center_fraction
+from wavepatch.physics.mri import default_center_fraction, mirror_index
 
 Tensor = torch.Tensor
 _AXES3 = (-3, -2, -1)
@@ -102,11 +102,6 @@ def gaussian_2d_mask(shape: tuple[int, int], acceleration: float, center_fractio
         picks = torch.multinomial(weights, n_out, replacement=False, generator=generator)
         mask.view(-1)[outside[picks]] = True
     return mask
-
-
-def mirror_index(n: int) -> Tensor:
-    """Index of frequency -f for each centred index (frequency f = j - n//2), modulo n."""
-    return (2 * (n // 2) - torch.arange(n)) % n
 
 
 class Cartesian3DMRI(BufferedOperator):
