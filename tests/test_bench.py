@@ -148,7 +148,8 @@ def test_bench_shift_quick(tmp_path):
     assert settings == {"ct20, 32 px upsampled", "mri x4 on the MNI template"} and len(rows) == 8
     assert all(np.isfinite(r["psnr"]) for r in rows)
     by = {(r["setting"], r["method"]): r for r in rows}
-    assert by[("mri x4 on the MNI template", "mri patch fast auto")]["nfe"] == 2
+    # the final run's NFE only, not the candidates': 2 steps, or 0 where the selection keeps the warm start
+    assert by[("mri x4 on the MNI template", "mri patch fast auto")]["nfe"] in (0, 2)
     ct = "ct20, 32 px upsampled"
     assert by[(ct, "admm-tv auto")]["seconds"] > by[(ct, "admm-tv")]["seconds"]
     assert "## ct20, 32 px upsampled" in (tmp_path / "results.md").read_text()
