@@ -20,7 +20,7 @@ from wavepatch.methods import get_method
 from wavepatch.report import planes_figure, save_json
 from wavepatch.selection import auto_line
 from wavepatch.tasks import TaskOptions
-from wavepatch.volume import DEFAULT_COUPLING_LAM, measure_volume, reconstruct_volume, volume_metrics
+from wavepatch.volume import DEFAULT_COUPLING_LAM, measure_volume, solve_volume, volume_metrics
 from wavepatch.volume_selection import select_and_solve_volume
 
 
@@ -93,12 +93,11 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
     kwargs = dict(prior=args.prior, fast=args.fast, z_weight=z_weight, device=args.device,
                   progress=not args.no_progress, precision=args.precision, coupling=coupling, coupling_lam=lam,
                   modality="ct" if norm["method"] == "window" else "mri")
-    auto = None
+    meas = measure_volume(unit, args.task, opts, seed=args.seed)
     if args.auto:
-        meas = measure_volume(unit, args.task, opts, seed=args.seed)
         res, auto = select_and_solve_volume(meas, args.method, overrides, seed=args.seed, **kwargs)
     else:
-        res = reconstruct_volume(unit, args.task, opts, args.method, overrides, seed=args.seed, **kwargs)
+        res, auto = solve_volume(meas, args.method, overrides, seed=args.seed, **kwargs), None
     if res is None:  # another rank of a torchrun job: rank 0 writes
         return 0
     m, mb = volume_metrics(res.recon, unit), volume_metrics(res.baseline, unit)

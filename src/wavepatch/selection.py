@@ -106,6 +106,26 @@ def pick_evenly(candidates: list[int], fraction: float, generator: torch.Generat
     return sorted(candidates)[offset::step]
 
 
+def group_mirrors(sampled: Tensor, centre: Tensor, mirror: Tensor) -> list[list[int]]:
+    """The sampled parts of a k-space measurement that a split may hold out, each grouped with its mirror part when
+    that is sampled too. ``sampled`` / ``centre``: flat bool (N,); ``mirror``: flat long (N,), the index of each
+    part's mirror frequency (the identity where there is no symmetry to respect). A real image's k-space is
+    Hermitian, so a held-out part whose mirror stayed would be predicted exactly by every candidate. Groups touching
+    the ``centre`` are left out. Returns flat indices, one ascending list per group, groups by their least index."""
+    idx = torch.nonzero(sampled).flatten()
+    partner = mirror[idx]
+    keep = ~centre[idx] & ~centre[partner]
+    groups: dict[int, list[int]] = {}
+    for i, key in zip(idx[keep].tolist(), torch.minimum(idx, partner)[keep].tolist(), strict=True):
+        groups.setdefault(key, []).append(i)
+    return [groups[k] for k in sorted(groups)]
+
+
+def pick_groups(groups: list[list[int]], fraction: float, generator: torch.Generator) -> list[int]:
+    """Every k-th of ``groups`` (:func:`pick_evenly`), flattened: the ascending indices a split holds out."""
+    return sorted(i for g in pick_evenly(list(range(len(groups))), fraction, generator) for i in groups[g])
+
+
 def inner_views(n_views: int) -> list[int]:
     """The CT views that can be held out: all but the first and the last, which fix the angular range."""
     return list(range(1, n_views - 1))
@@ -153,13 +173,10 @@ def _outer_columns(op) -> list[list[int]]:
     real image's k-space is Hermitian and a held-out column whose mirror stayed would be predicted exactly by
     every candidate (groups touching the centre are left out); for a complex image one column per group."""
     sampled = op.mask.bool().any(dim=0)  # (W,), columns = phase encodes
-    centre = _center_run(sampled)
-    mirror = mirror_index(sampled.numel()).tolist() if op.real_image else list(range(sampled.numel()))
-    groups: dict[int, list[int]] = {}
-    for i in torch.nonzero(sampled).flatten().tolist():
-        if i not in centre and mirror[i] not in centre:
-            groups.setdefault(min(i, mirror[i]), []).append(i)
-    return [groups[k] for k in sorted(groups)]
+    w = sampled.numel()
+    centre = torch.zeros(w, dtype=torch.bool)
+    centre[sorted(_center_run(sampled))] = True
+    return group_mirrors(sampled, centre, mirror_index(w) if op.real_image else torch.arange(w))
 
 
 def holdout_parts(task: Task) -> int:
@@ -176,8 +193,7 @@ def holdout_parts(task: Task) -> int:
 def _split_mri(task: Task, y: Tensor, fraction: float, generator: torch.Generator) -> Split:
     op = task.op
     mask = op.mask.bool()  # (H, W), columns = phase encodes
-    groups = _outer_columns(op)
-    held = sorted(c for g in pick_evenly(list(range(len(groups))), fraction, generator) for c in groups[g])
+    held = pick_groups(_outer_columns(op), fraction, generator)
     cols = torch.zeros(mask.shape[1], dtype=torch.bool)
     cols[held] = True
     held_mask, train_mask = mask & cols, mask & ~cols
@@ -243,6 +259,19 @@ def auto_candidates(task_name: str, method: str, fast: bool, overrides: dict, no
     return name, [default * f for f in values]
 
 
+def default_fraction(learned: bool, parts: int) -> float:
+    """The share held out when the caller gives none: ``FAST_AUTO_FRACTION`` for the learned fast mode where at
+    least 10 parts can be held out, else ``HOLDOUT_FRACTION``."""
+    tenth = learned and parts >= round(1.0 / FAST_AUTO_FRACTION)
+    return FAST_AUTO_FRACTION if tenth else HOLDOUT_FRACTION
+
+
+def candidate_steps(method: str, task_name: str, overrides: dict, noise_std: float = 0.0) -> int:
+    """Noise levels of a learned fast-mode candidate: ``FAST_AUTO_STEPS`` of the final run's, at least 4."""
+    full = int(get_method(method).resolve(task_name, overrides, True, noise_std)["steps"])
+    return min(full, max(4, round(full * FAST_AUTO_STEPS)))
+
+
 def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None = None, *,
                      fraction: float | None = None, folds: int = 1, seed: int = 0, optional: bool = False,
                      **solve_kwargs) -> tuple[RunResult, dict]:
@@ -260,9 +289,8 @@ def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None 
     name, values = auto_candidates(task.name, method, fast, overrides, noise_std)
     learned = get_method(method).kind == "sampler"
     t0 = time.perf_counter()
-    if fraction is None:  # a tenth for the learned candidates, a fifth where fewer than 10 parts can be held out
-        tenth = learned and holdout_parts(task) >= round(1.0 / FAST_AUTO_FRACTION)
-        fraction = FAST_AUTO_FRACTION if tenth else HOLDOUT_FRACTION
+    if fraction is None:
+        fraction = default_fraction(learned, holdout_parts(task))
     try:
         splits = [split_task(task, y, fraction, seed + f) for f in range(folds)]
     except ValueError as e:
@@ -272,8 +300,7 @@ def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None 
     inner = {k: v for k, v in solve_kwargs.items() if k not in ("truth", "compare", "progress")}
     fixed, warm, steps = dict(overrides), {}, None
     if learned:  # shorter candidate runs (FAST_AUTO_STEPS) from one warm start per split
-        full = int(get_method(method).resolve(task.name, overrides, True, noise_std)["steps"])
-        steps = fixed["steps"] = min(full, max(4, round(full * FAST_AUTO_STEPS)))
+        steps = fixed["steps"] = candidate_steps(method, task.name, overrides, noise_std)
         warm = {id(sp): fast_warm_start(sp.task, sp.task.fidelity(sp.y), sp.task.baseline(sp.y)) for sp in splits}
 
     def fit(split: Split, v: float) -> Tensor:
@@ -301,18 +328,24 @@ SPLITTABLE_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri")
 SPLITTABLE_VOLUME_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri3d")
 
 
+def check_volume_auto(task_name: str, method: str | None = None) -> None:
+    """ValueError (one line) if ``--volume --auto`` has nothing to hold out for ``task_name`` or nothing to select
+    for ``method`` (it selects admm-tv's weight and the learned fast mode's start level; None: not checked)."""
+    if task_name not in SPLITTABLE_VOLUME_TASKS:
+        raise ValueError(f"--volume --auto holds out CT views of every slice or 3-D k-space points "
+                         f"({', '.join(SPLITTABLE_VOLUME_TASKS)}); {task_name} has no independent parts to hold "
+                         "out (set the parameters with --param)")
+    if method is not None and get_method(method).kind != "sampler" and method != "admm-tv":
+        raise ValueError(f"--volume --auto selects the weight of admm-tv (3-D TV) and the start level of a "
+                         f"learned method's --fast, not a parameter of {method}")
+
+
 def check_auto(task_name: str, method: str, fast: bool, overrides: dict, volume: bool = False) -> None:
     """ValueError (one line) before any work if --auto cannot run: a task without independent measurement parts
     (in volume mode: :data:`SPLITTABLE_VOLUME_TASKS`), a method with nothing to select, or the selected parameter
     fixed by --param."""
     if volume:
-        if task_name not in SPLITTABLE_VOLUME_TASKS:
-            raise ValueError(f"--volume --auto holds out CT views of every slice or 3-D k-space points "
-                             f"({', '.join(SPLITTABLE_VOLUME_TASKS)}); {task_name} has no independent parts to hold "
-                             "out (set the parameters with --param)")
-        if get_method(method).kind != "sampler" and method != "admm-tv":
-            raise ValueError(f"--volume --auto selects the weight of admm-tv (3-D TV) and the start level of a "
-                             f"learned method's --fast, not a parameter of {method}")
+        check_volume_auto(task_name, method)
         auto_candidates(task_name, method, fast, overrides)
         return
     if task_name not in SPLITTABLE_TASKS:
@@ -330,7 +363,7 @@ def auto_by_default(task_name: str, method: str, fast: bool, overrides: dict, vo
     if get_method(method).kind != "sampler" or volume:
         return False
     try:  # refuses no --fast, tasks without parts to hold out, sigma_start set by --param
-        check_auto(task_name, method, fast, overrides, volume=volume)
+        check_auto(task_name, method, fast, overrides)
     except ValueError:
         return False
     return True
@@ -363,6 +396,7 @@ def run_reconstruction_auto(img, task_name: str, opts: TaskOptions, method: str,
 
 
 __all__ = ["AUTO_PARAMS", "FAST_AUTO", "FAST_AUTO_FRACTION", "FAST_AUTO_STEPS", "HOLDOUT_FRACTION", "SPLITTABLE_TASKS",
-           "SPLITTABLE_VOLUME_TASKS", "Split", "auto_by_default", "auto_candidates", "auto_line", "check_auto",
-           "choose_by_holdout", "holdout_parts", "inner_views", "pick_evenly", "run_reconstruction_auto",
+           "SPLITTABLE_VOLUME_TASKS", "Split", "auto_by_default", "auto_candidates", "auto_line", "candidate_steps",
+           "check_auto", "check_volume_auto", "choose_by_holdout", "default_fraction", "group_mirrors",
+           "holdout_parts", "inner_views", "pick_evenly", "pick_groups", "run_reconstruction_auto",
            "select_and_solve", "solve_auto", "split_task"]

@@ -121,8 +121,11 @@ class VolumeMeasurement:
     y: Tensor
     fidelity: object
     baseline: Tensor
-    param_task: str
     shape: tuple[int, int, int]
+
+    @property
+    def param_task(self) -> str:
+        return PARAMETER_TASK.get(self.task.name, self.task.name)
 
 
 def volume_measurement(task: Task, y: Tensor, shape: tuple[int, int, int]) -> VolumeMeasurement:
@@ -131,8 +134,8 @@ def volume_measurement(task: Task, y: Tensor, shape: tuple[int, int, int]) -> Vo
     s, h, w = (int(v) for v in shape)
     if task.name in VOLUME_TASKS:
         return VolumeMeasurement(task, y, stack_fidelity(task.fidelity(y), s), task.baseline(y).reshape(s, 1, h, w),
-                                 PARAMETER_TASK[task.name], (s, h, w))
-    return VolumeMeasurement(task, y, task.fidelity(y), task.baseline(y), task.name, (s, h, w))
+                                 (s, h, w))
+    return VolumeMeasurement(task, y, task.fidelity(y), task.baseline(y), (s, h, w))
 
 
 def measure_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, seed: int = 0) -> VolumeMeasurement:
@@ -165,8 +168,6 @@ def reconstruct_volume(unit: np.ndarray, task_name: str, opts: TaskOptions, meth
     """Simulate ``task_name`` on every slice of ``unit`` (S, H, W) in [0, 1] (:func:`measure_volume`) and
     reconstruct the stack with ``method`` (:func:`solve_volume`, which takes ``solve_kwargs``). Seeds as
     ``run.run_reconstruction``: the task uses ``seed``, the noise ``seed + 1``, the sampler ``seed + 2``."""
-    if solve_kwargs.get("coupling") is not None and solve_kwargs["coupling"] not in COUPLINGS:
-        raise ValueError(f"coupling must be one of {COUPLINGS}, got {solve_kwargs['coupling']!r}")
     return solve_volume(measure_volume(unit, task_name, opts, seed), method, overrides, seed=seed, **solve_kwargs)
 
 

@@ -34,15 +34,15 @@ from wavepatch.physics.mri import mirror_index
 from wavepatch.physics.volume_ops import Cartesian3DMRI
 from wavepatch.run import gaussian_std
 from wavepatch.selection import (
-    FAST_AUTO_FRACTION,
-    FAST_AUTO_STEPS,
-    HOLDOUT_FRACTION,
-    SPLITTABLE_VOLUME_TASKS,
     Split,
     auto_candidates,
+    candidate_steps,
+    check_volume_auto,
     choose_by_holdout,
+    default_fraction,
+    group_mirrors,
     holdout_parts,
-    pick_evenly,
+    pick_groups,
     split_task,
 )
 from wavepatch.shard import world_size
@@ -75,16 +75,8 @@ def mirror_groups(mask: Tensor) -> list[list[int]]:
     (frequency (-z, -y)) when it is sampled too: flat indices, one list per group, in order of the group's
     first index. Groups touching the centre block (:func:`centre_block`) are left out."""
     s, h = mask.shape
-    centre = centre_block(mask)
-    mz, my = mirror_index(s), mirror_index(h)
-    groups: dict[int, list[int]] = {}
-    for i in torch.nonzero(mask.flatten()).flatten().tolist():
-        z, y = divmod(i, h)
-        j = int(mz[z]) * h + int(my[y])
-        if bool(centre.view(-1)[i]) or bool(centre.view(-1)[j]):
-            continue
-        groups.setdefault(min(i, j), []).append(i)
-    return [groups[k] for k in sorted(groups)]
+    mirror = (mirror_index(s)[:, None] * h + mirror_index(h)[None, :]).flatten()
+    return group_mirrors(mask.flatten(), centre_block(mask).flatten(), mirror)
 
 
 def split_mri3d(task, y: Tensor, fraction: float, generator: torch.Generator) -> Split:
@@ -93,18 +85,16 @@ def split_mri3d(task, y: Tensor, fraction: float, generator: torch.Generator) ->
     baseline) and the held-out operator and data, as :class:`~wavepatch.selection.Split` (plain norm)."""
     op = task.op
     mask2d = op.mask[:, :, 0]
-    groups = mirror_groups(mask2d)
-    picked = pick_evenly(list(range(len(groups))), fraction, generator)
+    held_points = pick_groups(mirror_groups(mask2d), fraction, generator)
     held = torch.zeros(mask2d.numel(), dtype=torch.bool)
-    for g in picked:
-        held[groups[g]] = True
+    held[held_points] = True
     held = held.reshape(mask2d.shape)
     train_mask = mask2d & ~held
     train_op, held_op = Cartesian3DMRI(train_mask, op.image_shape), Cartesian3DMRI(held, op.image_shape)
     train = replace(task, op=train_op, baseline=train_op.A_dagger,
                     params={**task.params, "lines": int(train_mask.sum())})
     return Split(train, y * train_op.mask.to(y.real.dtype), held_op, y * held_op.mask.to(y.real.dtype),
-                 torch.nonzero(held.flatten()).flatten().tolist())
+                 held_points)
 
 
 def volume_holdout_parts(meas: VolumeMeasurement) -> int:
@@ -117,10 +107,7 @@ def volume_holdout_parts(meas: VolumeMeasurement) -> int:
 
 def split_volume(meas: VolumeMeasurement, fraction: float, seed: int = 0) -> tuple[VolumeMeasurement, Split]:
     """(the training part as a measured volume, the split) of ``meas``: see the module docstring."""
-    if meas.task.name not in SPLITTABLE_VOLUME_TASKS:
-        raise ValueError(f"--volume --auto holds out CT views of every slice or 3-D k-space points "
-                         f"({', '.join(SPLITTABLE_VOLUME_TASKS)}); {meas.task.name} has no independent parts to hold "
-                         "out (set the parameters with --param)")
+    check_volume_auto(meas.task.name)
     if not 0.0 < fraction < 0.5:
         raise ValueError(f"hold-out fraction must be in (0, 0.5), got {fraction}")
     if isinstance(meas.task.op, Cartesian3DMRI):
@@ -148,25 +135,20 @@ def select_and_solve_volume(meas: VolumeMeasurement, method: str, overrides: dic
         raise ValueError("--volume --auto runs in one process, not under torchrun")
     overrides = dict(overrides or {})
     noise_std = gaussian_std(meas.task)
-    entry = get_method(method)
-    learned = entry.kind == "sampler"
-    if not learned and method != "admm-tv":
-        raise ValueError(f"--volume --auto selects the weight of admm-tv (3-D TV) and the start level of a learned "
-                         f"method's --fast, not a parameter of {method}")
+    learned = get_method(method).kind == "sampler"
+    check_volume_auto(meas.task.name, method)
     name, values = auto_candidates(meas.param_task, method, fast, overrides, noise_std)
     t0 = time.perf_counter()
     if fraction is None:
-        tenth = learned and volume_holdout_parts(meas) >= round(1.0 / FAST_AUTO_FRACTION)
-        fraction = FAST_AUTO_FRACTION if tenth else HOLDOUT_FRACTION
+        fraction = default_fraction(learned, volume_holdout_parts(meas))
     part, split = split_volume(meas, fraction, seed)
     inner = {k: v for k, v in solve_kwargs.items() if k != "progress"}
     fixed, warm, steps = dict(overrides), None, None
     if learned:  # shorter candidate runs from one warm start, as in 2-D
-        full = int(entry.resolve(meas.param_task, overrides, True, noise_std)["steps"])
-        steps = fixed["steps"] = min(full, max(4, round(full * FAST_AUTO_STEPS)))
+        steps = fixed["steps"] = candidate_steps(method, meas.param_task, overrides, noise_std)
         warm = admm_tv_3d(part, z_weight)
 
-    def fit(sp: Split, v: float) -> Tensor:
+    def fit(sp: Split, v: float) -> Tensor:  # one split: its training part is ``part``
         r = solve_volume(part, method, {**fixed, name: v}, seed=seed, fast=fast, z_weight=z_weight,
                          warm_start=warm, **inner)
         return torch.from_numpy(r.recon)[:, None]
