@@ -96,6 +96,29 @@ def test_ct_volume_split_holds_out_the_same_views_of_every_slice():
         split_volume(measure_volume(_volume(8), "zsr", TaskOptions(factor=4), seed=0), 0.1)
 
 
+def test_mri_volume_split_holds_out_the_same_mirror_columns_of_every_slice():
+    """Slice-by-slice 2-D MRI: the held columns are the same in every slice and closed under the mirror
+    (-c mod W); the parts partition y; the training part's exact real pseudo-inverse predicts none of the
+    held-out energy, the truth all of it."""
+    vol = _volume(4, 64)
+    meas = measure_volume(vol, "mri", TaskOptions(accel=2.0), seed=1)
+    part, split = split_volume(meas, 0.3, seed=1)
+    held = sorted(split.held_rows)
+    w = vol.shape[-1]
+    sampled = meas.task.op.mask.bool().any(0)
+    mirrors = [int(mirror_index(w)[c]) for c in held]
+    assert held and all(m in held or not bool(sampled[m]) for m in mirrors)  # a sampled mirror leaves too
+    assert any(m in held and m != c for m, c in zip(mirrors, held, strict=True))  # a pair held out here
+    assert torch.allclose(part.y + split.held_y, meas.y)
+    assert not bool(split.held_y[..., [c for c in range(w) if c not in held]].abs().gt(0).any())
+    assert bool(split.held_y[..., held].abs().gt(0).any(dim=-2).all())  # every slice, every held column
+    energy = float(split.held_y.abs().pow(2).sum())
+    x_train = part.task.op.A_dagger(part.y)
+    assert energy > 0 and split.score(x_train) == pytest.approx(energy, rel=1e-5)
+    assert split.score(torch.from_numpy(vol)[:, None]) == pytest.approx(0.0, abs=1e-8)
+    assert volume_holdout_parts(meas) > len(held)
+
+
 def test_volume_selection_scores_equal_independent_runs_and_pick_the_lowest():
     """admm-tv on noisy 3-D MRI: each candidate's reported score equals an independent 3-D ADMM-TV run on the
     training part, scored on the held-out points; the chosen weight has the lowest; the final run uses it."""
@@ -134,4 +157,16 @@ def test_cli_volume_auto_refusals(tmp_path, capsys, mri_path, argv, words):
                  "--no-progress", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_volume_auto_refused_under_torchrun(tmp_path, capsys, mri_path, monkeypatch):
+    """Several processes would each run the selection: --volume --auto runs in one, and says so in one line."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    code = main(["reconstruct", str(mri_path), "--volume", "--size", "32", "--slices", "0:4", "--task",
+                 "ct-parallel", "--views", "12", "--method", "admm-tv", "--auto", "--no-progress",
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not under torchrun" in err[0], err
     assert not (tmp_path / "o").exists()

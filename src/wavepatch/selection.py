@@ -324,15 +324,16 @@ def select_and_solve(task: Task, y: Tensor, method: str, overrides: dict | None 
 
 
 SPLITTABLE_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri")
-# --volume --auto (wavepatch.volume_selection): the same views held out of every slice, or 3-D k-space points
-SPLITTABLE_VOLUME_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri3d")
+# --volume --auto (wavepatch.volume_selection): the same views (or k-space columns) held out of every slice, or 3-D
+# k-space points
+SPLITTABLE_VOLUME_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri", "mri3d")
 
 
 def check_volume_auto(task_name: str, method: str | None = None) -> None:
     """ValueError (one line) if ``--volume --auto`` has nothing to hold out for ``task_name`` or nothing to select
     for ``method`` (it selects admm-tv's weight and the learned fast mode's start level; None: not checked)."""
     if task_name not in SPLITTABLE_VOLUME_TASKS:
-        raise ValueError(f"--volume --auto holds out CT views of every slice or 3-D k-space points "
+        raise ValueError(f"--volume --auto holds out CT views or k-space columns of every slice, or 3-D k-space points "
                          f"({', '.join(SPLITTABLE_VOLUME_TASKS)}); {task_name} has no independent parts to hold "
                          "out (set the parameters with --param)")
     if method is not None and get_method(method).kind != "sampler" and method != "admm-tv":

@@ -6,6 +6,8 @@ What is held out:
 - axial CT tasks (ct-parallel, ct-fan, ct-lowdose): the same views of every slice
   (:func:`~wavepatch.selection.split_task` on the per-slice task: the measurement (S, 1, V, D) splits along V),
   scored in the ramp-weighted norm as in 2-D;
+- slice-by-slice 2-D MRI (``mri``): the same k-space columns of every slice, each with its mirror column, as in
+  2-D (the measurement (S, 1, H, W) splits along W), plain norm;
 - ``mri3d``: phase-encode points (z, y) outside the fully sampled centre block, each with its mirror point
   (-z, -y). The volume is real, so its k-space is Hermitian: a point whose mirror stays in the training part
   would be predicted exactly by every candidate, and scores nothing (:func:`split_mri3d`). Scored in the plain
@@ -160,10 +162,13 @@ def select_and_solve_volume(meas: VolumeMeasurement, method: str, overrides: dic
     select_seconds = time.perf_counter() - t0
     final = solve_volume(meas, method, {**overrides, name: values[best]}, seed=seed, fast=fast, z_weight=z_weight,
                          **solve_kwargs)
-    ct = isinstance(meas.task.op, (ParallelBeamCT, FanBeamCT))
+    points = isinstance(meas.task.op, Cartesian3DMRI)
+    kind = ("k-space points with their mirrors" if points else "views of every slice"
+            if isinstance(meas.task.op, (ParallelBeamCT, FanBeamCT))
+            else "k-space columns of every slice, with their mirrors")
     report = {"param": name, "candidates": values, "heldout_scores": scores, "chosen": values[best],
-              "fraction": fraction, "folds": 1, "held_out": [split.held_rows] if ct else len(split.held_rows),
-              "held_out_kind": "views of every slice" if ct else "k-space points with their mirrors",
+              "fraction": fraction, "folds": 1, "held_out": len(split.held_rows) if points else [split.held_rows],
+              "held_out_kind": kind,
               "score": "ramp-weighted" if split.ramp else "plain", "candidate_steps": steps,
               "selection_seconds": select_seconds}
     return final, report
