@@ -279,6 +279,26 @@ def test_cli_learned_fast_mode_selects_by_default(tmp_path, ct_files):
     assert "too few" in json.loads((tmp_path / "c" / "metrics.json").read_text())["auto"]["skipped"]
 
 
+@pytest.mark.slow
+def test_cli_auto_on_a_measurement_file(tmp_path, ct_files):
+    """A sinogram file goes through the same selection: asked for (admm-tv: the report and the chosen weight) and
+    by default for the learned fast mode; a method with nothing to select is refused in one line."""
+    from wavepatch.cli import main
+
+    sim = ["reconstruct", str(ct_files[0]), "--task", "ct-parallel", "--views", "20", "--size", "48", "--method",
+           "fbp", "--save-measurement", "--no-progress", "--out", str(tmp_path / "sim")]
+    assert main(sim) == 0
+    base = ["reconstruct", "--measurement", str(tmp_path / "sim" / "measurement.npy"), "--task", "ct-parallel",
+            "--size", "48", "--no-progress"]
+    assert main([*base, "--method", "admm-tv", "--param", "n_iter=20", "--auto", "--out", str(tmp_path / "a")]) == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["auto"]["param"] == "lam" and metrics["method_params"]["lam"] == metrics["auto"]["chosen"]
+    assert main([*base, "--method", "padis", "--fast", "--steps", "2", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["auto"]["param"] == "sigma_start"
+    assert main([*base, "--method", "fbp", "--auto", "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()
+
+
 def test_split_multicoil_mri():
     """Measured multi-coil k-space splits the same way: coil maps kept, columns partitioned."""
     from wavepatch.fidelity import GaussianNoise

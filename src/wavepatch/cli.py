@@ -224,19 +224,27 @@ def _overrides(args) -> dict:
     return overrides
 
 
+def _resolve_auto(args) -> tuple[bool, bool]:
+    """(run the --auto selection, it is optional): --auto asked for (checked now: ValueError before any work),
+    --no-auto, or neither: on where :func:`auto_by_default` says so, and then optional (a selection that cannot
+    run falls back to the defaults, never an error)."""
+    if args.auto:
+        check_auto(args.task, args.method, args.fast, _overrides(args), volume=args.volume)
+        return True, False
+    if args.auto is None:
+        return auto_by_default(args.task, args.method, args.fast, _overrides(args), volume=args.volume), True
+    return False, False
+
+
 def cmd_reconstruct(args) -> int:
     if (args.input is None) == (args.measurement is None):
         raise UsageError("give either a clean image to simulate from (INPUT) or --measurement FILE")
     if not 16 <= args.size <= MAX_SIZE:
         raise UsageError(f"--size must be between 16 and {MAX_SIZE}, got {args.size}")
     opts = _task_options(args)
-    args.auto_optional = args.auto is None  # on by default (not asked for): never an error
-    if args.auto:
-        check_auto(args.task, args.method, args.fast, _overrides(args), volume=args.volume)
-    elif args.auto is None:
-        args.auto = auto_by_default(args.task, args.method, args.fast, _overrides(args), volume=args.volume)
+    auto, auto_optional = _resolve_auto(args)
     if args.volume:
-        return cmd_volume(args, opts, _overrides(args))
+        return cmd_volume(args, opts, _overrides(args), auto)
     if args.task in VOLUME_TASKS:
         raise UsageError(f"--task {args.task} measures a whole volume: add --volume (and give a DICOM series folder or "
                          "a NIfTI volume)")
@@ -249,7 +257,7 @@ def cmd_reconstruct(args) -> int:
     if args.measurement is not None:
         if args.window:
             opts.window = tuple(args.window)
-        return cmd_measured(args, opts, _overrides(args))
+        return cmd_measured(args, opts, _overrides(args), (auto, auto_optional))
     if args.counts:
         raise UsageError("--counts describes a --measurement file")
     out = Path(args.out)
@@ -261,7 +269,7 @@ def cmd_reconstruct(args) -> int:
         opts.window = (norm_info["lo"], norm_info["hi"])
     overrides = _overrides(args)
     res, auto = run_reconstruction_auto(img, args.task, opts, args.method, overrides, seed=args.seed,
-                                        auto=args.auto, optional=args.auto_optional, prior=args.prior,
+                                        auto=auto, optional=auto_optional, prior=args.prior,
                                         samples=args.samples, fast=args.fast,
                                         patch_mode=args.patch_mode, device=args.device,
                                         progress=not args.no_progress, compare=tuple(args.compare),

@@ -108,8 +108,9 @@ def mri_measured_task(path, slice_index: int | None, opts: TaskOptions, retrospe
     return task, y, {"coils": ks.n_coils, "shape": list(ks.data.shape[-2:])}, reference
 
 
-def cmd_measured(args, opts: TaskOptions, overrides: dict) -> int:
-    """Reconstruct ``args.measurement`` for ``args.task`` into ``args.out`` (staged, published as a whole)."""
+def cmd_measured(args, opts: TaskOptions, overrides: dict, auto: tuple[bool, bool] = (False, False)) -> int:
+    """Reconstruct ``args.measurement`` for ``args.task`` into ``args.out`` (staged, published as a whole);
+    ``auto``: (run the hold-out selection, a selection that cannot run is not an error)."""
     if args.task not in CT_TASKS + ("mri",):
         raise ValueError(f"--measurement reads CT sinograms and MRI k-space; {args.task} takes a clean image "
                          "to simulate from")
@@ -125,7 +126,7 @@ def cmd_measured(args, opts: TaskOptions, overrides: dict) -> int:
                              "k-space: give --accel R too")
         task, y, shape_info, reference = mri_measured_task(args.measurement, args.slice, opts,
                                                            retrospective=args.accel is not None, seed=args.seed)
-        return _reconstruct_and_publish(args, task, y, overrides, out, shape_info, opts, reference)
+        return _reconstruct_and_publish(args, task, y, overrides, out, shape_info, opts, auto, reference)
     sino = read_sinogram(args.measurement)
     if args.counts:
         if args.dose is None:
@@ -139,19 +140,21 @@ def cmd_measured(args, opts: TaskOptions, overrides: dict) -> int:
     opts.views, opts.detectors = views, detectors
     task = make_task(args.task, args.size, opts)
     y = torch.from_numpy(sino / ct_line_integral_scale(opts))[None, None].float()
-    return _reconstruct_and_publish(args, task, y, overrides, out, {"views": views, "detectors": detectors}, opts)
+    return _reconstruct_and_publish(args, task, y, overrides, out, {"views": views, "detectors": detectors}, opts,
+                                    auto)
 
 
 def _reconstruct_and_publish(args, task: Task, y: torch.Tensor, overrides: dict, out: Path, shape_info: dict,
-                             opts: TaskOptions, reference: torch.Tensor | None = None) -> int:
+                             opts: TaskOptions, auto: tuple[bool, bool], reference: torch.Tensor | None = None
+                             ) -> int:
     """Solve, then write recon.npy/png, compare.png, metrics.json (and std.npy, DICOM) as one published folder.
     With ``reference`` (retrospective undersampling) PSNR/SSIM against it are reported next to the data
     consistency figures."""
-    res, auto = solve_auto(task, y, args.method, overrides, args.auto, seed=args.seed,
-                           optional=args.auto_optional, prior=args.prior,
-                           samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
-                           progress=not args.no_progress, compare=tuple(args.compare), truth=reference,
-                           precision=args.precision)
+    res, report = solve_auto(task, y, args.method, overrides, auto[0], seed=args.seed,
+                             optional=auto[1], prior=args.prior,
+                             samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
+                             progress=not args.no_progress, compare=tuple(args.compare), truth=reference,
+                             precision=args.precision)
     fidelity = task.fidelity(y)
     vs_ref = None
     if reference is not None:  # solve scored against the reference; the data figures are added here
@@ -178,9 +181,9 @@ def _reconstruct_and_publish(args, task: Task, y: torch.Tensor, overrides: dict,
                             "sampled reference; relative_residual = ||A x - y|| / ||y||")
     if res.nfe is not None:
         metrics["nfe"] = res.nfe
-    if auto is not None:
-        metrics["auto"] = auto
-        print(auto_line(auto))
+    if report is not None:
+        metrics["auto"] = report
+        print(auto_line(report))
     if res.compared:
         metrics["compared"] = {n: {"data_consistency": cm, "seconds": sec} for n, (_, cm, sec) in res.compared.items()}
         if vs_ref is not None:

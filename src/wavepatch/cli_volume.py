@@ -57,7 +57,7 @@ def slice_spacing_mm(volume, path, axis: int) -> float:
     return 1.0
 
 
-def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
+def cmd_volume(args, opts: TaskOptions, overrides: dict, auto: bool = False) -> int:
     for flag, bad in (("--measurement", args.measurement is not None), ("--save-measurement", args.save_measurement),
                       ("--compare", bool(args.compare)), ("--samples", args.samples != 1),
                       ("--slice", args.slice is not None)):
@@ -94,10 +94,10 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
                   progress=not args.no_progress, precision=args.precision, coupling=coupling, coupling_lam=lam,
                   modality="ct" if norm["method"] == "window" else "mri")
     meas = measure_volume(unit, args.task, opts, seed=args.seed)
-    if args.auto:
-        res, auto = select_and_solve_volume(meas, args.method, overrides, seed=args.seed, **kwargs)
+    if auto:
+        res, report = select_and_solve_volume(meas, args.method, overrides, seed=args.seed, **kwargs)
     else:
-        res, auto = solve_volume(meas, args.method, overrides, seed=args.seed, **kwargs), None
+        res, report = solve_volume(meas, args.method, overrides, seed=args.seed, **kwargs), None
     if res is None:  # another rank of a torchrun job: rank 0 writes
         return 0
     m, mb = volume_metrics(res.recon, unit), volume_metrics(res.baseline, unit)
@@ -108,8 +108,8 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
                "size": args.size, "voxel_mm": [dz, row_mm, col_mm], "seed": args.seed,
                "task_params": res.task.params, "method_params": res.params, "normalisation": norm,
                "metric_scale": "unit volume, reconstruction clamped to [0, 1], data_range 1"}
-    if auto is not None:
-        metrics["auto"] = auto
+    if report is not None:
+        metrics["auto"] = report
     values = np.clip(res.recon, 0, 1)
     stored = np.asarray(denormalize(values, norm), dtype=np.float32)
     with staged_output(out, protect, command="reconstruct --volume") as stage:
@@ -127,6 +127,6 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict) -> int:
           f"{m['psnr_axial']:.2f}, coronal {m['psnr_coronal']:.2f}, sagittal {m['psnr_sagittal']:.2f}), SSIM "
           f"{m['ssim']:.4f}, {res.seconds:.1f} s{f', {res.nfe} NFE' if res.nfe else ''}, peak "
           f"{res.peak_memory_mb:.0f} MB ({res.task.baseline_name}: {mb['psnr']:.2f} dB) -> {out}")
-    if auto is not None:
-        print(auto_line(auto))
+    if report is not None:
+        print(auto_line(report))
     return 0
