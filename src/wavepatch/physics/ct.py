@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from wavepatch.physics.base import LinearOperator
-from wavepatch.physics.ray_free import RayGeometry, pixel_backproject, ray_backproject, ray_project
+from wavepatch.physics.ray_free import (
+    RayGeometry,
+    pixel_backproject,
+    pixel_detector_index,
+    ray_backproject,
+    ray_project,
+)
 from wavepatch.physics.ray_matrix import SparsePair, apply_sparse, cached_sparse_pair, ray_sampling_matrix
 
 Tensor = torch.Tensor
@@ -252,11 +258,8 @@ def _fan_pixel_geometry(n: int, angles: Tensor, n_det: int, r_src: float, du: fl
     """(detector index, 1/U^2 weight), each (V, N*N), of every pixel on the virtual detector through the centre."""
     beta = torch.as_tensor(angles, dtype=torch.float64)[:, None]
     dr, dc = _pixel_offsets(n)
-    along = dc[None, :] * torch.cos(beta) + dr[None, :] * torch.sin(beta)  # towards the source
-    across = -dc[None, :] * torch.sin(beta) + dr[None, :] * torch.cos(beta)
-    big_u = (r_src - along) / r_src
-    u_pix = r_src * across / (r_src - along)
-    return u_pix / du + (n_det - 1) / 2, 1.0 / big_u**2
+    return pixel_detector_index(dr[None, :], dc[None, :], torch.cos(beta), torch.sin(beta), (n_det - 1) / 2,
+                                r_src, du)
 
 
 @lru_cache(maxsize=8)
@@ -268,7 +271,8 @@ def _fan_fbp_matrix(n: int, angles: tuple[float, ...], n_det: int, r_src: float,
 
 def _parallel_detector_coordinate(n: int, angles: Tensor) -> Tensor:
     dr, dc = _pixel_offsets(n)
-    return dc[None, :] * torch.cos(angles)[:, None] - dr[None, :] * torch.sin(angles)[:, None]
+    return pixel_detector_index(dr[None, :], dc[None, :], torch.cos(angles)[:, None], torch.sin(angles)[:, None],
+                                0.0, 0.0, 1.0)[0]
 
 
 def _backproject(q: Tensor, matrix: SparsePair) -> Tensor:

@@ -28,9 +28,11 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from wavepatch.physics.ray_free import COMPILED_DTYPES, pixel_detector_index
+
 Tensor = torch.Tensor
 
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+_NUMPY = {t: np.dtype(str(t).removeprefix("torch.")).type for t in COMPILED_DTYPES}
 _LOCK = threading.Lock()
 
 
@@ -131,13 +133,15 @@ def backproject(y: Tensor, geom) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(parts.sum(axis=0)[:, 1:n + 1, 1:n + 1]))
 
 
+_detector_index = njit(inline="always", fastmath=True, cache=True)(pixel_detector_index)
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _pixel_backproject_kernel(q, cos, sin, n, offset, r_src, du, out):  # pragma: no cover - compiled
     """q (K, V, D) filtered sinogram -> out (K, n, n) zeros, summed over views: each pixel centre's detector
-    coordinate t per view, q linearly interpolated at t (0 outside [0, D - 1]). Parallel beam (r_src = 0):
-    t = dc cos - dr sin + offset. Fan beam onto the virtual detector through the centre: t = r_src * across /
-    (r_src - along) / du + offset with the weight 1 / U^2, U = (r_src - along) / r_src. One image row per
-    parallel iteration (no write conflicts)."""
+    coordinate t and weight w per view (``ray_free.pixel_detector_index``, compiled: parallel beam for r_src = 0,
+    else fan beam on the virtual detector through the centre), w times q linearly interpolated at t (0 outside
+    [0, D - 1]). One image row per parallel iteration (no write conflicts)."""
     k_images, n_views, n_det = q.shape
     half = n // 2
     for row in prange(n):
@@ -145,15 +149,7 @@ def _pixel_backproject_kernel(q, cos, sin, n, offset, r_src, du, out):  # pragma
         for v in range(n_views):
             c, s = cos[v], sin[v]
             for col in range(n):
-                dc = col - half
-                w = 1.0
-                if r_src > 0:
-                    along = dc * c + dr * s
-                    t = r_src * (dr * c - dc * s) / (r_src - along) / du + offset
-                    u = (r_src - along) / r_src
-                    w = 1.0 / (u * u)
-                else:
-                    t = dc * c - dr * s + offset
+                t, w = _detector_index(float(dr), float(col - half), c, s, offset, r_src, du)
                 if t < 0 or t > n_det - 1:
                     continue
                 i = int(t)
