@@ -12,8 +12,9 @@ and optionally the score prior trained on noisy data (``--noisy-prior CKPT``, Wu
 Figures per method: PSNR / SSIM (unit scale, HU window [-1000, 1000]), the mean over tissue ROIs of |mean HU error|
 and of the error std (wavepatch.metrics.hu: lung, fat, soft tissue, bone by thresholds on the reference), and the
 HU-histogram W1 distance inside the body, and the error's noise power spectrum (nps.png). Resumable: the results
-file of the run's dose set is rewritten after each reconstruction; the table (results.md), examples.png and
-nps.png are made from every results_*.json in --out, so doses can run in parallel processes.
+file of the run's dose set is rewritten after each reconstruction; the table (results.md), the figure
+(``--figure``, default examples.png: give another name to keep a published one) and nps.png are made from every
+results_*.json in --out, so doses can run in parallel processes.
 
     python benchmarks/ldct_denoise.py --tune-bm3d                      # BM3D's c on 4 training slices
     python benchmarks/ldct_denoise.py --translator ldct-metric=RUN1/ldct.safetensors ... --out DIR
@@ -121,7 +122,13 @@ def main() -> None:
     ap.add_argument("--bm3d-c", type=float, default=None, help="BM3D sigma factor (default: from --tune-bm3d)")
     ap.add_argument("--tune-bm3d", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/ldct")
+    ap.add_argument("--figure", default="examples.png",
+                    help="file name (in --out) of the middle-slice figure; another name keeps an existing figure")
+    ap.add_argument("--figure-methods", nargs="+", default=None,
+                    help="the figure's columns (default: every method in --out's results)")
     args = ap.parse_args()
+    if Path(args.figure).name != args.figure or not args.figure.endswith(".png"):
+        raise SystemExit(f"--figure is a .png file name inside --out, got {args.figure!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.tune_bm3d:
@@ -175,7 +182,7 @@ def main() -> None:
     doses = sorted({r["dose"] for r in results.values()}, reverse=True)
     methods = list(dict.fromkeys([*specs, *(r["method"] for r in results.values())]))
     write_table(results, methods, doses, out, c)
-    write_figure(examples, methods, doses, out / "examples.png")
+    write_figure(examples, args.figure_methods or methods, doses, out / args.figure)
     write_nps(results, methods, doses, out / "nps.png")
 
 
