@@ -12,10 +12,10 @@ import torch
 from wavepatch.cli import main
 from wavepatch.physics.mri import mirror_index
 from wavepatch.physics.volume_ops import gaussian_2d_mask
+from wavepatch.selection import centre_block
 from wavepatch.tasks import TaskOptions
 from wavepatch.volume import measure_volume, solve_volume
 from wavepatch.volume_selection import (
-    centre_block,
     mirror_groups,
     select_and_solve_volume,
     split_volume,
@@ -43,6 +43,8 @@ def test_centre_block_is_the_fully_sampled_rectangle_around_dc():
     assert torch.equal(centre_block(mask), expected)
     mask[4, 6] = False
     assert not centre_block(mask).any()
+    cols = torch.tensor([1, 0, 1, 1, 1, 1, 0, 1], dtype=torch.bool)  # 2-D MRI's columns: S = 1, DC at 4
+    assert centre_block(cols[None])[0].tolist() == [False, False, True, True, True, True, False, False]
 
 
 def test_mirror_groups_pair_each_point_with_its_hermitian_mirror():

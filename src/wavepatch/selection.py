@@ -154,17 +154,26 @@ def _split_ct(task: Task, y: Tensor, fraction: float, generator: torch.Generator
     return Split(train, y[..., kept, :], sub(held), y[..., held, :], held, ramp=True)
 
 
-def _center_run(sampled: Tensor) -> set[int]:
-    """The contiguous sampled columns around the centre (the fully sampled calibration region)."""
-    w = sampled.numel()
-    c = w // 2
-    run = set()
-    for step in (1, -1):
-        i = c if step == 1 else c - 1
-        while 0 <= i < w and bool(sampled[i]):
-            run.add(i)
-            i += step
-    return run
+def centre_block(mask: Tensor) -> Tensor:
+    """The largest fully sampled rectangle of a phase-encode mask (S, H) grown from the DC point (S//2, H//2), as
+    a bool (S, H) mask: the calibration centre, never held out. All False when DC is not sampled. 2-D MRI's
+    columns are the case S = 1 (the contiguous sampled run through the centre column)."""
+    s, h = mask.shape
+    block = torch.zeros_like(mask, dtype=torch.bool)
+    if not bool(mask[s // 2, h // 2]):
+        return block
+    z0, z1, y0, y1 = s // 2, s // 2 + 1, h // 2, h // 2 + 1
+    grown = True
+    while grown:
+        grown = False
+        for side in range(4):
+            nz0, nz1, ny0, ny1 = (z0 - (side == 0), z1 + (side == 1), y0 - (side == 2), y1 + (side == 3))
+            if nz0 < 0 or ny0 < 0 or nz1 > s or ny1 > h:
+                continue
+            if bool(mask[nz0:nz1, ny0:ny1].all()):
+                z0, z1, y0, y1, grown = nz0, nz1, ny0, ny1, True
+    block[z0:z1, y0:y1] = True
+    return block
 
 
 def _outer_columns(op) -> list[list[int]]:
@@ -174,8 +183,7 @@ def _outer_columns(op) -> list[list[int]]:
     every candidate (groups touching the centre are left out); for a complex image one column per group."""
     sampled = op.mask.bool().any(dim=0)  # (W,), columns = phase encodes
     w = sampled.numel()
-    centre = torch.zeros(w, dtype=torch.bool)
-    centre[sorted(_center_run(sampled))] = True
+    centre = centre_block(sampled[None])[0]
     return group_mirrors(sampled, centre, mirror_index(w) if op.real_image else torch.arange(w))
 
 
@@ -398,6 +406,6 @@ def run_reconstruction_auto(img, task_name: str, opts: TaskOptions, method: str,
 
 __all__ = ["AUTO_PARAMS", "FAST_AUTO", "FAST_AUTO_FRACTION", "FAST_AUTO_STEPS", "HOLDOUT_FRACTION", "SPLITTABLE_TASKS",
            "SPLITTABLE_VOLUME_TASKS", "Split", "auto_by_default", "auto_candidates", "auto_line", "candidate_steps",
-           "check_auto", "check_volume_auto", "choose_by_holdout", "default_fraction", "group_mirrors",
+           "centre_block", "check_auto", "check_volume_auto", "choose_by_holdout", "default_fraction", "group_mirrors",
            "holdout_parts", "inner_views", "pick_evenly", "pick_groups", "run_reconstruction_auto",
            "select_and_solve", "solve_auto", "split_task"]

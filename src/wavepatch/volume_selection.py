@@ -39,6 +39,7 @@ from wavepatch.selection import (
     Split,
     auto_candidates,
     candidate_steps,
+    centre_block,
     check_volume_auto,
     choose_by_holdout,
     default_fraction,
@@ -49,27 +50,6 @@ from wavepatch.selection import (
 )
 from wavepatch.shard import world_size
 from wavepatch.volume import VolumeMeasurement, VolumeResult, admm_tv_3d, solve_volume, volume_measurement
-
-
-def centre_block(mask: Tensor) -> Tensor:
-    """The largest fully sampled rectangle of a phase-encode mask (S, H) grown from the DC point (S//2, H//2), as
-    a bool (S, H) mask: the calibration centre, never held out. All False when DC is not sampled."""
-    s, h = mask.shape
-    block = torch.zeros_like(mask, dtype=torch.bool)
-    if not bool(mask[s // 2, h // 2]):
-        return block
-    z0, z1, y0, y1 = s // 2, s // 2 + 1, h // 2, h // 2 + 1
-    grown = True
-    while grown:
-        grown = False
-        for side in range(4):
-            nz0, nz1, ny0, ny1 = (z0 - (side == 0), z1 + (side == 1), y0 - (side == 2), y1 + (side == 3))
-            if nz0 < 0 or ny0 < 0 or nz1 > s or ny1 > h:
-                continue
-            if bool(mask[nz0:nz1, ny0:ny1].all()):
-                z0, z1, y0, y1, grown = nz0, nz1, ny0, ny1, True
-    block[z0:z1, y0:y1] = True
-    return block
 
 
 def mirror_groups(mask: Tensor) -> list[list[int]]:
@@ -174,5 +154,5 @@ def select_and_solve_volume(meas: VolumeMeasurement, method: str, overrides: dic
     return final, report
 
 
-__all__ = ["centre_block", "mirror_groups", "select_and_solve_volume", "split_mri3d", "split_volume",
+__all__ = ["mirror_groups", "select_and_solve_volume", "split_mri3d", "split_volume",
            "volume_holdout_parts"]
