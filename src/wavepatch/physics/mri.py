@@ -60,6 +60,18 @@ def _target_lines(width: int, acceleration: float) -> int:
     return max(1, round(width / acceleration))
 
 
+def _centre_and_outside(width: int, acceleration: float, center_fraction: float | None) -> tuple[Tensor, Tensor, int]:
+    """The 1-D masks' common start: (bool (W,) mask holding the fully sampled centre block, the columns outside
+    it, how many of those to sample so the total is ``round(W / R)``, at most all of them)."""
+    if center_fraction is None:
+        center_fraction = default_center_fraction(acceleration)
+    mask = torch.zeros(width, dtype=torch.bool)
+    start, n_center = _center_columns(width, center_fraction)
+    mask[start : start + n_center] = True
+    outside = torch.nonzero(~mask).flatten()
+    return mask, outside, min(len(outside), max(0, _target_lines(width, acceleration) - n_center))
+
+
 def uniform_1d_mask(
     width: int,
     acceleration: float,
@@ -76,13 +88,7 @@ def uniform_1d_mask(
     ``[0, spacing)``) shifts the grid; ``None`` draws it uniformly with ``generator`` (the global torch RNG
     if ``None``), as fastMRI draws a random offset.
     """
-    if center_fraction is None:
-        center_fraction = default_center_fraction(acceleration)
-    mask = torch.zeros(width, dtype=torch.bool)
-    start, n_center = _center_columns(width, center_fraction)
-    mask[start : start + n_center] = True
-    outside = torch.nonzero(~mask).flatten()
-    n_out = min(len(outside), max(0, _target_lines(width, acceleration) - n_center))
+    mask, outside, n_out = _centre_and_outside(width, acceleration, center_fraction)
     if n_out == 0:
         return mask
     spacing = len(outside) / n_out
@@ -110,15 +116,9 @@ def gaussian_1d_mask(
     The default ``std_fraction = 15/128`` is the "gaussian1d" density of score-MRI (Chung & Ye, 2022).
     The total is exactly ``round(W / R)`` lines whenever the centre block is smaller than that.
     """
-    if center_fraction is None:
-        center_fraction = default_center_fraction(acceleration)
     if std_fraction <= 0:
         raise ValueError(f"std_fraction must be > 0, got {std_fraction}")
-    mask = torch.zeros(width, dtype=torch.bool)
-    start, n_center = _center_columns(width, center_fraction)
-    mask[start : start + n_center] = True
-    outside = torch.nonzero(~mask).flatten()
-    n_out = min(len(outside), max(0, _target_lines(width, acceleration) - n_center))
+    mask, outside, n_out = _centre_and_outside(width, acceleration, center_fraction)
     if n_out == 0:
         return mask
     std = std_fraction * width
