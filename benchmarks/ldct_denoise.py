@@ -214,7 +214,8 @@ def write_table(results: dict, methods: list[str], doses: list[float], out: Path
                     cells.append(f"{np.mean(v):+.1f} ({len(v)})" if v else "–")
                 per.append(f"| {dose:g} | {m} | " + " | ".join(cells) + " |")
     n = len({r["slice"] for r in results.values()})
-    text = (f"{n} test slices, 256^2, 180-view parallel beam, Poisson counts; BM3D sigma factor c = {c:g}\n\n"
+    bm3d = f"; BM3D sigma factor c = {c:g}" if "bm3d" in methods else ""
+    text = (f"{n} test slices, 256^2, 180-view parallel beam, Poisson counts{bm3d}\n\n"
             + "\n".join(lines) + "\n\nMean signed error per tissue against the truth, HU (slices where the "
             "region has >= 50 pixels)\n\n" + "\n".join(per) + "\n")
     atomic_write_bytes(out / "results.md", text.encode())
