@@ -25,13 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from wavepatch.physics.base import LinearOperator
-from wavepatch.physics.ray_free import (
-    RayGeometry,
-    pixel_backproject,
-    pixel_detector_index,
-    ray_backproject,
-    ray_project,
-)
+from wavepatch.physics.ray_common import pixel_detector_index
+from wavepatch.physics.ray_free import RayGeometry, pixel_backproject, ray_backproject, ray_project
 from wavepatch.physics.ray_matrix import SparsePair, apply_sparse, cached_sparse_pair, ray_sampling_matrix
 
 Tensor = torch.Tensor

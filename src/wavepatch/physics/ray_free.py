@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 
+from wavepatch.physics.ray_common import COMPILED_DTYPES
+
 Tensor = torch.Tensor
 
 _BILINEAR, _ZEROS = 0, 0  # grid_sampler enums: interpolation 'bilinear', padding 'zeros'
@@ -38,8 +40,6 @@ RAYS_PER_CHUNK = {"cpu": 768}
 # 512^2 x 720 views, 2 threads, forward 0.28-0.47 s, adjoint 0.60-1.16 s, FBP 0.13 s against grid_sample's
 # 1.2-1.5 s, 2.8-3.0 s and the chunked torch FBP's 5.3 s).
 COMPILED_CPU = True
-# the dtypes the compiled kernels load and store (ray_kernels keeps its numpy twins under the same keys)
-COMPILED_DTYPES = (torch.float32, torch.float64)
 
 
 def compiled_kernels(t: Tensor):
@@ -207,21 +207,6 @@ def ray_project(x: Tensor, geom: RayGeometry, rays_per_chunk: int | None = None)
 def ray_backproject(y: Tensor, geom: RayGeometry, rays_per_chunk: int | None = None) -> Tensor:
     """Its adjoint (K, R) -> (K, n*n). Differentiable (any order)."""
     return _ProjectFn.apply(y, geom, _chunk(rays_per_chunk, y.device), True).reshape(y.shape[0], -1)
-
-
-def pixel_detector_index(dr, dc, cos, sin, offset, r_src, du):
-    """(t, w): the continuous detector index t of a pixel centre at offsets (dr, dc) (rows, columns, pixels) from
-    the rotation centre, for a view at angle with (cos, sin), and its back-projection weight w. Parallel beam
-    (r_src = 0): t = dc cos - dr sin + offset, w = 1. Fan beam, on the virtual detector through the centre (spacing
-    ``du``): t = r_src across / (r_src - along) / du + offset, w = 1 / U^2 with U = (r_src - along) / r_src. Plain
-    arithmetic: floats (the compiled kernel of ``ray_kernels`` compiles this very function) or broadcasting
-    tensors (the torch back-projection and the FBP matrices)."""
-    if r_src > 0:
-        along = dc * cos + dr * sin  # towards the source
-        across = dr * cos - dc * sin
-        u = (r_src - along) / r_src
-        return r_src * across / (r_src - along) / du + offset, 1.0 / (u * u)
-    return dc * cos - dr * sin + offset, 1.0
 
 
 def pixel_backproject(q: Tensor, det_index, weight=None, views_per_chunk: int = 16,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from wavepatch.physics.ray_free import COMPILED_DTYPES, pixel_detector_index
+from wavepatch.physics.ray_common import COMPILED_DTYPES, pixel_detector_index
 
 Tensor = torch.Tensor
 
@@ -139,7 +139,7 @@ _detector_index = njit(inline="always", fastmath=True, cache=True)(pixel_detecto
 @njit(parallel=True, fastmath=True, cache=True)
 def _pixel_backproject_kernel(q, cos, sin, n, offset, r_src, du, out):  # pragma: no cover - compiled
     """q (K, V, D) filtered sinogram -> out (K, n, n) zeros, summed over views: each pixel centre's detector
-    coordinate t and weight w per view (``ray_free.pixel_detector_index``, compiled: parallel beam for r_src = 0,
+    coordinate t and weight w per view (``ray_common.pixel_detector_index``, compiled: parallel beam for r_src = 0,
     else fan beam on the virtual detector through the centre), w times q linearly interpolated at t (0 outside
     [0, D - 1]). One image row per parallel iteration (no write conflicts)."""
     k_images, n_views, n_det = q.shape
