@@ -128,7 +128,7 @@ def main() -> None:
                     help="the figure's columns (default: every method in --out's results)")
     args = ap.parse_args()
     if Path(args.figure).name != args.figure or not args.figure.endswith(".png"):
-        raise SystemExit(f"--figure is a .png file name inside --out, got {args.figure!r}")
+        ap.error(f"--figure is a .png file name inside --out, got {args.figure!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.tune_bm3d:

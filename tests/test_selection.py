@@ -282,7 +282,7 @@ def test_cli_learned_fast_mode_selects_by_default(tmp_path, ct_files):
 @pytest.mark.slow
 def test_cli_auto_on_a_measurement_file(tmp_path, ct_files):
     """A sinogram file goes through the same selection: asked for (admm-tv: the report and the chosen weight) and
-    by default for the learned fast mode; a method with nothing to select is refused in one line."""
+    by default for the learned fast mode; a method with nothing to select is refused (exit 2, nothing written)."""
     from wavepatch.cli import main
 
     sim = ["reconstruct", str(ct_files[0]), "--task", "ct-parallel", "--views", "20", "--size", "48", "--method",

@@ -257,7 +257,7 @@ def cmd_reconstruct(args) -> int:
     if args.measurement is not None:
         if args.window:
             opts.window = tuple(args.window)
-        return cmd_measured(args, opts, _overrides(args), (auto, auto_optional))
+        return cmd_measured(args, opts, _overrides(args), auto, auto_optional)
     if args.counts:
         raise UsageError("--counts describes a --measurement file")
     out = Path(args.out)

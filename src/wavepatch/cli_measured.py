@@ -108,9 +108,9 @@ def mri_measured_task(path, slice_index: int | None, opts: TaskOptions, retrospe
     return task, y, {"coils": ks.n_coils, "shape": list(ks.data.shape[-2:])}, reference
 
 
-def cmd_measured(args, opts: TaskOptions, overrides: dict, auto: tuple[bool, bool] = (False, False)) -> int:
-    """Reconstruct ``args.measurement`` for ``args.task`` into ``args.out`` (staged, published as a whole);
-    ``auto``: (run the hold-out selection, a selection that cannot run is not an error)."""
+def cmd_measured(args, opts: TaskOptions, overrides: dict, auto: bool, auto_optional: bool) -> int:
+    """Reconstruct ``args.measurement`` for ``args.task`` into ``args.out`` (staged, published as a whole).
+    ``auto``: run the hold-out selection; ``auto_optional``: a selection that cannot run is not an error."""
     if args.task not in CT_TASKS + ("mri",):
         raise ValueError(f"--measurement reads CT sinograms and MRI k-space; {args.task} takes a clean image "
                          "to simulate from")
@@ -126,7 +126,8 @@ def cmd_measured(args, opts: TaskOptions, overrides: dict, auto: tuple[bool, boo
                              "k-space: give --accel R too")
         task, y, shape_info, reference = mri_measured_task(args.measurement, args.slice, opts,
                                                            retrospective=args.accel is not None, seed=args.seed)
-        return _reconstruct_and_publish(args, task, y, overrides, out, shape_info, opts, auto, reference)
+        return _reconstruct_and_publish(args, task, y, overrides, out, shape_info, opts, auto,
+                                        auto_optional, reference)
     sino = read_sinogram(args.measurement)
     if args.counts:
         if args.dose is None:
@@ -141,17 +142,18 @@ def cmd_measured(args, opts: TaskOptions, overrides: dict, auto: tuple[bool, boo
     task = make_task(args.task, args.size, opts)
     y = torch.from_numpy(sino / ct_line_integral_scale(opts))[None, None].float()
     return _reconstruct_and_publish(args, task, y, overrides, out, {"views": views, "detectors": detectors}, opts,
-                                    auto)
+                                    auto, auto_optional)
 
 
 def _reconstruct_and_publish(args, task: Task, y: torch.Tensor, overrides: dict, out: Path, shape_info: dict,
-                             opts: TaskOptions, auto: tuple[bool, bool], reference: torch.Tensor | None = None
-                             ) -> int:
+                             opts: TaskOptions, auto: bool, auto_optional: bool,
+                             reference: torch.Tensor | None = None) -> int:
     """Solve, then write recon.npy/png, compare.png, metrics.json (and std.npy, DICOM) as one published folder.
+    ``auto`` / ``auto_optional``: as :func:`cmd_measured` takes them.
     With ``reference`` (retrospective undersampling) PSNR/SSIM against it are reported next to the data
     consistency figures."""
-    res, report = solve_auto(task, y, args.method, overrides, auto[0], seed=args.seed,
-                             optional=auto[1], prior=args.prior,
+    res, report = solve_auto(task, y, args.method, overrides, auto, seed=args.seed,
+                             optional=auto_optional, prior=args.prior,
                              samples=args.samples, fast=args.fast, patch_mode=args.patch_mode, device=args.device,
                              progress=not args.no_progress, compare=tuple(args.compare), truth=reference,
                              precision=args.precision)

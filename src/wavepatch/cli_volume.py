@@ -57,7 +57,7 @@ def slice_spacing_mm(volume, path, axis: int) -> float:
     return 1.0
 
 
-def cmd_volume(args, opts: TaskOptions, overrides: dict, auto: bool = False) -> int:
+def cmd_volume(args, opts: TaskOptions, overrides: dict, auto: bool) -> int:
     for flag, bad in (("--measurement", args.measurement is not None), ("--save-measurement", args.save_measurement),
                       ("--compare", bool(args.compare)), ("--samples", args.samples != 1),
                       ("--slice", args.slice is not None)):

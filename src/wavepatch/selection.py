@@ -35,6 +35,7 @@ from wavepatch.methods import get_method
 from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT, ramp_filter
 from wavepatch.physics.mri import MultiCoilMRI, SingleCoilMRI, mirror_index
 from wavepatch.run import RunResult, fast_warm_start, gaussian_std, simulate_measurement, solve
+from wavepatch.shard import world_size
 from wavepatch.tasks import Task, TaskOptions
 
 # method -> (parameter, candidate values as factors of the default, or absolute values with "abs")
@@ -339,7 +340,10 @@ SPLITTABLE_VOLUME_TASKS = ("ct-parallel", "ct-fan", "ct-lowdose", "mri", "mri3d"
 
 def check_volume_auto(task_name: str, method: str | None = None) -> None:
     """ValueError (one line) if ``--volume --auto`` has nothing to hold out for ``task_name`` or nothing to select
-    for ``method`` (it selects admm-tv's weight and the learned fast mode's start level; None: not checked)."""
+    for ``method`` (it selects admm-tv's weight and the learned fast mode's start level; None: not checked), or
+    under torchrun (the selection runs in one process)."""
+    if world_size() > 1:
+        raise ValueError("--volume --auto runs in one process, not under torchrun")
     if task_name not in SPLITTABLE_VOLUME_TASKS:
         raise ValueError(f"--volume --auto holds out CT views or k-space columns of every slice, or 3-D k-space points "
                          f"({', '.join(SPLITTABLE_VOLUME_TASKS)}); {task_name} has no independent parts to hold "

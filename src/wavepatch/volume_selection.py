@@ -48,7 +48,6 @@ from wavepatch.selection import (
     pick_groups,
     split_task,
 )
-from wavepatch.shard import world_size
 from wavepatch.volume import VolumeMeasurement, VolumeResult, admm_tv_3d, solve_volume, volume_measurement
 
 
@@ -113,8 +112,6 @@ def select_and_solve_volume(meas: VolumeMeasurement, method: str, overrides: dic
     (:func:`~wavepatch.volume.solve_volume`, which takes ``solve_kwargs``). Returns (the result, a JSON-safe
     report as the 2-D ``select_and_solve``'s: parameter, candidates, held-out scores, chosen value, fraction, held
     parts, score norm, candidate noise levels, seconds)."""
-    if world_size() > 1:
-        raise ValueError("--volume --auto runs in one process, not under torchrun")
     overrides = dict(overrides or {})
     noise_std = gaussian_std(meas.task)
     learned = get_method(method).kind == "sampler"
@@ -143,9 +140,12 @@ def select_and_solve_volume(meas: VolumeMeasurement, method: str, overrides: dic
     final = solve_volume(meas, method, {**overrides, name: values[best]}, seed=seed, fast=fast, z_weight=z_weight,
                          **solve_kwargs)
     points = isinstance(meas.task.op, Cartesian3DMRI)
-    kind = ("k-space points with their mirrors" if points else "views of every slice"
-            if isinstance(meas.task.op, (ParallelBeamCT, FanBeamCT))
-            else "k-space columns of every slice, with their mirrors")
+    if points:
+        kind = "k-space points with their mirrors"
+    elif isinstance(meas.task.op, (ParallelBeamCT, FanBeamCT)):
+        kind = "views of every slice"
+    else:
+        kind = "k-space columns of every slice, with their mirrors"
     report = {"param": name, "candidates": values, "heldout_scores": scores, "chosen": values[best],
               "fraction": fraction, "folds": 1, "held_out": len(split.held_rows) if points else [split.held_rows],
               "held_out_kind": kind,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-# the dtypes the compiled kernels load and store (ray_kernels keeps its numpy twins under the same keys)
+# the dtypes the compiled kernels load and store (ray_free sends only these to ray_kernels)
 COMPILED_DTYPES = (torch.float32, torch.float64)
 
 

@@ -28,11 +28,10 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from wavepatch.physics.ray_common import COMPILED_DTYPES, pixel_detector_index
+from wavepatch.physics.ray_common import pixel_detector_index
 
 Tensor = torch.Tensor
 
-_NUMPY = {t: np.dtype(str(t).removeprefix("torch.")).type for t in COMPILED_DTYPES}
 _LOCK = threading.Lock()
 
 
@@ -117,8 +116,9 @@ def _call(kernel, *args) -> None:
 def project(x: Tensor, geom) -> Tensor:
     """(K, n, n) CPU float32/float64 -> (K, R) line integrals (no autograd; ray_free wraps it)."""
     k, n = x.shape[0], geom.n
-    padded = np.zeros((k, n + 3, n + 3), dtype=_NUMPY[x.dtype])
-    padded[:, 1:n + 1, 1:n + 1] = x.detach().numpy()
+    image = x.detach().numpy()
+    padded = np.zeros((k, n + 3, n + 3), dtype=image.dtype)
+    padded[:, 1:n + 1, 1:n + 1] = image
     out = np.zeros((k, geom.n_rays), dtype=padded.dtype)
     _call(_forward_kernel, padded, *_arrays(geom), out)
     return torch.from_numpy(out)
