@@ -40,6 +40,7 @@ from wavepatch.tasks import TaskOptions
 
 DOSES = (1e4, 2.5e3)
 NORMAL_DOSE = 2e5  # the normal-dose reference: FBP of the same slice at this I0 (as ldct_data's normal-dose images)
+PUBLISHED = Path("benchmarks/results/ldct")  # the published run; its bm3d_tuning.json serves other --out folders
 BM3D_C_GRID = (4.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 
 
@@ -121,7 +122,7 @@ def main() -> None:
     ap.add_argument("--noisy-prior", default=None, help="a score prior trained on noisy scans (section 9)")
     ap.add_argument("--bm3d-c", type=float, default=None, help="BM3D sigma factor (default: from --tune-bm3d)")
     ap.add_argument("--tune-bm3d", action="store_true")
-    ap.add_argument("--out", default="benchmarks/results/ldct")
+    ap.add_argument("--out", default=str(PUBLISHED))
     ap.add_argument("--figure", default="examples.png",
                     help="file name (in --out) of the middle-slice figure; another name keeps an existing figure")
     ap.add_argument("--figure-methods", nargs="+", default=None,
@@ -139,9 +140,12 @@ def main() -> None:
         print(f"best c = {best:g}")
         return
     c = args.bm3d_c
-    if c is None:
-        c = json.loads((out / "bm3d_tuning.json").read_text())["best_c"] if (out / "bm3d_tuning.json").exists() \
-            else 1.0
+    if c is None and "bm3d" in args.methods:
+        tuned = [f for f in (out / "bm3d_tuning.json", PUBLISHED / "bm3d_tuning.json") if f.exists()]
+        if not tuned:
+            ap.error("BM3D needs its sigma factor: run --tune-bm3d first, or give --bm3d-c")
+        c = json.loads(tuned[0].read_text())["best_c"]
+        print(f"BM3D sigma factor c = {c:g} (from {tuned[0]})")
     specs = {m: None for m in args.methods}
     for item in args.translator:
         name, _, path = item.partition("=")
@@ -170,7 +174,7 @@ def main() -> None:
                 rec, sec = run_method(method, spec, task, y, x, fbp, c)
                 np.save(recons / f"{dose:g}_{k}_{method}.npy", rec.astype(np.float32))
                 results[key] = {**figures(rec, img, normal), "seconds": sec, "dose": dose, "slice": name,
-                                "method": method, "checkpoint": spec}
+                                "method": method, "checkpoint": spec, **({"bm3d_c": c} if method == "bm3d" else {})}
                 if k == middle:
                     np.save(examples / f"{dose:g}_{method}.npy", rec.astype(np.float32))
                     np.save(examples / f"{dose:g}_truth.npy", img.astype(np.float32))
@@ -181,12 +185,12 @@ def main() -> None:
     results = {k: v for f in sorted(out.glob("results_*.json")) for k, v in json.loads(f.read_text()).items()}
     doses = sorted({r["dose"] for r in results.values()}, reverse=True)
     methods = list(dict.fromkeys([*specs, *(r["method"] for r in results.values())]))
-    write_table(results, methods, doses, out, c)
+    write_table(results, methods, doses, out)
     write_figure(examples, args.figure_methods or methods, doses, out / args.figure)
     write_nps(results, methods, doses, out / "nps.png")
 
 
-def write_table(results: dict, methods: list[str], doses: list[float], out: Path, c: float) -> None:
+def write_table(results: dict, methods: list[str], doses: list[float], out: Path) -> None:
     lines = ["| I0 | method | PSNR (dB) | SSIM | ROI mean abs HU error vs truth | vs normal-dose FBP | "
              "ROI error std (HU) | HU hist. W1 | s/slice |", "|---|---|---|---|---|---|---|---|---|"]
     for dose in doses:
@@ -214,7 +218,8 @@ def write_table(results: dict, methods: list[str], doses: list[float], out: Path
                     cells.append(f"{np.mean(v):+.1f} ({len(v)})" if v else "–")
                 per.append(f"| {dose:g} | {m} | " + " | ".join(cells) + " |")
     n = len({r["slice"] for r in results.values()})
-    bm3d = f"; BM3D sigma factor c = {c:g}" if "bm3d" in methods else ""
+    cs = sorted({r.get("bm3d_c", 12.0) for r in results.values() if r["method"] == "bm3d"})  # 12: runs before
+    bm3d = f"; BM3D sigma factor c = {', '.join(f'{c:g}' for c in cs)}" if cs else ""  # c was recorded
     text = (f"{n} test slices, 256^2, 180-view parallel beam, Poisson counts{bm3d}\n\n"
             + "\n".join(lines) + "\n\nMean signed error per tissue against the truth, HU (slices where the "
             "region has >= 50 pixels)\n\n" + "\n".join(per) + "\n")

@@ -10,7 +10,13 @@ from skimage.transform import iradon, radon, resize
 
 from wavepatch.physics.base import adjoint_mismatch
 from wavepatch.physics.ct import FanBeamCT, ParallelBeamCT, default_detector_count
-from wavepatch.physics.noise import attenuation_per_unit, low_dose_sinogram, poisson_counts
+from wavepatch.physics.noise import (
+    attenuation_per_unit,
+    counts_to_line_integrals,
+    line_integrals_to_counts,
+    low_dose_sinogram,
+    poisson_counts,
+)
 
 
 def phantom(n: int) -> np.ndarray:
@@ -119,6 +125,32 @@ def test_poisson_counts_statistics():
     # Post-log variance ~ 1 / expected counts (delta method).
     assert abs(post.var().item() * expected - 1) < 0.05
     assert abs(post.mean().item() - 2.0) < 0.01
+
+
+@pytest.mark.parametrize("lam", [5.0, 20.0, 100.0, 1e4])
+def test_post_log_is_unbiased_to_second_order(lam):
+    # Exact expectation over the Poisson pmf (no draws) of the module's post-log p_hat = log(I0 / (N + 1/2)):
+    # E p_hat - p = O(lambda^-2) (numerically 0.042-0.053 / lambda^2 for lambda >= 5), where the plain
+    # log(I0 / max(N, 1)) is biased by about 1 / (2 lambda).
+    from scipy.stats import poisson
+
+    i0 = 1e5
+    p = math.log(i0 / lam)
+    n = torch.arange(int(lam + 20 * lam**0.5 + 40), dtype=torch.float64)
+    pmf = torch.from_numpy(poisson.pmf(n.numpy(), lam))
+    bias = float((pmf * counts_to_line_integrals(n, i0)).sum()) - p
+    plain = float((pmf * torch.log(i0 / n.clamp_min(1))).sum()) - p
+    assert abs(bias) < 0.06 / lam**2
+    assert 0.4 / lam < plain < 0.6 / lam
+
+
+def test_counts_survive_the_post_log_round_trip():
+    counts = torch.tensor([0.0, 1.0, 2.0, 17.0, 9999.0], dtype=torch.float64)
+    post = counts_to_line_integrals(counts, 1e4)
+    assert bool(torch.isfinite(post).all())
+    assert torch.allclose(line_integrals_to_counts(post, 1e4), counts, atol=1e-9)
+    # electronic noise can make a count negative: it reads as a zero count
+    assert counts_to_line_integrals(torch.tensor([-3.0]), 1e4) == counts_to_line_integrals(torch.tensor([0.0]), 1e4)
 
 
 def test_lower_dose_means_noisier_reconstruction():

@@ -50,7 +50,7 @@ def test_raw_counts_match_post_log(tmp_path, ct_files, capsys):
     sim = _simulate(tmp_path, ct_files, capsys, "ct-lowdose", "fbp", "--views", "30", "--dose", "5000")
     p = np.load(sim / "measurement.npy")
     counts = tmp_path / "counts.npy"
-    np.save(counts, 5000 * np.exp(-p))
+    np.save(counts, 5000 * np.exp(-p) - 0.5)  # the counts N behind the bias-corrected log(I0 / (N + 1/2))
     out = tmp_path / "c"
     code, err = _run(["reconstruct", "--measurement", counts, "--counts", "--dose", "5000", "--task", "ct-lowdose",
                       "--method", "fbp", *BASE, "--out", out], capsys)
@@ -88,6 +88,7 @@ def test_bad_measurements(tmp_path, capsys, ct_files):
     assert "real numbers" in _bad(tmp_path, capsys, good.astype(np.complex64), "--task", "ct-parallel")
     assert "does not match" in _bad(tmp_path, capsys, good, "--task", "ct-parallel", "--views", "30")
     assert "--dose" in _bad(tmp_path, capsys, good, "--task", "ct-lowdose", "--counts")
+    assert "non-negative" in _bad(tmp_path, capsys, -good, "--task", "ct-lowdose", "--counts", "--dose", "1e4")
     assert "clean image" in _bad(tmp_path, capsys, good, "--task", "deblur")
     assert "complex" in _bad(tmp_path, capsys, good, "--task", "mri")
     assert "either" in _bad(tmp_path, capsys, good, "--task", "ct-parallel", ct_files[0])

@@ -16,6 +16,7 @@ from wavepatch.fidelity import GaussianFidelity, GaussianNoise, PoissonFidelity,
 from wavepatch.physics.base import LinearOperator
 from wavepatch.physics.ct import ParallelBeamCT
 from wavepatch.physics.mri import SingleCoilMRI, uniform_1d_mask
+from wavepatch.physics.noise import counts_to_line_integrals
 from wavepatch.sampling import posterior as P
 from wavepatch.sampling.unconditional import geometric_sigmas, karras_sigmas
 from wavepatch.tasks import make_task
@@ -196,8 +197,8 @@ def low_dose(gen):
     op = ParallelBeamCT(16, 12)
     x = (0.3 + 0.1 * torch.rand(1, 1, 16, 16, generator=gen)).double()
     i0, mu = 1e4, 0.05
-    counts = torch.poisson(i0 * torch.exp(-mu * op.A(x)), generator=gen).clamp_min(1)
-    return op, x, torch.log(i0 / counts) / mu, counts, i0, mu
+    counts = torch.poisson(i0 * torch.exp(-mu * op.A(x)), generator=gen)
+    return op, x, counts_to_line_integrals(counts, i0) / mu, counts, i0, mu
 
 
 def test_noised_poisson_data_keep_the_measured_weights():

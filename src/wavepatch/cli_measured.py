@@ -1,8 +1,9 @@
 """``wavepatch reconstruct --measurement FILE``: reconstruct a measured CT sinogram (no ground truth).
 
 The sinogram is read by :mod:`wavepatch.io.measurements` (post-log line integrals p, or raw counts with
-``--counts`` and I0 from ``--dose``) and converted to the CT operator's units (unit image x pixel) with the
-attenuation of the HU window and ``--pixel-mm``: y = p / mu. Views and detector bins come from the file's shape;
+``--counts`` and I0 from ``--dose``, taken through the bias-corrected log of :mod:`wavepatch.physics.noise`)
+and converted to the CT operator's units (unit image x pixel) with the attenuation of the HU window and
+``--pixel-mm``: y = p / mu. Views and detector bins come from the file's shape;
 the rest of the geometry from the command line. metrics.json reports the data residual, time and NFE.
 """
 
@@ -16,12 +17,12 @@ import torch
 from wavepatch.fidelity import GaussianNoise
 from wavepatch.io import denormalize, save_npy, save_png
 from wavepatch.io.kspace import read_kspace, sampling_mask, save_kspace_npy
-from wavepatch.io.measurements import counts_to_line_integrals, read_sinogram, save_sinogram
+from wavepatch.io.measurements import read_sinogram, save_sinogram
 from wavepatch.io.publish import check_replaceable, staged_output
 from wavepatch.io.writers import save_dicom_series
 from wavepatch.physics.coil_maps import calibration_width, espirit_maps, phase_normalized
 from wavepatch.physics.mri import MultiCoilMRI, gaussian_1d_mask, kspace_noise_std, uniform_1d_mask
-from wavepatch.physics.noise import attenuation_per_unit
+from wavepatch.physics.noise import attenuation_per_unit, counts_to_line_integrals
 from wavepatch.report import compare_figure, save_json
 from wavepatch.run import data_metrics
 from wavepatch.selection import auto_line, solve_auto
@@ -132,7 +133,9 @@ def cmd_measured(args, opts: TaskOptions, overrides: dict, auto: bool, auto_opti
     if args.counts:
         if args.dose is None:
             raise ValueError("--counts needs the incident photon count --dose I0 (with --task ct-lowdose)")
-        sino = counts_to_line_integrals(sino, opts.dose)
+        if (sino < 0).any():
+            raise ValueError(f"{args.measurement}: raw counts must be non-negative")
+        sino = counts_to_line_integrals(torch.from_numpy(sino), opts.dose).numpy()
     views, detectors = sino.shape
     for flag, given, found in (("--views", opts.views, views), ("--detectors", opts.detectors, detectors)):
         if given is not None and given != found:

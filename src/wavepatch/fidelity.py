@@ -35,6 +35,7 @@ import torch
 
 from wavepatch.linalg import cgls
 from wavepatch.physics.base import LinearOperator
+from wavepatch.physics.noise import COUNT_SHIFT, line_integrals_to_counts
 
 Tensor = torch.Tensor
 
@@ -201,18 +202,19 @@ class WeightedGaussianFidelity(DataFidelity):
 
 
 class PoissonFidelity(WeightedGaussianFidelity):
-    """Low-dose CT from post-log data y (operator units): counts c = I0 exp(-mu y), expected counts
-    lambda(x) = I0 exp(-mu A x); residual = deviance 2 sum(lambda - c + c log(c / lambda)), the exact Poisson
-    negative log-likelihood (times 2) up to a constant, and ``grad`` its gradient. The quadratic model (prox,
-    annealed_grad, quadratic, scale) is the weighted Gaussian one of post-log data: y has variance 1 / (mu^2 c)
-    per bin, so w = mu^2 c."""
+    """Low-dose CT from post-log data y (operator units; the bias-corrected log of
+    :mod:`wavepatch.physics.noise`): counts c = I0 exp(-mu y) - 1/2, expected counts lambda(x) = I0 exp(-mu A x);
+    residual = deviance 2 sum(lambda - c + c log(c / lambda)), the exact Poisson negative log-likelihood (times 2)
+    up to a constant, and ``grad`` its gradient. The quadratic model (prox, annealed_grad, quadratic, scale) is the
+    weighted Gaussian one of post-log data: y has variance about 1 / (mu^2 lambda) per bin, so w = mu^2 (c + 1/2),
+    never zero."""
 
     def __init__(self, op: LinearOperator, y: Tensor, i0: float, mu: float) -> None:
         if not (i0 > 0 and mu > 0):
             raise ValueError(f"Poisson fidelity needs I0 > 0 and mu > 0, got {i0}, {mu}")
         self.i0, self.mu = float(i0), float(mu)
-        self.counts = self.i0 * torch.exp(-self.mu * y)
-        super().__init__(op, y, self.mu**2 * self.counts)
+        self.counts = line_integrals_to_counts(self.mu * y, self.i0)
+        super().__init__(op, y, self.mu**2 * (self.counts + COUNT_SHIFT))
 
     def _log_lambda(self, x: Tensor) -> Tensor:
         return math.log(self.i0) - self.mu * self.op.A(x)

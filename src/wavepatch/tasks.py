@@ -9,8 +9,8 @@ Defaults (documented in the README):
 - ct-parallel / ct-fan: 60 views, noiseless sinogram unless ``noise`` > 0 (PaDIS' protocol); FBP with
   the Hann filter as the baseline.
 - ct-lowdose: parallel beam, 180 views, Poisson counts with I0 = 1e4 photons per bin (``dose``), no
-  electronic noise; attenuation from the HU window (air = 0) and ``pixel_mm`` (default 1.4 mm, a 36 cm
-  field of view at 256 px).
+  electronic noise, the bias-corrected log log(I0 / (N + 1/2)) (:mod:`wavepatch.physics.noise`); attenuation
+  from the HU window (air = 0) and ``pixel_mm`` (default 1.4 mm, a 36 cm field of view at 256 px).
 - mri: single coil, 1D Cartesian mask along columns, x4 Gaussian density, fastMRI centre fractions;
   k-space simulated by FFT of a magnitude image; noiseless unless ``noise`` > 0.
 - deblur: kernel presets of :mod:`wavepatch.physics.blur`, or ``varying``: a spatially varying Gaussian PSF (std

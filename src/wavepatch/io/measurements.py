@@ -51,13 +51,6 @@ def read_sinogram(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def counts_to_line_integrals(counts: np.ndarray, i0: float) -> np.ndarray:
-    """Post-log p = -log(I / I0) of raw counts I (clamped at 0.5 photons, as a zero count has no logarithm)."""
-    if (counts < 0).any():
-        raise MeasurementReadError("raw counts must be non-negative")
-    return -np.log(np.maximum(counts, 0.5) / i0).astype(np.float32)
-
-
 def save_sinogram(path: PathLike, line_integrals: np.ndarray, protect=()) -> Path:
     """Write a (V, D) post-log sinogram as .npy (atomic)."""
     return save_npy(path, np.asarray(line_integrals, dtype=np.float32), protect=protect)
