@@ -151,7 +151,7 @@ class ParallelBeamCT(_RayTransform):
         weight = min(self.arc, math.pi) / (2 * self.n_views)
         if self.projector == "matrix-free":
             angles, c0 = self.angles, self.n_detectors // 2
-            return _backproject_free(q, lambda v0, v1: _parallel_detector_coordinate(self.n, angles[v0:v1]) + c0,
+            return _backproject_free(q, lambda v0, v1: _parallel_detector_coordinate(self.n, angles[v0:v1], c0),
                                      None, self.n, (angles, c0, 0.0, 1.0)) * weight
         matrix = _parallel_fbp_matrix(self.n, tuple(self.angles.tolist()), self.n_detectors)
         return _backproject(q, matrix) * weight
@@ -264,10 +264,12 @@ def _fan_fbp_matrix(n: int, angles: tuple[float, ...], n_det: int, r_src: float,
     return _backprojection_matrix(det_index, weight, n_det)
 
 
-def _parallel_detector_coordinate(n: int, angles: Tensor) -> Tensor:
+def _parallel_detector_coordinate(n: int, angles: Tensor, centre: float) -> Tensor:
+    """(V, n*n): the continuous detector index of every pixel centre per view, the rotation centre on bin
+    ``centre``."""
     dr, dc = _pixel_offsets(n)
     return pixel_detector_index(dr[None, :], dc[None, :], torch.cos(angles)[:, None], torch.sin(angles)[:, None],
-                                0.0, 0.0, 1.0)[0]
+                                centre, 0.0, 1.0)[0]
 
 
 def _backproject(q: Tensor, matrix: SparsePair) -> Tensor:
@@ -312,7 +314,7 @@ def _backprojection_matrix(det_index: Tensor, weight: Tensor | None, d: int) -> 
 
 @lru_cache(maxsize=8)
 def _parallel_fbp_matrix(n: int, angles: tuple[float, ...], n_det: int) -> SparsePair:
-    t_det = _parallel_detector_coordinate(n, torch.tensor(angles, dtype=torch.float64)) + n_det // 2
+    t_det = _parallel_detector_coordinate(n, torch.tensor(angles, dtype=torch.float64), n_det // 2)
     return _backprojection_matrix(t_det, None, n_det)
 
 
