@@ -9,6 +9,8 @@ against autograd and closed-form solutions.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -325,3 +327,22 @@ def test_pinv_likelihood_gradient_is_that_of_the_noise_level_gaussian(noise_std)
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="likelihood"):
         P._posterior_score(x, x, fidelity, s, "bogus")
+
+
+def test_poisson_weights_do_not_bias_the_weighted_fit():
+    # PWLS on rays that all see the same line integral p (A = ones): the fit is the weighted mean of the post-log
+    # data. Weighting each bin by its own count leans low by about 1 / lambda (a count that fluctuated up has a
+    # low post-log value and a high weight); PoissonFidelity's weights, from the data averaged over 3 x 3 bins,
+    # cut that bias below a fifth.
+    lam, i0, mu = 20.0, 1e4, 1.0
+    p = math.log(i0 / lam)
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.poisson(torch.full((400, 1, 32, 32), lam, dtype=torch.float64), generator=gen)
+    y = counts_to_line_integrals(counts, i0) / mu
+    own = counts + 0.5
+    bias_own = float((own * y).sum() / own.sum()) - p
+    fidelity = PoissonFidelity(ParallelBeamCT(8, 4), y, i0, mu)
+    bias = float((fidelity.weights * y).sum() / fidelity.weights.sum()) - p
+    assert -1.2 / lam < bias_own < -0.8 / lam
+    assert abs(bias) < 0.2 * abs(bias_own)
+    assert float(y.mean()) - p == pytest.approx(0.0, abs=0.1 / lam)  # the unweighted mean: the log is unbiased
