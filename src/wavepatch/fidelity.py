@@ -51,11 +51,14 @@ class GaussianNoise:
 
 @dataclass(frozen=True)
 class PoissonNoise:
-    """Post-log CT data y = -log(counts / I0) / mu in operator units (line integrals / mu); counts ~
-    Poisson(I0 exp(-mu A x)). i0: incident photons per bin; mu: attenuation per unit image value and pixel."""
+    """Post-log CT data y = log(I0 / (counts + 1/2)) / mu in operator units (line integrals / mu); counts ~
+    Poisson(I0 exp(-mu A x)). i0: incident photons per bin; mu: attenuation per unit image value and pixel;
+    weight_box: the side of the (views, bins) box the PWLS weights are smoothed over (:class:`PoissonFidelity`;
+    1: each bin's own count)."""
 
     i0: float
     mu: float
+    weight_box: int = 3
 
 
 NoiseModel = GaussianNoise | PoissonNoise
@@ -202,10 +205,6 @@ class WeightedGaussianFidelity(DataFidelity):
         return WeightedGaussianFidelity._with_y(self, y)
 
 
-# Side of the (views, bins) box that smooths low-dose CT data before they become PWLS weights (PoissonFidelity).
-WEIGHT_SMOOTHING = 3
-
-
 def _box_mean(y: Tensor, k: int) -> Tensor:
     """The mean of y over a k x k box of its last two axes (edges replicated), shaped like y; y as is if it has
     fewer than two axes."""
@@ -224,17 +223,19 @@ class PoissonFidelity(WeightedGaussianFidelity):
 
     The quadratic model (prox, annealed_grad, quadratic, scale) is the weighted Gaussian one of post-log data
     (PWLS): y has variance about 1 / (mu^2 lambda) per bin, so w = mu^2 lambda_hat. lambda_hat comes from y
-    averaged over a WEIGHT_SMOOTHING^2 box of (views, detector bins), the last two axes. A bin's own count as
-    its weight would make the weighted fit biased: a bin whose count fluctuated up has a low post-log value and
-    a high weight, so the fit leans low by about 1 / lambda per ray (-4.7 HU in soft tissue for ADMM-TV at
-    I0 = 2.5e3 on training slices; with the 3 x 3 box -0.2 HU for 0.03 dB, docs/results.md section 18.4)."""
+    averaged over a k x k box of (views, detector bins), the last two axes (k = ``weight_box``, default 3). A
+    bin's own count as its weight (k = 1) would make the weighted fit biased: a bin whose count fluctuated up has
+    a low post-log value and a high weight, so the fit leans low by about 1 / lambda per ray (-4.7 HU in soft
+    tissue for ADMM-TV at I0 = 2.5e3 on training slices; with the 3 x 3 box -0.2 HU for 0.03 dB,
+    docs/results.md section 18.4)."""
 
-    def __init__(self, op: LinearOperator, y: Tensor, i0: float, mu: float) -> None:
-        if not (i0 > 0 and mu > 0):
-            raise ValueError(f"Poisson fidelity needs I0 > 0 and mu > 0, got {i0}, {mu}")
-        self.i0, self.mu = float(i0), float(mu)
+    def __init__(self, op: LinearOperator, y: Tensor, i0: float, mu: float, weight_box: int = 3) -> None:
+        if not (i0 > 0 and mu > 0 and weight_box >= 1):
+            raise ValueError(f"Poisson fidelity needs I0 > 0, mu > 0 and a weight box >= 1, got {i0}, {mu}, "
+                             f"{weight_box}")
+        self.i0, self.mu, self.weight_box = float(i0), float(mu), int(weight_box)
         self.counts = line_integrals_to_counts(self.mu * y, self.i0)
-        expected = self.i0 * torch.exp(-self.mu * _box_mean(y, WEIGHT_SMOOTHING))
+        expected = self.i0 * torch.exp(-self.mu * _box_mean(y, self.weight_box))
         super().__init__(op, y, self.mu**2 * expected)
 
     def _log_lambda(self, x: Tensor) -> Tensor:
@@ -256,7 +257,7 @@ class PoissonFidelity(WeightedGaussianFidelity):
         return self.op.A_adjoint(self.mu * (self.counts - self._log_lambda(x).exp()))
 
     def _with_y(self, y: Tensor) -> PoissonFidelity:
-        return PoissonFidelity(self.op, y, self.i0, self.mu)
+        return PoissonFidelity(self.op, y, self.i0, self.mu, self.weight_box)
 
 
 class MagnitudeFidelity(DataFidelity):
@@ -318,5 +319,5 @@ def make_fidelity(op: LinearOperator, y: Tensor, noise: NoiseModel) -> DataFidel
     if isinstance(noise, GaussianNoise):
         return GaussianFidelity(op, y, noise.std)
     if isinstance(noise, PoissonNoise):
-        return PoissonFidelity(op, y, noise.i0, noise.mu)
+        return PoissonFidelity(op, y, noise.i0, noise.mu, noise.weight_box)
     raise TypeError(f"unknown noise model {noise!r}")
