@@ -34,7 +34,7 @@ from wavepatch.bench import load_slices
 from wavepatch.io import unit_to_hu
 from wavepatch.io.atomic import atomic_write_bytes
 from wavepatch.metrics import image_metrics
-from wavepatch.metrics.hu import hu_metrics, tissue_rois
+from wavepatch.metrics.hu import TISSUES, hu_metrics, tissue_rois
 from wavepatch.run import simulate_measurement, solve
 from wavepatch.tasks import TaskOptions
 
@@ -206,7 +206,7 @@ def write_table(results: dict, methods: list[str], doses: list[float], out: Path
                          f"{mean('ssim'):.4f} | {mean('roi_bias_hu'):.1f} | {mean('roi_bias_nd_hu'):.1f} | "
                          f"{mean('roi_noise_hu'):.1f} | "
                          f"{mean('w1_hu'):.1f} | {mean('seconds'):.1f} |")
-    tissues = ("lung", "fat", "soft tissue", "bone")
+    tissues = tuple(TISSUES)
     per = ["| I0 | method | " + " | ".join(f"{t} bias (HU)" for t in tissues) + " | mean abs over tissues |",
            "|---|---|" + "---|" * 5]
     for dose in doses:
@@ -218,8 +218,8 @@ def write_table(results: dict, methods: list[str], doses: list[float], out: Path
                 shift = np.mean([abs(np.mean(v)) for v in means.values() if v])
                 per.append(f"| {dose:g} | {m} | " + " | ".join(cells) + f" | {shift:.1f} |")
     n = len({r["slice"] for r in results.values()})
-    cs = sorted({r.get("bm3d_c", 12.0) for r in results.values() if r["method"] == "bm3d"})  # 12: runs before
-    bm3d = f"; BM3D sigma factor c = {', '.join(f'{c:g}' for c in cs)}" if cs else ""  # c was recorded
+    cs = sorted({r["bm3d_c"] for r in results.values() if r["method"] == "bm3d"})
+    bm3d = f"; BM3D sigma factor c = {', '.join(f'{c:g}' for c in cs)}" if cs else ""
     text = (f"{n} test slices, 256^2, 180-view parallel beam, Poisson counts{bm3d}\n\n"
             + "\n".join(lines) + "\n\nMean signed error per tissue against the truth, HU (slices where the "
             "region has >= 50 pixels), and the mean over tissues of its absolute value: the systematic shift, "

@@ -25,11 +25,10 @@ from scipy.stats import poisson
 
 from wavepatch.bench import load_slices
 from wavepatch.io import unit_to_hu
-from wavepatch.metrics.hu import MIN_ROI_PIXELS, tissue_rois
+from wavepatch.metrics.hu import MIN_ROI_PIXELS, TISSUES, tissue_rois
 from wavepatch.physics.noise import counts_to_line_integrals
 from wavepatch.tasks import TaskOptions, make_task
 
-TISSUES = ("lung", "fat", "soft tissue", "bone")
 LAMBDA_GRID = np.logspace(-3, 5, 801)
 
 

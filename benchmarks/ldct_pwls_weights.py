@@ -19,11 +19,9 @@ import numpy as np
 
 from wavepatch.bench import load_slices
 from wavepatch.io import unit_to_hu
-from wavepatch.metrics.hu import MIN_ROI_PIXELS, tissue_rois
+from wavepatch.metrics.hu import MIN_ROI_PIXELS, TISSUES, tissue_rois
 from wavepatch.run import simulate_measurement, solve
 from wavepatch.tasks import TaskOptions
-
-TISSUES = ("lung", "fat", "soft tissue", "bone")
 
 
 def main() -> None:

@@ -25,14 +25,12 @@ import torch
 from wavepatch.bench import load_slices
 from wavepatch.io import unit_to_hu
 from wavepatch.metrics import image_metrics
-from wavepatch.metrics.hu import MIN_ROI_PIXELS, tissue_rois
+from wavepatch.metrics.hu import MIN_ROI_PIXELS, TISSUES, tissue_rois
 from wavepatch.prior.checkpoint import load_translator
 from wavepatch.prior.ldct import denoise_image, hu_guard, wavelet_low_band
 from wavepatch.resources import prior_path
 from wavepatch.run import simulate_measurement
 from wavepatch.tasks import TaskOptions
-
-TISSUES = ("lung", "fat", "soft tissue", "bone")
 
 
 def tissue_means(err_unit: np.ndarray, rois: dict) -> dict:
