@@ -35,6 +35,7 @@ from wavepatch.prior.ldct import denoise_image
 from wavepatch.recon.admm import admm_tv, pnp_admm
 from wavepatch.recon.fista import fista_tv, l1_wavelet
 from wavepatch.recon.red import red
+from wavepatch.recon.zsr_selfsup import zsr_selfsup
 from wavepatch.sampling import posterior as P
 from wavepatch.sampling.wavelet_regularized import wavelet_regularized_langevin
 
@@ -130,7 +131,8 @@ class Method:
     value (PnP with the learned denoiser); nonlinear: runs on nonlinear forward models too (phase retrieval: it
     uses only the fidelity's residual and scale); network: the bundled image-to-image network a classical method
     runs (``run`` gets it as ``translator``; ``--prior`` replaces it); tasks: the only tasks the method applies to
-    (None: all)."""
+    (None: all); geometry: ``run`` also gets the volume's ``z_weight`` (in-plane pixel / slice spacing) and the
+    run's ``seed`` (volume methods that train on the measurement)."""
 
     name: str
     kind: str
@@ -148,6 +150,7 @@ class Method:
     nonlinear: bool = False
     network: str | None = None
     tasks: tuple[str, ...] | None = None
+    geometry: bool = False
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -319,6 +322,31 @@ register(Method("red", "classical", _red, "regularisation by denoising, accelera
                                                deblur=0.1, sr=1.0, inpaint=1.0), "weight of the RED prior term",
                        low=0),
                  _n_iter(50), _DENOISER), variants=_LEARNED_DENOISER))
+def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, width: int, lr: float,
+           z_weight: float = 1.0, seed: int = 0, progress: bool = False):
+    volume = fidelity.base  # the zsr fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
+    factor, thick = volume.op.factor, volume.y[0, 0]
+    x = zsr_selfsup(thick, factor, z_weight, steps=steps, patch=patch, batch=batch, depth=depth, width=width,
+                    lr=lr, seed=seed, progress=progress)
+    x = x[:, None].to(x0.dtype)
+    return fidelity.project(x) if fidelity.noiseless else x
+
+
+# SMORE-type self-supervised z-SR (Zhao et al. 2021): trained on the thick slices of the volume being
+# reconstructed, in-plane; defaults chosen on the CT training patient (benchmarks/tune_smore.py,
+# docs/results.md section 14.3)
+register(Method("smore", "classical", _smore, "z super-resolution: a CNN trained on this volume's own thick slices "
+                "(in-plane, degraded as z was) and applied through the plane, then projected onto the data (after "
+                "SMORE; no prior, no training data)",
+                (Param("steps", int, 1000, "training steps (Adam, cosine decay)", low=1, high=1_000_000),
+                 Param("patch", int, 48, "training patch side (px at the slice spacing)", low=8, high=4096),
+                 Param("batch", int, 16, "patches per step", low=1, high=4096),
+                 Param("depth", int, 8, "3 x 3 convolution layers", low=2, high=64),
+                 Param("width", int, 32, "channels per layer", low=1, high=1024),
+                 Param("lr", float, 1e-3, "Adam learning rate", low=0, low_open=True, high=1)),
+                tasks=("zsr",), geometry=True))
+
+
 # Jung et al. 2022: the FBP image translated by a network trained without pairs (patch-wise metric learning);
 # --prior takes another translator (wavepatch train --prior ldct-metric|ldct-gan|ldct-supervised). guard 1 px was
 # chosen on 10 training slices (benchmarks/ldct_shift.py --guard: bone bias +36 / +74 HU -> -2 / +21, FBP's -8 /

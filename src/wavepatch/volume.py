@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from wavepatch.learned import cached_prior, default_prior, learned_denoiser, run_sampler
-from wavepatch.methods import get_method
+from wavepatch.methods import get_method, names
 from wavepatch.metrics.image import psnr
 from wavepatch.recon.admm import admm_tv
 from wavepatch.recon.tv import tv_z_prox
@@ -202,11 +202,12 @@ def solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = 
     s, h, w = meas.shape
     task_name = task.name
     entry = get_method(method)
-    if task_name in VOLUME_TASKS and entry.kind != "sampler" and method != "admm-tv":
-        raise ValueError(f"--task {task_name} measures the whole volume; it takes admm-tv or a learned sampler, "
-                         f"not {method}")
+    own_task = entry.tasks is not None and task_name in entry.tasks  # a method made for this volume task
+    if task_name in VOLUME_TASKS and entry.kind != "sampler" and method != "admm-tv" and not own_task:
+        raise ValueError(f"--task {task_name} measures the whole volume; it takes admm-tv, a learned sampler"
+                         f"{''.join(f' or {m}' for m in volume_task_methods(task_name))}, not {method}")
     noise_std = gaussian_std(task)
-    params = entry.resolve(param_task, overrides, fast, noise_std=noise_std)
+    params = entry.resolve(task_name if own_task else param_task, overrides, fast, noise_std=noise_std)
 
     def admm3d() -> Tensor:
         return admm_tv_3d(meas, z_weight, overrides if method == "admm-tv" else None, progress)
@@ -262,7 +263,10 @@ def solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = 
             cached_prior(prior, device)
             learned = Counted(learned_denoiser(prior, torch.Generator().manual_seed(seed + 2), device=device,
                                                precision=precision))
-        recon = run_classical(entry, fidelity, baseline, params, progress, learned)
+        geometry = {"z_weight": z_weight, "seed": seed + 2} if entry.geometry else {}
+        recon = run_classical(entry, fidelity, baseline, {**params, **geometry}, progress, learned)
+        if entry.geometry:
+            params = {**params, "z_weight": z_weight}
         if learned is not None:
             nfe, params = learned.nfe, {**params, "prior": str(prior), "coupling": "none"}
     seconds = time.perf_counter() - t0
@@ -270,6 +274,11 @@ def solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = 
         raise ValueError(f"{method} produced non-finite values on the volume; try other --param values")
     return VolumeResult(task, recon[:, 0].float().numpy(), baseline[:, 0].float().numpy(), seconds, nfe,
                         params, peak_memory_mb())
+
+
+def volume_task_methods(task_name: str) -> list[str]:
+    """The classical methods made for volume task ``task_name`` (besides admm-tv), e.g. smore for zsr."""
+    return [m for m in names("classical") if (get_method(m).tasks or ()) == (task_name,)]
 
 
 def _sample_with_3d_prior(task, fidelity, s, entry, params, prior, admm3d, coupling, world, seed, fast, device,

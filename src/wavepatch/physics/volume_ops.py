@@ -62,14 +62,29 @@ class ThickSliceZ(BufferedOperator):
         return y.repeat_interleave(self.factor, dim=2)
 
 
+def cubic_along(x: Tensor, factor: int, dim: int) -> Tensor:
+    """Cubic interpolation (Keys, a = -0.75, PyTorch's bicubic) of ``x`` by ``factor`` along ``dim``, with
+    half-pixel alignment: sample k of the input sits at the centre of output samples k F .. k F + F - 1 (the
+    centre of the box it averages, :func:`box_mean_along`). Every other axis is untouched."""
+    moved = x.movedim(dim, -1)
+    lead = moved.shape[:-1]
+    line = moved.reshape(-1, 1, 1, moved.shape[-1])
+    up = F.interpolate(line, scale_factor=(1, factor), mode="bicubic", align_corners=False)
+    return up.reshape(*lead, up.shape[-1]).movedim(-1, dim).contiguous()
+
+
+def box_mean_along(x: Tensor, factor: int, dim: int) -> Tensor:
+    """The mean of consecutive groups of ``factor`` samples along ``dim`` (its length a multiple of ``factor``):
+    the thick-slice profile of :class:`ThickSliceZ` along any axis."""
+    moved = x.movedim(dim, -1)
+    return moved.reshape(*moved.shape[:-1], moved.shape[-1] // factor, factor).mean(-1).movedim(-1, dim)
+
+
 def cubic_z(y: Tensor, factor: int) -> Tensor:
-    """The z-SR baseline: cubic interpolation (Keys, a = -0.75, PyTorch's bicubic) along z of thick slices
-    (B, 1, S', H, W) to (B, 1, S' factor, H, W); thick slice k sits at the centre of thin slices
-    k F .. k F + F - 1 (half-pixel alignment), so the in-plane samples are untouched."""
-    b, c, s, h, w = y.shape
-    planes = y.permute(0, 4, 1, 2, 3).reshape(b * w, c, s, h)  # (B W, 1, S', H): z and y as a 2-D image
-    up = F.interpolate(planes, scale_factor=(factor, 1), mode="bicubic", align_corners=False)
-    return up.reshape(b, w, c, s * factor, h).permute(0, 2, 3, 4, 1).contiguous()
+    """The z-SR baseline: cubic interpolation along z of thick slices (B, 1, S', H, W) to (B, 1, S' factor, H, W)
+    (:func:`cubic_along` on the slice axis: thick slice k sits at the centre of thin slices k F .. k F + F - 1,
+    so the in-plane samples are untouched)."""
+    return cubic_along(y, factor, 2)
 
 
 def gaussian_2d_mask(shape: tuple[int, int], acceleration: float, center_fraction: float | None = None,
