@@ -107,3 +107,27 @@ def test_smore_lists_itself_where_zsr_refuses_a_method(tmp_path, capsys, mri_pat
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "or smore" in err
+
+
+def test_cli_as_measured_upsamples_a_thick_volume(tmp_path, capsys, mri_path, ct_dir):
+    from wavepatch.io import read_image
+
+    out = tmp_path / "thin"
+    code = main(["reconstruct", str(mri_path), "--volume", "--as-measured", "--task", "zsr", "--factor", "2",
+                 "--size", "32", "--method", "smore", "--param", "steps=20", "--no-progress", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    thick = read_image(str(mri_path))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["slices_in"] == thick.data.shape[0] and m["slices"] == 2 * thick.data.shape[0]
+    assert "psnr" not in m and m["relative_data_misfit"] < 1e-5  # noiseless model: projected onto the thick slices
+    thin = read_image(str(out / "recon.nii.gz"))
+    assert thin.data.shape == (2 * thick.data.shape[0], 32, 32)
+    assert abs(m["voxel_mm"][0] * 2 - m["input_voxel_mm"][0]) < 1e-9 and (out / "planes.png").exists()
+    for path, argv, words in ((mri_path, ["--volume", "--task", "mri3d"], "it is for --task zsr"),
+                              (mri_path, ["--task", "sr"], "is for --volume --task zsr"),
+                              (ct_dir, ["--volume", "--task", "zsr", "--dicom"], "--dicom does not apply")):
+        code = main(["reconstruct", str(path), "--as-measured", *argv, "--size", "32", "--method", "admm-tv",
+                     "--no-progress", "--out", str(tmp_path / "bad")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and words in err[0], err
+        assert not (tmp_path / "bad").exists()

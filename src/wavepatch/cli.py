@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconstruct the whole volume (DICOM series folder or NIfTI): every slice measured by the "
                    "task, recon.nii.gz and planes.png")
     r.add_argument("--slices", default=None, metavar="A:B", help="--volume: the slice range to use (default all)")
+    r.add_argument("--as-measured", action="store_true",
+                   help="--volume --task zsr: INPUT is itself the thick-slice acquisition; write --factor times as "
+                   "many slices (no reference, so no PSNR)")
     r.add_argument("--series", default=None, metavar="UID",
                    help="--volume: the SeriesInstanceUID to read from a folder holding several DICOM series")
     r.add_argument("--coupling", choices=COUPLINGS, default=None,
@@ -250,6 +253,8 @@ def cmd_reconstruct(args) -> int:
                          "a NIfTI volume)")
     if args.slices is not None:
         raise UsageError("--slices is for --volume (one slice: --slice K)")
+    if args.as_measured:
+        raise UsageError("--as-measured is for --volume --task zsr (a thick-slice volume)")
     for flag, value in (("--series", args.series), ("--coupling", args.coupling),
                         ("--coupling-lam", args.coupling_lam)):
         if value is not None:

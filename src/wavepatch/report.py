@@ -87,10 +87,11 @@ def strict_json(value):
 
 def planes_figure(path: str | Path, truth: np.ndarray, baseline: np.ndarray, recon: np.ndarray,
                   spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                  titles: tuple[str, str] = ("baseline", "recon"), suptitle: str = "", protect=()) -> Path:
+                  titles: tuple[str, str] = ("baseline", "recon"), suptitle: str = "", protect=(),
+                  reference: str = "truth") -> Path:
     """Axial, coronal and sagittal mid-planes of (S, H, W) unit-scale volumes, one row each: truth | baseline |
     recon | |recon - truth|. ``spacing`` (slice, row, column) in mm sets each plane's aspect; slice 0 at the
-    bottom of the coronal and sagittal planes."""
+    bottom of the coronal and sagittal planes. ``reference`` names the first column (what ``truth`` is)."""
     s, h, w = truth.shape
     dz, dr, dc = spacing
     cuts = (("axial", lambda v: v[s // 2], dr / dc, "upper"),
@@ -100,12 +101,12 @@ def planes_figure(path: str | Path, truth: np.ndarray, baseline: np.ndarray, rec
     for row, (name, cut, aspect, origin) in zip(axes, cuts, strict=True):
         t, b, r = cut(truth), cut(baseline), cut(recon)
         err = np.abs(np.clip(r, 0, 1) - t)
-        for ax, img, title in zip(row[:3], (t, b, r), ("truth", *titles), strict=True):
+        for ax, img, title in zip(row[:3], (t, b, r), (reference, *titles), strict=True):
             ax.imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1, aspect=aspect, origin=origin)
             ax.set_title(f"{name}: {title}", fontsize=9)
         im = row[3].imshow(err, cmap="magma", vmin=0, vmax=max(float(np.percentile(err, 99.5)), 1e-6),
                            aspect=aspect, origin=origin)
-        row[3].set_title(f"{name}: |{titles[1]} - truth|", fontsize=9)
+        row[3].set_title(f"{name}: |{titles[1]} - {reference}|", fontsize=9)
         fig.colorbar(im, ax=row[3], fraction=0.046)
     for ax in axes.ravel():
         ax.axis("off")

@@ -11,3 +11,8 @@ for m in admm-tv smore; do
   wavepatch reconstruct $MNI --volume --slices 60:124 --size 128 --task zsr --factor 4 --method $m \
     --no-progress --out $OUT/mni_zsr4_$m
 done
+for r in ct_zsr4_admm-tv ct_zsr4_smore mni_zsr4_admm-tv mni_zsr4_smore; do cp $OUT/$r/metrics.json $OUT/$r.json; done
+# a real thick-slice volume as acquired (no reference): the CT test patient's 30 slices of 8 mm -> 120 of 2 mm
+wavepatch reconstruct ../shared/data/ct/test --volume --as-measured --task zsr --factor 4 --method smore \
+  --no-progress --out $OUT/ct_test_as_measured
+cp $OUT/ct_test_as_measured/metrics.json $OUT/ct_test_as_measured.json

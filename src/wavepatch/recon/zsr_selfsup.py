@@ -101,7 +101,7 @@ def sample_pairs(images: list[Tensor], factor: int, patch: int, batch: int,
 
 
 def train_zsr_network(thick: Tensor, factor: int, z_weight: float = 1.0, *, steps: int = 1000, patch: int = 48,
-                      batch: int = 16, depth: int = 8, width: int = 32, lr: float = 1e-3, seed: int = 0,
+                      batch: int = 16, depth: int = 8, width: int = 64, lr: float = 1e-3, seed: int = 0,
                       progress: bool = False) -> nn.Module:
     """Train the network on the thick slices (S', H, W) alone (module docstring): L1 loss, Adam, cosine decay
     of ``lr`` over ``steps``; the weights and the patches are drawn from ``seed``."""
