@@ -18,6 +18,7 @@ from wavepatch.recon.red import red
 from wavepatch.recon.tv import tv_norm
 from wavepatch.run import reconstruct
 from wavepatch.tasks import TaskOptions, make_task
+from wavepatch.volume_tasks import VOLUME_TASKS
 from wavepatch.wavelets import wavelet_shrink
 
 
@@ -110,9 +111,11 @@ def test_resolve_applies_task_defaults_and_overrides():
 
 BAD = {"unknown": {"bogus": "1"}, "type": {"n_iter": "many", "lam": "small", "rho": "x", "sigma": "y",
                                              "denoiser": "bm3d", "beta": "big", "restarts": "2.5", "er_iter": "x",
-                                             "shrinkwrap": "yes", "guard": "wide"},
+                                             "shrinkwrap": "yes", "guard": "wide", "steps": "many", "patch": "x",
+                                             "batch": "2.5", "depth": "deep", "width": "wide", "lr": "fast"},
        "range": {"n_iter": "-3", "lam": "-1", "rho": "0", "sigma": "0", "denoiser": "tv2", "beta": "0",
-                 "restarts": "0", "er_iter": "-1", "shrinkwrap": "maybe", "guard": "17"}}
+                 "restarts": "0", "er_iter": "-1", "shrinkwrap": "maybe", "guard": "17", "steps": "0", "patch": "4",
+                 "batch": "0", "depth": "1", "width": "0", "lr": "0"}}
 
 
 @pytest.mark.parametrize("method", names("classical"))
@@ -134,7 +137,8 @@ def test_bad_parameters_are_refused_naming_the_parameter(method):
             entry.resolve("ct-parallel", {"n_iter": "2.5"})
 
 
-@pytest.mark.parametrize("method", names("classical"))
+@pytest.mark.parametrize("method", [m for m in names("classical")  # smore (zsr): tests/test_zsr_selfsup.py
+                                    if not (get_method(m).tasks and set(get_method(m).tasks) <= set(VOLUME_TASKS))])
 def test_every_method_runs_on_every_task_family(method):
     n = 32
     x = phantom(n)

@@ -5,6 +5,8 @@ the 2-D task and reconstructs the stack (:mod:`wavepatch.volume`). Writes, publi
 recon.nii.gz (HU for CT; voxel spacing = in-plane spacing after resizing x slice spacing), with ``--dicom`` a
 derived DICOM series, planes.png (axial / coronal / sagittal mid-planes: truth | baseline | recon | error) and
 metrics.json (volume PSNR/SSIM, mean plane PSNR per orientation, the baseline's, seconds, NFE, peak memory).
+``--as-measured`` (zsr): the input is the thick-slice acquisition itself, upsampled along z by ``--factor``
+(:func:`upsample_thick_slices`; no reference, so no PSNR).
 """
 
 from __future__ import annotations

@@ -190,7 +190,9 @@ def solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = 
     ``modality`` ('ct' or 'mri') picks the default prior of the tasks that do not imply one (zsr).
 
     The volume tasks (:data:`~wavepatch.volume_tasks.VOLUME_TASKS`: zsr, mri3d) measure the whole volume at
-    once; they take ``admm-tv`` and the learned samplers (whose data steps see the volume as one vector).
+    once; they take ``admm-tv``, the learned samplers (whose data steps see the volume as one vector) and the
+    classical methods registered for that task alone (``smore`` for zsr, which also gets ``z_weight`` and the
+    seed: ``Method.geometry``).
 
     Under torchrun (WORLD_SIZE > 1) a learned sampler's slices are split into slabs, one per process (widened by
     ``SHARD_HALO`` slices for tv-z coupling), rank 0 computes the warm start and gathers the slabs; every random
