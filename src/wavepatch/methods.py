@@ -131,8 +131,8 @@ class Method:
     value (PnP with the learned denoiser); nonlinear: runs on nonlinear forward models too (phase retrieval: it
     uses only the fidelity's residual and scale); network: the bundled image-to-image network a classical method
     runs (``run`` gets it as ``translator``; ``--prior`` replaces it); tasks: the only tasks the method applies to
-    (None: all); geometry: ``run`` also gets the volume's ``z_weight`` (in-plane pixel / slice spacing) and the
-    run's ``seed`` (volume methods that train on the measurement)."""
+    (None: all); geometry: ``run`` also gets the volume's ``z_weight`` (in-plane pixel / slice spacing), the
+    run's ``seed`` and ``device`` (volume methods that train on the measurement)."""
 
     name: str
     kind: str
@@ -323,11 +323,11 @@ register(Method("red", "classical", _red, "regularisation by denoising, accelera
                        low=0),
                  _n_iter(50), _DENOISER), variants=_LEARNED_DENOISER))
 def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, width: int, lr: float,
-           z_weight: float = 1.0, seed: int = 0, progress: bool = False):
+           z_weight: float = 1.0, seed: int = 0, device: str = "cpu", progress: bool = False):
     volume = fidelity.base  # the zsr fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
     factor, thick = volume.op.factor, volume.y[0, 0]
     x = zsr_selfsup(thick, factor, z_weight, steps=steps, patch=patch, batch=batch, depth=depth, width=width,
-                    lr=lr, seed=seed, progress=progress)
+                    lr=lr, seed=seed, device=device, progress=progress)
     x = x[:, None].to(x0.dtype)
     return fidelity.project(x) if fidelity.noiseless else x
 

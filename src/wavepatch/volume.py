@@ -191,8 +191,8 @@ def solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = 
 
     The volume tasks (:data:`~wavepatch.volume_tasks.VOLUME_TASKS`: zsr, mri3d) measure the whole volume at
     once; they take ``admm-tv``, the learned samplers (whose data steps see the volume as one vector) and the
-    classical methods registered for that task alone (``smore`` for zsr, which also gets ``z_weight`` and the
-    seed: ``Method.geometry``).
+    classical methods registered for that task alone (``smore`` for zsr, which also gets ``z_weight``, the
+    seed and ``device``: ``Method.geometry``).
 
     Under torchrun (WORLD_SIZE > 1) a learned sampler's slices are split into slabs, one per process (widened by
     ``SHARD_HALO`` slices for tv-z coupling), rank 0 computes the warm start and gathers the slabs; every random
@@ -265,7 +265,7 @@ def solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = 
             cached_prior(prior, device)
             learned = Counted(learned_denoiser(prior, torch.Generator().manual_seed(seed + 2), device=device,
                                                precision=precision))
-        geometry = {"z_weight": z_weight, "seed": seed + 2} if entry.geometry else {}
+        geometry = {"z_weight": z_weight, "seed": seed + 2, "device": device} if entry.geometry else {}
         recon = run_classical(entry, fidelity, baseline, {**params, **geometry}, progress, learned)
         if entry.geometry:
             params = {**params, "z_weight": z_weight}

@@ -102,20 +102,20 @@ def sample_pairs(images: list[Tensor], factor: int, patch: int, batch: int,
 
 def train_zsr_network(thick: Tensor, factor: int, z_weight: float = 1.0, *, steps: int = 1000, patch: int = 48,
                       batch: int = 16, depth: int = 8, width: int = 64, lr: float = 1e-3, seed: int = 0,
-                      progress: bool = False) -> nn.Module:
+                      device: str | torch.device = "cpu", progress: bool = False) -> nn.Module:
     """Train the network on the thick slices (S', H, W) alone (module docstring): L1 loss, Adam, cosine decay
-    of ``lr`` over ``steps``; the weights and the patches are drawn from ``seed``."""
+    of ``lr`` over ``steps``, on ``device``; the weights and the patches are drawn (on the CPU) from ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = residual_cnn(depth, width)
-    images = training_images(thick.float(), z_weight)
+        net = residual_cnn(depth, width).to(device)
+    images = training_images(thick.detach().float().cpu(), z_weight)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     bar = tqdm(range(steps), desc="zsr self-supervised training", disable=not progress, leave=False)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        degraded, clean = sample_pairs(images, factor, patch, batch, generator)
+        degraded, clean = (t.to(device) for t in sample_pairs(images, factor, patch, batch, generator))
         loss = (net(degraded) - clean).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -128,9 +128,13 @@ def train_zsr_network(thick: Tensor, factor: int, z_weight: float = 1.0, *, step
 @torch.inference_mode()
 def apply_through_plane(net: nn.Module, volume: Tensor, chunk: int = 16) -> Tensor:
     """The network on the coronal (z, x) and sagittal (z, y) planes of ``volume`` (S, H, W), z as the rows (the
-    degraded axis); the mean of the two estimates, (S, H, W)."""
+    degraded axis); the mean of the two estimates, (S, H, W), on ``volume``'s device (the network runs on its
+    own, ``chunk`` planes at a time)."""
+    device = next(net.parameters()).device
+
     def planes(v: Tensor) -> Tensor:  # (N, S, M) -> the network's output, plane by plane
-        return torch.cat([net(v[i:i + chunk, None])[:, 0] for i in range(0, v.shape[0], chunk)])
+        return torch.cat([net(v[i:i + chunk, None].to(device))[:, 0].to(v.device)
+                          for i in range(0, v.shape[0], chunk)])
 
     coronal = planes(volume.permute(1, 0, 2).contiguous()).permute(1, 0, 2)
     sagittal = planes(volume.permute(2, 0, 1).contiguous()).permute(1, 2, 0)
@@ -138,7 +142,7 @@ def apply_through_plane(net: nn.Module, volume: Tensor, chunk: int = 16) -> Tens
 
 
 def zsr_selfsup(thick: Tensor, factor: int, z_weight: float = 1.0, *, progress: bool = False,
-                **train_kwargs) -> Tensor:
+                **train_kwargs) -> Tensor:  # train_kwargs: those of train_zsr_network (device included)
     """z super-resolution of thick slices (S', H, W) by ``factor``: the network trained on them
     (:func:`train_zsr_network`) applied to the cubic-z interpolation through the plane; (S' factor, H, W),
     before any data projection."""
