@@ -67,6 +67,8 @@ def test_training_images_are_resampled_to_the_slice_spacing():
     degraded, clean = sample_pairs([a, b], 4, 48, 5, torch.Generator().manual_seed(0))
     assert degraded.shape == clean.shape == (5, 1, 12, 30)  # rows: the smallest image's 15 -> a multiple of 4
     assert torch.allclose(degraded, degrade_rows(clean, 4))
+    with pytest.raises(ValueError, match="too small to train on"):  # 40 px at z_weight 0.1: 4 rows, need 8
+        sample_pairs(training_images(thick, 0.1), 4, 48, 5, torch.Generator().manual_seed(0))
 
 
 def test_smore_beats_cubic_on_an_isotropic_volume_and_fits_the_data():

@@ -32,7 +32,18 @@ from wavepatch.physics.volume_ops import box_mean_along, cubic_along
 Tensor = torch.Tensor
 
 
-def residual_cnn(depth: int, width: int) -> nn.Module:
+class ResidualCNN(nn.Module):
+    """``body`` (N, 1, h, w) -> (N, 1, h, w) as a correction: forward(x) = x + body(x)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def residual_cnn(depth: int, width: int) -> ResidualCNN:
     """A plain residual CNN (VDSR-style): ``depth`` 3 x 3 convolutions of ``width`` channels, the last one
     predicting the correction that is added to the input, zero at the start (the network starts as the identity,
     i.e. as cubic interpolation); (N, 1, h, w) -> (N, 1, h, w). Leaky ReLU: with plain ReLU the layer before the
@@ -44,16 +55,7 @@ def residual_cnn(depth: int, width: int) -> nn.Module:
     layers.append(nn.Conv2d(width, 1, 3, padding=1))
     nn.init.zeros_(layers[-1].weight)
     nn.init.zeros_(layers[-1].bias)
-    body = nn.Sequential(*layers)
-
-    class Residual(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = body
-
-        def forward(self, x: Tensor) -> Tensor:
-            return x + self.body(x)
-    return Residual()
+    return ResidualCNN(nn.Sequential(*layers))
 
 
 def degrade_rows(images: Tensor, factor: int) -> Tensor:
