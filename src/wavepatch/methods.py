@@ -326,8 +326,8 @@ def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, widt
            z_weight: float = 1.0, seed: int = 0, device: str = "cpu", progress: bool = False):
     volume = fidelity.base  # the zsr fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
     factor, thick = volume.op.factor, volume.y[0, 0]
-    x = zsr_selfsup(thick, factor, z_weight, steps=steps, patch=patch, batch=batch, depth=depth, width=width,
-                    lr=lr, seed=seed, device=device, progress=progress)
+    x = zsr_selfsup(thick, factor, z_weight, start=x0[:, 0], steps=steps, patch=patch, batch=batch, depth=depth,
+                    width=width, lr=lr, seed=seed, device=device, progress=progress)  # x0: the cubic-z baseline
     x = x[:, None].to(x0.dtype)
     return fidelity.project(x) if fidelity.noiseless else x
 

@@ -143,11 +143,12 @@ def apply_through_plane(net: nn.Module, volume: Tensor, chunk: int = 16) -> Tens
     return 0.5 * (coronal + sagittal)
 
 
-def zsr_selfsup(thick: Tensor, factor: int, z_weight: float = 1.0, *, progress: bool = False,
-                **train_kwargs) -> Tensor:  # train_kwargs: those of train_zsr_network (device included)
+def zsr_selfsup(thick: Tensor, factor: int, z_weight: float = 1.0, *, start: Tensor | None = None,
+                progress: bool = False, **train_kwargs) -> Tensor:  # train_kwargs: train_zsr_network's (device too)
     """z super-resolution of thick slices (S', H, W) by ``factor``: the network trained on them
-    (:func:`train_zsr_network`) applied to the cubic-z interpolation through the plane; (S' factor, H, W),
+    (:func:`train_zsr_network`) applied through the plane to ``start`` (S' factor, H, W), the cubic-z
+    interpolation of ``thick`` (computed when None: pass the task's baseline to reuse it); (S' factor, H, W),
     before any data projection."""
     net = train_zsr_network(thick, factor, z_weight, progress=progress, **train_kwargs)
-    start = cubic_along(thick.float(), factor, 0)
+    start = cubic_along(thick.float(), factor, 0) if start is None else start.float()
     return apply_through_plane(net, start).to(thick.dtype)
