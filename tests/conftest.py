@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch.nn import functional as F
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
@@ -68,3 +70,32 @@ def data(tmp_path):
     path = tmp_path / "images.npy"
     np.save(path, np.stack(imgs).astype(np.float32))
     return path
+
+
+def _blobs(shape=(16, 48, 48), n=40, seed=0):
+    """An isotropic random volume in [0, 1]: spheres of random radius and intensity, smoothed by a 3-D Gaussian."""
+    g = torch.Generator().manual_seed(seed)
+    s, h, w = shape
+    z, y, x = torch.meshgrid(*(torch.arange(n_, dtype=torch.float32) for n_ in shape), indexing="ij")
+    vol = torch.zeros(shape)
+    for _ in range(n):
+        c = torch.rand(3, generator=g) * torch.tensor([s, h, w], dtype=torch.float32)
+        r = 2 + 5 * float(torch.rand(1, generator=g))
+        inside = (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 < r * r
+        vol = torch.where(inside, torch.rand(1, generator=g), vol)
+    k = torch.exp(-torch.arange(-3, 4, dtype=torch.float32) ** 2 / 2)
+    k = k / k.sum()
+    for d in range(3):
+        shape_k = [1, 1, 1, 1, 1]
+        shape_k[2 + d] = 7
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[4 - 2 * d: 6 - 2 * d] = [3, 3]
+        vol = F.conv3d(F.pad(vol[None, None], pad, mode="replicate"), k.reshape(shape_k))[0, 0]
+    return vol.clamp(0, 1)
+
+
+@pytest.fixture(scope="session")
+def blob_volume():
+    """The function ``blob_volume(shape=(16, 48, 48), n=40, seed=0)``: an isotropic random volume (S, H, W) in
+    [0, 1], torch float32 (spheres smoothed by a 3-D Gaussian), for the self-supervised volume methods."""
+    return _blobs

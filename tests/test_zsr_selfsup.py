@@ -8,35 +8,12 @@ import json
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from wavepatch.cli import main
 from wavepatch.physics.volume_ops import ThickSliceZ, box_mean_along, cubic_along, cubic_z
 from wavepatch.recon.zsr_selfsup import degrade_rows, sample_pairs, training_images
 from wavepatch.tasks import task_options
 from wavepatch.volume import measure_volume, solve_volume, volume_metrics
-
-
-def _blobs(shape=(16, 48, 48), n=40, seed=0) -> torch.Tensor:
-    """An isotropic random volume in [0, 1]: spheres of random radius and intensity, smoothed by a 3-D Gaussian."""
-    g = torch.Generator().manual_seed(seed)
-    s, h, w = shape
-    z, y, x = torch.meshgrid(*(torch.arange(n_, dtype=torch.float32) for n_ in shape), indexing="ij")
-    vol = torch.zeros(shape)
-    for _ in range(n):
-        c = torch.rand(3, generator=g) * torch.tensor([s, h, w], dtype=torch.float32)
-        r = 2 + 5 * float(torch.rand(1, generator=g))
-        inside = (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 < r * r
-        vol = torch.where(inside, torch.rand(1, generator=g), vol)
-    k = torch.exp(-torch.arange(-3, 4, dtype=torch.float32) ** 2 / 2)
-    k = k / k.sum()
-    for d in range(3):
-        shape_k = [1, 1, 1, 1, 1]
-        shape_k[2 + d] = 7
-        pad = [0, 0, 0, 0, 0, 0]
-        pad[4 - 2 * d: 6 - 2 * d] = [3, 3]
-        vol = F.conv3d(F.pad(vol[None, None], pad, mode="replicate"), k.reshape(shape_k))[0, 0]
-    return vol.clamp(0, 1)
 
 
 def test_box_and_cubic_along_match_the_z_operators():
@@ -71,8 +48,8 @@ def test_training_images_are_resampled_to_the_slice_spacing():
         sample_pairs(training_images(thick, 0.1), 4, 48, 5, torch.Generator().manual_seed(0))
 
 
-def test_smore_beats_cubic_on_an_isotropic_volume_and_fits_the_data():
-    unit = _blobs().numpy()
+def test_smore_beats_cubic_on_an_isotropic_volume_and_fits_the_data(blob_volume):
+    unit = blob_volume().numpy()
     meas = measure_volume(unit, "zsr", task_options("zsr", factor=4))
     params = {"steps": 300, "patch": 32, "batch": 8, "depth": 6, "width": 16}
     res = solve_volume(meas, "smore", params, seed=0)

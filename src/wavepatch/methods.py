@@ -34,6 +34,7 @@ from wavepatch.physics.phase_retrieval import hio
 from wavepatch.prior.ldct import denoise_image
 from wavepatch.recon.admm import admm_tv, pnp_admm
 from wavepatch.recon.fista import fista_tv, l1_wavelet
+from wavepatch.recon.mri3d_selfsup import mri3d_selfsup
 from wavepatch.recon.red import red
 from wavepatch.recon.zsr_selfsup import zsr_selfsup
 from wavepatch.sampling import posterior as P
@@ -333,7 +334,7 @@ def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, widt
 
 
 # SMORE-type self-supervised z-SR (Zhao et al. 2021): trained on the thick slices of the volume being
-# reconstructed, in-plane; defaults chosen on the CT training patient's two series (benchmarks/tune_smore.py,
+# reconstructed, in-plane; defaults chosen on the CT training patient's two series (benchmarks/tune_selfsup.py,
 # benchmarks/results/tune_smore/: width 64 over 32 +0.24 dB, 2000 steps +0.17, no spacing match -0.09, seed
 # spread 0.06; docs/results.md section 14.3)
 register(Method("smore", "classical", _smore, "z super-resolution: a CNN trained on this volume's own thick slices "
@@ -348,6 +349,36 @@ register(Method("smore", "classical", _smore, "z super-resolution: a CNN trained
                  Param("lr", float, 1e-3, "Adam learning rate", low=0, low_open=True, high=1)),
                 tasks=("zsr",), geometry=True))
 
+
+
+def _zs_ssl(fidelity, x0, *, steps: int, batch: int, unrolls: int, depth: int, width: int, lr: float, rho: float,
+            validation: float, z_weight: float = 1.0, seed: int = 0, device: str = "cpu", progress: bool = False):
+    volume = fidelity.base  # the mri3d fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
+    x, _ = mri3d_selfsup(volume.y, volume.op.mask[:, :, 0], steps=steps, batch=batch, unrolls=unrolls, depth=depth,
+                         width=width, lr=lr, rho=rho, validation=validation, seed=seed, device=device,
+                         progress=progress)
+    x = x[:, None].to(x0.dtype)
+    return fidelity.project(x) if fidelity.noiseless else x
+
+
+# ZS-SSL-type scan-specific self-supervised 3-D MRI (Yaman et al. 2022): an unrolled network trained on the (z, y)
+# planes of the volume being reconstructed, its sampled k-space split into input / loss / early-stopping parts;
+# defaults chosen on the CT training patient (benchmarks/tune_zsssl.py, docs/results.md section 14.4)
+register(Method("zs-ssl", "classical", _zs_ssl, "3-D MRI: an unrolled network (CNN + exact real data consistency) "
+                "trained on this scan's own k-space, split into input and loss points, with held-out points to "
+                "stop (after ZS-SSL; no prior, no training data)",
+                (Param("steps", int, 1000, "training steps (Adam, cosine decay)", low=1, high=1_000_000),
+                 Param("batch", int, 4, "(z, y) planes per step", low=1, high=4096),
+                 Param("unrolls", int, 5, "CNN / data-consistency alternations (shared weights; 10: +0.5 dB and "
+                       "2x the time on the training patient)", low=1, high=64),
+                 Param("depth", int, 6, "3 x 3 convolution layers of the CNN", low=2, high=64),
+                 Param("width", int, 32, "channels per layer", low=1, high=1024),
+                 Param("lr", float, 1e-3, "Adam learning rate", low=0, low_open=True, high=1),
+                 Param("rho", float, 0.4, "share of the training points moved to the loss each step", low=0,
+                       low_open=True, high=0.9),
+                 Param("validation", float, 0.2, "share of the sampled points held out to pick the weights",
+                       low=0, low_open=True, high=0.5)),
+                tasks=("mri3d",), geometry=True))
 
 # Jung et al. 2022: the FBP image translated by a network trained without pairs (patch-wise metric learning);
 # --prior takes another translator (wavepatch train --prior ldct-metric|ldct-gan|ldct-supervised). guard 1 px was

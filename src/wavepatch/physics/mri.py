@@ -135,6 +135,28 @@ def mirror_index(n: int) -> Tensor:
     return (2 * (n // 2) - torch.arange(n)) % n
 
 
+def centre_block(mask: Tensor) -> Tensor:
+    """The largest fully sampled rectangle of a phase-encode mask (S, H) grown from the DC point (S//2, H//2), as
+    a bool (S, H) mask: the calibration centre, never held out. All False when DC is not sampled. 2-D MRI's
+    columns are the case S = 1 (the contiguous sampled run through the centre column)."""
+    s, h = mask.shape
+    block = torch.zeros_like(mask, dtype=torch.bool)
+    if not bool(mask[s // 2, h // 2]):
+        return block
+    z0, z1, y0, y1 = s // 2, s // 2 + 1, h // 2, h // 2 + 1
+    grown = True
+    while grown:
+        grown = False
+        for side in range(4):
+            nz0, nz1, ny0, ny1 = (z0 - (side == 0), z1 + (side == 1), y0 - (side == 2), y1 + (side == 3))
+            if nz0 < 0 or ny0 < 0 or nz1 > s or ny1 > h:
+                continue
+            if bool(mask[nz0:nz1, ny0:ny1].all()):
+                z0, z1, y0, y1, grown = nz0, nz1, ny0, ny1, True
+    block[z0:z1, y0:y1] = True
+    return block
+
+
 # ---------------------------------------------------------------------------------------- coil maps
 
 

@@ -43,17 +43,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slices", default="8:36")
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--task", choices=("zsr", "mri3d"), default="zsr")
+    ap.add_argument("--method", default="smore")
     ap.add_argument("--factor", type=int, default=4)
+    ap.add_argument("--accel", type=float, default=8.0)
     ap.add_argument("--configs", nargs="+", default=["default:"])
     args = ap.parse_args(argv)
     volumes = [load(s, args.slices, args.size) for s in sorted(find_dicom_series(TRAIN))]
-    measured = [(measure_volume(u, "zsr", task_options("zsr", factor=args.factor)), u, zw) for u, zw in volumes]
-    print(f"zsr x{args.factor}, training patient, {len(volumes)} series, slices {args.slices}, {args.size}^2, "
+    opts = task_options(args.task, **({"factor": args.factor} if args.task == "zsr" else {"accel": args.accel}))
+    measured = [(measure_volume(u, args.task, opts), u, zw) for u, zw in volumes]
+    what = f"zsr x{args.factor}" if args.task == "zsr" else f"mri3d x{args.accel:g}"
+    print(f"{what}, {args.method}, training patient, {len(volumes)} series, slices {args.slices}, {args.size}^2, "
           f"z_weight {', '.join(f'{zw:.3f}' for _, zw in volumes)}")
     head = " | ".join(f"series {i}: PSNR / cor / sag" for i in range(len(volumes)))
     print(f"| run | {head} | mean PSNR | seconds |\n|---|{'---|' * len(volumes)}---|---|")
-    rows = [("cubic-z", None, {}), ("admm-tv", "admm-tv", {})]
-    rows += [(name, "smore", cfg) for name, cfg in map(parse_config, args.configs)]
+    rows = [(measured[0][0].task.baseline_name, None, {}), ("admm-tv", "admm-tv", {})]
+    rows += [(name, args.method, cfg) for name, cfg in map(parse_config, args.configs)]
     for name, method, cfg in rows:
         cells, psnrs, t0 = [], [], time.perf_counter()
         params = {k: v for k, v in cfg.items() if k not in ("seed", "spacing")}
