@@ -13,7 +13,7 @@ for m in admm-tv zs-ssl; do
     --no-progress --out $OUT/ct_mri3d8_$m
 done
 wavepatch reconstruct ../shared/data/ct/test --volume --task mri3d --accel 8 --method padis --fast \
-  --no-progress --out $OUT/ct_mri3d8_padis_fast
+  --no-progress --out $OUT/ct_mri3d8_padis_fast  # the task's default prior: the bundled MRI one
 for r in mni_mri3d8_admm-tv mni_mri3d8_zs-ssl ct_mri3d8_admm-tv ct_mri3d8_zs-ssl ct_mri3d8_padis_fast; do
   cp $OUT/$r/metrics.json $OUT/$r.json
 done
