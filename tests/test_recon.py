@@ -112,10 +112,11 @@ def test_resolve_applies_task_defaults_and_overrides():
 BAD = {"unknown": {"bogus": "1"}, "type": {"n_iter": "many", "lam": "small", "rho": "x", "sigma": "y",
                                              "denoiser": "bm3d", "beta": "big", "restarts": "2.5", "er_iter": "x",
                                              "shrinkwrap": "yes", "guard": "wide", "steps": "many", "patch": "x",
-                                             "batch": "2.5", "depth": "deep", "width": "wide", "lr": "fast"},
+                                             "batch": "2.5", "depth": "deep", "width": "wide", "lr": "fast",
+                                             "unrolls": "many", "validation": "half"},
        "range": {"n_iter": "-3", "lam": "-1", "rho": "0", "sigma": "0", "denoiser": "tv2", "beta": "0",
                  "restarts": "0", "er_iter": "-1", "shrinkwrap": "maybe", "guard": "17", "steps": "0", "patch": "4",
-                 "batch": "0", "depth": "1", "width": "0", "lr": "0"}}
+                 "batch": "0", "depth": "1", "width": "0", "lr": "0", "unrolls": "0", "validation": "0.6"}}
 
 
 @pytest.mark.parametrize("method", names("classical"))

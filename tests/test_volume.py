@@ -195,7 +195,9 @@ def test_slabs_cover_the_volume_once():
 @pytest.mark.parametrize("coupling", ["none", "iscs"])
 def test_torchrun_two_processes_equal_one(tmp_path, mri_path, coupling):
     """2 gloo processes on the CPU, each a slab of the 5 slices: the written volume equals one process's (every
-    random draw is made for the whole volume and cut; float32 so no bf16 rounding enters)."""
+    random draw is made for the whole volume and cut; float32 so no bf16 rounding enters). Bit for bit on an
+    Intel Xeon (AMX); on an AMD EPYC the two differ in the last bits of some batch-size-dependent kernel, grown by
+    the sampler to at most 3e-4 of the range (mean 1.3e-5), so the test allows 1e-3 of the range."""
     import os
     import subprocess
     import sys
@@ -213,7 +215,8 @@ def test_torchrun_two_processes_equal_one(tmp_path, mri_path, coupling):
     assert two.returncode == 0, two.stderr
     a = nib.load(tmp_path / "one" / "recon.nii.gz").get_fdata()
     b = nib.load(tmp_path / "two" / "recon.nii.gz").get_fdata()
-    assert np.array_equal(a, b), float(np.abs(a - b).max())
+    assert np.abs(a - b).max() <= 1e-3 * (a.max() - a.min()), float(np.abs(a - b).max())
+    assert np.abs(a - b).mean() <= 1e-4 * (a.max() - a.min()), float(np.abs(a - b).mean())
     m = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert m["method_params"]["processes"] == 2 and m["slices"] == 5
 
