@@ -99,3 +99,19 @@ def blob_volume():
     """The function ``blob_volume(shape=(16, 48, 48), n=40, seed=0)``: an isotropic random volume (S, H, W) in
     [0, 1], torch float32 (spheres smoothed by a 3-D Gaussian), for the self-supervised volume methods."""
     return _blobs
+
+
+@pytest.fixture()
+def refused(tmp_path, capsys):
+    """``refused(argv, words)``: ``wavepatch argv --out DIR`` exits 2 with one stderr line containing ``words`` and
+    creates nothing at DIR."""
+    from wavepatch.cli import main
+
+    def check(argv: list[str], words: str) -> None:
+        out = tmp_path / "refused"
+        code = main([*argv, "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and words in err[0], err
+        assert not out.exists()
+
+    return check

@@ -323,14 +323,31 @@ register(Method("red", "classical", _red, "regularisation by denoising, accelera
                                                deblur=0.1, sr=1.0, inpaint=1.0), "weight of the RED prior term",
                        low=0),
                  _n_iter(50), _DENOISER), variants=_LEARNED_DENOISER))
+
+
 def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, width: int, lr: float,
            z_weight: float = 1.0, seed: int = 0, device: str = "cpu", progress: bool = False):
     volume = fidelity.base  # the zsr fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
     factor, thick = volume.op.factor, volume.y[0, 0]
     x = zsr_selfsup(thick, factor, z_weight, start=x0[:, 0], steps=steps, patch=patch, batch=batch, depth=depth,
                     width=width, lr=lr, seed=seed, device=device, progress=progress)  # x0: the cubic-z baseline
-    x = x[:, None].to(x0.dtype)
+    return _onto_data(fidelity, x, x0)
+
+
+def _onto_data(fidelity, volume, x0):
+    """A self-supervised method's volume (S, H, W) as the solver's slice stack (S, 1, H, W) of x0's dtype, projected
+    onto the measurement when it is noiseless."""
+    x = volume[:, None].to(x0.dtype)
     return fidelity.project(x) if fidelity.noiseless else x
+
+
+def _training(batch: int, batch_help: str, depth: int, width: int, width_help: str) -> tuple[Param, ...]:
+    """The parameters every scan-trained network shares: steps, batch, depth, width (defaults given), lr."""
+    return (Param("steps", int, 1000, "training steps (Adam, cosine decay)", low=1, high=1_000_000),
+            Param("batch", int, batch, batch_help, low=1, high=4096),
+            Param("depth", int, depth, "3 x 3 convolution layers", low=2, high=64),
+            Param("width", int, width, width_help, low=1, high=1024),
+            Param("lr", float, 1e-3, "Adam learning rate", low=0, low_open=True, high=1))
 
 
 # SMORE-type self-supervised z-SR (Zhao et al. 2021): trained on the thick slices of the volume being
@@ -340,15 +357,10 @@ def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, widt
 register(Method("smore", "classical", _smore, "z super-resolution: a CNN trained on this volume's own thick slices "
                 "(in-plane, degraded as z was) and applied through the plane, then projected onto the data (after "
                 "SMORE; no prior, no training data)",
-                (Param("steps", int, 1000, "training steps (Adam, cosine decay)", low=1, high=1_000_000),
-                 Param("patch", int, 48, "training patch side (px at the slice spacing)", low=8, high=4096),
-                 Param("batch", int, 16, "patches per step", low=1, high=4096),
-                 Param("depth", int, 8, "3 x 3 convolution layers", low=2, high=64),
-                 Param("width", int, 64, "channels per layer (32: 4.6x faster, -0.24 dB on the training patient)",
-                       low=1, high=1024),
-                 Param("lr", float, 1e-3, "Adam learning rate", low=0, low_open=True, high=1)),
+                (*_training(16, "patches per step", 8, 64,
+                            "channels per layer (32: 4.6x faster, -0.24 dB on the training patient)"),
+                 Param("patch", int, 48, "training patch side (px at the slice spacing)", low=8, high=4096)),
                 tasks=("zsr",), geometry=True))
-
 
 
 def _zs_ssl(fidelity, x0, *, steps: int, batch: int, unrolls: int, depth: int, width: int, lr: float, rho: float,
@@ -357,23 +369,20 @@ def _zs_ssl(fidelity, x0, *, steps: int, batch: int, unrolls: int, depth: int, w
     x, _ = mri3d_selfsup(volume.y, volume.op.mask[:, :, 0], steps=steps, batch=batch, unrolls=unrolls, depth=depth,
                          width=width, lr=lr, rho=rho, validation=validation, seed=seed, device=device,
                          progress=progress)
-    x = x[:, None].to(x0.dtype)
-    return fidelity.project(x) if fidelity.noiseless else x
+    return _onto_data(fidelity, x, x0)
 
 
 # ZS-SSL-type scan-specific self-supervised 3-D MRI (Yaman et al. 2022): an unrolled network trained on the (z, y)
 # planes of the volume being reconstructed, its sampled k-space split into input / loss / early-stopping parts;
-# defaults chosen on the CT training patient (benchmarks/tune_zsssl.py, docs/results.md section 14.4)
+# defaults chosen on the CT training patient's two series (benchmarks/tune_selfsup.py --task mri3d,
+# benchmarks/results/tune_zsssl/: 1000 steps over 400 +1.06 dB, 10 unrolls +0.74, rho 0.2 +0.16, seed spread 0.34;
+# both together +1.58 but 15 min per volume, over the rule's 10; docs/results.md section 14.4)
 register(Method("zs-ssl", "classical", _zs_ssl, "3-D MRI: an unrolled network (CNN + exact real data consistency) "
                 "trained on this scan's own k-space, split into input and loss points, with held-out points to "
                 "stop (after ZS-SSL; no prior, no training data)",
-                (Param("steps", int, 1000, "training steps (Adam, cosine decay)", low=1, high=1_000_000),
-                 Param("batch", int, 4, "(z, y) planes per step", low=1, high=4096),
+                (*_training(4, "(z, y) planes per step", 6, 32, "channels per layer"),
                  Param("unrolls", int, 5, "CNN / data-consistency alternations (shared weights; 10: +0.5 dB and "
                        "2x the time on the training patient)", low=1, high=64),
-                 Param("depth", int, 6, "3 x 3 convolution layers of the CNN", low=2, high=64),
-                 Param("width", int, 32, "channels per layer", low=1, high=1024),
-                 Param("lr", float, 1e-3, "Adam learning rate", low=0, low_open=True, high=1),
                  Param("rho", float, 0.4, "share of the training points moved to the loss each step", low=0,
                        low_open=True, high=0.9),
                  Param("validation", float, 0.2, "share of the sampled points held out to pick the weights",
