@@ -61,8 +61,9 @@ def mirrored(k: Tensor) -> Tensor:
 
 def real_dc(d: Tensor, mask: Tensor, z: Tensor, mu: Tensor | float) -> Tensor:
     """argmin over real p of ||M (F p) - d||^2 + mu ||p - z||^2, in closed form: with D = (M + M(-f)) / 2 and
-    the Hermitian part h(v) = (v + conj v(-f)) / 2, F p = (h(d) + mu F z) / (D + mu). d (N, S, H) complex (zero
-    off the mask), mask (S, H) bool or float, z (N, S, H) real, mu > 0; returns (N, S, H) real."""
+    the Hermitian part h(v) = (v + conj v(-f)) / 2, F p = (h(d) + mu F z) / (D + mu). d (N, S, H) complex, which
+    must be zero off the mask (h(d) / mu would enter there), mask (S, H) bool or float, z (N, S, H) real, mu > 0;
+    returns (N, S, H) real."""
     m = mask.to(z.dtype)
     dbar = 0.5 * (m + mirrored(m))
     hd = 0.5 * (d + mirrored(d).conj())
@@ -137,8 +138,8 @@ def train_mri3d_network(y: Tensor, mask: Tensor, *, steps: int = 1000, batch: in
     Ω \\ Γ, all planes) decides whether to keep the weights. Returns (the kept network, a report: the Γ errors
     and the step they were best at)."""
     generator = torch.Generator().manual_seed(seed)
-    planes = readout_planes(y.detach().to(torch.complex64).cpu())
     mask = mask.detach().bool().cpu()
+    planes = readout_planes(y.detach().to(torch.complex64).cpu()) * mask  # noise off the mask is not data
     centre = centre_block(mask)
     train_mask, gamma = split_mask(mask, validation, generator, centre)
     with torch.random.fork_rng(devices=[]):
@@ -183,7 +184,8 @@ def mri3d_selfsup(y: Tensor, mask: Tensor, *, progress: bool = False, **train_kw
     trained on this scan (:func:`train_mri3d_network`) run plane by plane on all of Ω. Returns (volume, report)."""
     net, report = train_mri3d_network(y, mask, progress=progress, **train_kwargs)
     device = next(net.parameters()).device
-    planes = readout_planes(y.detach().to(torch.complex64).cpu())
+    mask = mask.detach().bool().cpu()
+    planes = readout_planes(y.detach().to(torch.complex64).cpu()) * mask
     with torch.inference_mode():
-        out = _run(net, planes, mask.bool().cpu(), 16, device)
+        out = _run(net, planes, mask, 16, device)
     return out.permute(1, 2, 0).contiguous(), report
