@@ -64,17 +64,19 @@ def real_dc(d: Tensor, mask: Tensor, z: Tensor, mu: Tensor | float) -> Tensor:
     the Hermitian part h(v) = (v + conj v(-f)) / 2, F p = (h(d) + mu F z) / (D + mu). d (N, S, H) complex, which
     must be zero off the mask (h(d) / mu would enter there), mask (S, H) bool or float, z (N, S, H) real, mu > 0;
     returns (N, S, H) real."""
-    m = mask.to(z.dtype)
-    dbar = 0.5 * (m + mirrored(m))
-    hd = 0.5 * (d + mirrored(d).conj())
+    dbar, hd = _hermitian_parts(d, mask)
     return plane_ifft((hd + mu * plane_fft(z)) / (dbar + mu)).real
+
+
+def _hermitian_parts(d: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(D, h(d)) of :func:`real_dc`: the mask's mean with its mirror (real) and the data's Hermitian part."""
+    m = mask.to(d.real.dtype)
+    return 0.5 * (m + mirrored(m)), 0.5 * (d + mirrored(d).conj())
 
 
 def zero_filled(d: Tensor, mask: Tensor) -> Tensor:
     """The real-image pseudo-inverse of plane data d (N, S, H) on ``mask`` (S, H): F p = h(d) / D where D > 0."""
-    m = mask.to(d.real.dtype)
-    dbar = 0.5 * (m + mirrored(m))
-    hd = 0.5 * (d + mirrored(d).conj())
+    dbar, hd = _hermitian_parts(d, mask)
     return plane_ifft(torch.where(dbar > 0, hd / dbar.clamp_min(1e-12), 0)).real
 
 
