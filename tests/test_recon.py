@@ -113,10 +113,12 @@ BAD = {"unknown": {"bogus": "1"}, "type": {"n_iter": "many", "lam": "small", "rh
                                              "denoiser": "bm3d", "beta": "big", "restarts": "2.5", "er_iter": "x",
                                              "shrinkwrap": "yes", "guard": "wide", "steps": "many", "patch": "x",
                                              "batch": "2.5", "depth": "deep", "width": "wide", "lr": "fast",
-                                             "unrolls": "many", "validation": "half"},
+                                             "unrolls": "many", "validation": "half", "start": "tv",
+                                             "splits": "few"},
        "range": {"n_iter": "-3", "lam": "-1", "rho": "0", "sigma": "0", "denoiser": "tv2", "beta": "0",
                  "restarts": "0", "er_iter": "-1", "shrinkwrap": "maybe", "guard": "17", "steps": "0", "patch": "4",
-                 "batch": "0", "depth": "1", "width": "0", "lr": "0", "unrolls": "0", "validation": "0.6"}}
+                 "batch": "0", "depth": "1", "width": "0", "lr": "0", "unrolls": "0", "validation": "0.6",
+                 "start": "fbp", "splits": "0"}}
 
 
 @pytest.mark.parametrize("method", names("classical"))

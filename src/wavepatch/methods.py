@@ -29,8 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from wavepatch.fidelity import GaussianFidelity
 from wavepatch.linalg import cgls
 from wavepatch.physics.phase_retrieval import hio
+from wavepatch.physics.volume_ops import Cartesian3DMRI
 from wavepatch.prior.ldct import denoise_image
 from wavepatch.recon.admm import admm_tv, pnp_admm
 from wavepatch.recon.fista import fista_tv, l1_wavelet
@@ -39,6 +41,7 @@ from wavepatch.recon.red import red
 from wavepatch.recon.zsr_selfsup import zsr_selfsup
 from wavepatch.sampling import posterior as P
 from wavepatch.sampling.wavelet_regularized import wavelet_regularized_langevin
+from wavepatch.volume_tasks import PARAMETER_TASK, stack_fidelity
 
 KINDS = ("classical", "sampler")
 SCHEDULE_PARAMS = ("steps", "sigma_max", "sigma_min", "sigma_start")
@@ -364,12 +367,31 @@ register(Method("smore", "classical", _smore, "z super-resolution: a CNN trained
 
 
 def _zs_ssl(fidelity, x0, *, steps: int, batch: int, unrolls: int, depth: int, width: int, lr: float, rho: float,
-            validation: float, z_weight: float = 1.0, seed: int = 0, device: str = "cpu", progress: bool = False):
+            validation: float, start: str, splits: int, z_weight: float = 1.0, seed: int = 0, device: str = "cpu",
+            progress: bool = False):
     volume = fidelity.base  # the mri3d fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
     x, _ = mri3d_selfsup(volume.y, volume.op.mask[:, :, 0], steps=steps, batch=batch, unrolls=unrolls, depth=depth,
                          width=width, lr=lr, rho=rho, validation=validation, seed=seed, device=device,
+                         start=_tv_start(volume, z_weight) if start == "admm-tv" else None, splits=splits,
                          progress=progress)
     return _onto_data(fidelity, x, x0)
+
+
+def _tv_start(volume, z_weight: float) -> Callable:
+    """mask (S, H) -> the 3-D ADMM-TV volume (S, H, W) from the points of ``volume`` (the mri3d fidelity) on that
+    phase-encode mask alone, with admm-tv's defaults for the measurement's noise (the ``admm-tv`` volume method on
+    a subset of the data)."""
+    _, s, h, w = volume.op.image_shape
+    std = float(getattr(volume, "std", 0.0))
+    p = get_method("admm-tv").resolve(PARAMETER_TASK["mri3d"], noise_std=std)
+
+    def start(mask):
+        op = Cartesian3DMRI(mask, (1, s, h, w))
+        part = stack_fidelity(GaussianFidelity(op, volume.y * op.mask, std), s)
+        base = part.op.A_dagger(part.y)
+        return admm_tv(part, lam=p["lam"], rho=p["rho"], n_iter=p["n_iter"], x0=base, z_weight=z_weight)[:, 0]
+
+    return start
 
 
 # ZS-SSL-type scan-specific self-supervised 3-D MRI (Yaman et al. 2022): an unrolled network trained on the (z, y)
@@ -386,7 +408,12 @@ register(Method("zs-ssl", "classical", _zs_ssl, "3-D MRI: an unrolled network (C
                  Param("rho", float, 0.4, "share of the training points moved to the loss each step", low=0,
                        low_open=True, high=0.9),
                  Param("validation", float, 0.2, "share of the sampled points held out to pick the weights",
-                       low=0, low_open=True, high=0.5)),
+                       low=0, low_open=True, high=0.5),
+                 Param("start", str, "zero-filled", "what the network refines: the zero-filled image, or 3-D "
+                       "ADMM-TV from the same points (then a fixed bank of splits)",
+                       choices=("zero-filled", "admm-tv")),
+                 Param("splits", int, 8, "with start=admm-tv: fixed input / loss splits, one ADMM-TV each", low=1,
+                       high=256)),
                 tasks=("mri3d",), geometry=True))
 
 # Jung et al. 2022: the FBP image translated by a network trained without pairs (patch-wise metric learning);

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -82,8 +83,8 @@ def zero_filled(d: Tensor, mask: Tensor) -> Tensor:
 
 class UnrolledNet(nn.Module):
     """``unrolls`` alternations of the residual CNN ``R`` (shared weights) and :func:`real_dc` with a learned
-    weight mu (log-parametrised), from the zero-filled image; plane data (N, S, H) on mask (S, H) ->
-    planes (N, S, H)."""
+    weight mu (log-parametrised), from ``start`` (planes (N, S, H); default the zero-filled image); plane data
+    (N, S, H) on mask (S, H) -> planes (N, S, H)."""
 
     def __init__(self, unrolls: int, depth: int, width: int, mu: float = 0.05) -> None:
         super().__init__()
@@ -91,8 +92,8 @@ class UnrolledNet(nn.Module):
         self.cnn = residual_cnn(depth, width)
         self.log_mu = nn.Parameter(torch.tensor(math.log(mu)))
 
-    def forward(self, d: Tensor, mask: Tensor) -> Tensor:
-        x = zero_filled(d, mask)
+    def forward(self, d: Tensor, mask: Tensor, start: Tensor | None = None) -> Tensor:
+        x = zero_filled(d, mask) if start is None else start
         mu = self.log_mu.exp()
         for _ in range(self.unrolls):
             x = real_dc(d, mask, self.cnn(x[:, None])[:, 0], mu)
@@ -126,19 +127,36 @@ def _kspace_loss(p: Tensor, d: Tensor, held: Tensor) -> Tensor:
         r.abs().sum() / ref.abs().sum().clamp_min(1e-12)
 
 
-def _run(net: nn.Module, d: Tensor, mask: Tensor, chunk: int, device) -> Tensor:
-    return torch.cat([net(d[i:i + chunk].to(device), mask.to(device)).cpu() for i in range(0, d.shape[0], chunk)])
+def _run(net: nn.Module, d: Tensor, mask: Tensor, chunk: int, device, start: Tensor | None = None) -> Tensor:
+    return torch.cat([net(d[i:i + chunk].to(device), mask.to(device),
+                          None if start is None else start[i:i + chunk].to(device)).cpu()
+                      for i in range(0, d.shape[0], chunk)])
+
+
+def _as_planes(volume: Tensor) -> Tensor:
+    """A volume (S, H, W) as the readout planes (W, S, H) of :func:`readout_planes`."""
+    return volume.detach().float().cpu().permute(2, 0, 1).contiguous()
+
+
+StartFn = Callable[[Tensor], Tensor]  # a phase-encode mask (S, H) bool -> a volume (S, H, W) from those points
 
 
 def train_mri3d_network(y: Tensor, mask: Tensor, *, steps: int = 1000, batch: int = 4, unrolls: int = 5,
                         depth: int = 6, width: int = 32, lr: float = 1e-3, rho: float = 0.4,
                         validation: float = 0.2, check_every: int = 25, seed: int = 0,
+                        start: StartFn | None = None, splits: int = 8,
                         device: str | torch.device = "cpu", progress: bool = False) -> tuple[UnrolledNet, dict]:
     """Train :class:`UnrolledNet` on the scan (module docstring): k-space y (1, 1, S, H, W), phase-encode mask
     (S, H). Adam with cosine decay of ``lr``; each step ``batch`` random planes, a fresh Θ / Λ split of
     Ω \\ Γ with a share ``rho`` of the groups in Λ; every ``check_every`` steps the Γ error (the network on
     Ω \\ Γ, all planes) decides whether to keep the weights. Returns (the kept network, a report: the Γ errors
-    and the step they were best at)."""
+    and the step they were best at).
+
+    ``start``: the network starts from ``start(points)``, a reconstruction from those points alone (e.g. 3-D
+    ADMM-TV), instead of the zero-filled image. The start of a split must see Θ only, so the splits are then a
+    fixed bank of ``splits`` draws (ZS-SSL's own scheme), each start computed once; Γ is checked from
+    ``start(Ω \\ Γ)``. With the zero-initialised head the untrained network returns its start (up to the data
+    step), so Γ can always fall back to it."""
     generator = torch.Generator().manual_seed(seed)
     mask = mask.detach().bool().cpu()
     planes = readout_planes(y.detach().to(torch.complex64).cpu()) * mask  # noise off the mask is not data
@@ -149,12 +167,20 @@ def train_mri3d_network(y: Tensor, mask: Tensor, *, steps: int = 1000, batch: in
         net = UnrolledNet(unrolls, depth, width).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     d_train, d_gamma = planes * train_mask, planes * gamma
+    bank, start_train = [], None
+    if start is not None:
+        if splits < 1:
+            raise ValueError(f"zs-ssl needs at least one split with a start reconstruction, got {splits}")
+        for _ in tqdm(range(splits), desc="zs-ssl: start of each split", disable=not progress, leave=False):
+            theta, lam = split_mask(train_mask, rho, generator, centre)
+            bank.append((theta, lam, _as_planes(start(theta))))
+        start_train = _as_planes(start(train_mask))
     best, best_state, history = math.inf, copy.deepcopy(net.state_dict()), []
 
     def check(step: int) -> None:
         nonlocal best, best_state
         with torch.no_grad():
-            err = float(_kspace_loss(_run(net, d_train, train_mask, 16, device), d_gamma, gamma))
+            err = float(_kspace_loss(_run(net, d_train, train_mask, 16, device, start_train), d_gamma, gamma))
         history.append((step, err))
         if err < best:
             best, best_state = err, copy.deepcopy(net.state_dict())
@@ -165,9 +191,13 @@ def train_mri3d_network(y: Tensor, mask: Tensor, *, steps: int = 1000, batch: in
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
         idx = torch.randint(planes.shape[0], (batch,), generator=generator)
-        theta, lam = split_mask(train_mask, rho, generator, centre)
+        if bank:
+            theta, lam, starts = bank[int(torch.randint(len(bank), (1,), generator=generator))]
+            x0 = starts[idx].to(device)
+        else:
+            (theta, lam), x0 = split_mask(train_mask, rho, generator, centre), None
         d = planes[idx].to(device)
-        p = net(d * theta.to(device), theta.to(device))
+        p = net(d * theta.to(device), theta.to(device), x0)
         loss = _kspace_loss(p, d, lam.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -181,13 +211,16 @@ def train_mri3d_network(y: Tensor, mask: Tensor, *, steps: int = 1000, batch: in
                         "best_step": best_step}
 
 
-def mri3d_selfsup(y: Tensor, mask: Tensor, *, progress: bool = False, **train_kwargs) -> tuple[Tensor, dict]:
+def mri3d_selfsup(y: Tensor, mask: Tensor, *, start: StartFn | None = None, progress: bool = False,
+                  **train_kwargs) -> tuple[Tensor, dict]:
     """Reconstruct the volume (S, H, W) from mri3d k-space y (1, 1, S, H, W) on ``mask`` (S, H): the network
-    trained on this scan (:func:`train_mri3d_network`) run plane by plane on all of Ω. Returns (volume, report)."""
-    net, report = train_mri3d_network(y, mask, progress=progress, **train_kwargs)
+    trained on this scan (:func:`train_mri3d_network`) run plane by plane on all of Ω, from ``start(Ω)`` if a
+    start is given. Returns (volume, report)."""
+    net, report = train_mri3d_network(y, mask, progress=progress, start=start, **train_kwargs)
     device = next(net.parameters()).device
     mask = mask.detach().bool().cpu()
     planes = readout_planes(y.detach().to(torch.complex64).cpu()) * mask
+    x0 = None if start is None else _as_planes(start(mask))
     with torch.inference_mode():
-        out = _run(net, planes, mask, 16, device)
+        out = _run(net, planes, mask, 16, device, x0)
     return out.permute(1, 2, 0).contiguous(), report
