@@ -29,10 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import torch
+
 from wavepatch.fidelity import GaussianFidelity
 from wavepatch.linalg import cgls
 from wavepatch.physics.phase_retrieval import hio
-from wavepatch.physics.volume_ops import Cartesian3DMRI
+from wavepatch.physics.volume_ops import Cartesian3DMRI, ThickSliceZ, cubic_along
 from wavepatch.prior.ldct import denoise_image
 from wavepatch.recon.admm import admm_tv, pnp_admm
 from wavepatch.recon.fista import fista_tv, l1_wavelet
@@ -328,13 +330,42 @@ register(Method("red", "classical", _red, "regularisation by denoising, accelera
                  _n_iter(50), _DENOISER), variants=_LEARNED_DENOISER))
 
 
-def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, width: int, lr: float,
+def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, width: int, lr: float, start: str,
            z_weight: float = 1.0, seed: int = 0, device: str = "cpu", progress: bool = False):
     volume = fidelity.base  # the zsr fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
     factor, thick = volume.op.factor, volume.y[0, 0]
-    x = zsr_selfsup(thick, factor, z_weight, start=x0[:, 0], steps=steps, patch=patch, batch=batch, depth=depth,
-                    width=width, lr=lr, seed=seed, device=device, progress=progress)  # x0: the cubic-z baseline
+    upsample, begin = None, x0  # x0: the cubic-z baseline
+    if start == "admm-tv":
+        tv = _admm_tv_defaults("zsr", volume)
+        upsample = _tv_upsample(factor, z_weight, volume.std, tv)
+        begin = admm_tv(fidelity, x0=x0, z_weight=z_weight, progress=progress, **tv)
+    x = zsr_selfsup(thick, factor, z_weight, start=begin[:, 0], steps=steps, patch=patch, batch=batch, depth=depth,
+                    width=width, lr=lr, seed=seed, upsample=upsample, device=device, progress=progress)
     return _onto_data(fidelity, x, x0)
+
+
+def _admm_tv_defaults(task: str, volume) -> dict:
+    """admm-tv's lam, rho, n_iter on volume task ``task`` for the noise of ``volume`` (its fidelity), as the
+    ``admm-tv`` volume method runs."""
+    p = get_method("admm-tv").resolve(PARAMETER_TASK[task], noise_std=float(getattr(volume, "std", 0.0)))
+    return {k: p[k] for k in ("lam", "rho", "n_iter")}
+
+
+def _tv_upsample(factor: int, z_weight: float, std: float, tv: dict) -> Callable:
+    """Box means (N, h, w) of images whose rows are at the slice spacing -> their 2-D ADMM-TV z-SR (N, h factor,
+    w), each image alone as a volume (h factor, 1, w) under the zsr operator: the smore training inputs for
+    start=admm-tv."""
+    def upsample(means):
+        out = []
+        for img in means.double():
+            thin = img.shape[0] * factor
+            op = ThickSliceZ(factor, (1, thin, 1, img.shape[1]))
+            part = stack_fidelity(GaussianFidelity(op, img[None, None, :, None], std), thin)
+            begin = cubic_along(img, factor, 0)[:, None, None]
+            out.append(admm_tv(part, x0=begin, z_weight=z_weight, **tv)[:, 0, 0])
+        return torch.stack(out)
+
+    return upsample
 
 
 def _onto_data(fidelity, volume, x0):
@@ -362,7 +393,10 @@ register(Method("smore", "classical", _smore, "z super-resolution: a CNN trained
                 "SMORE; no prior, no training data)",
                 (*_training(16, "patches per step", 8, 64,
                             "channels per layer (32: 4.6x faster, -0.24 dB on the training patient)"),
-                 Param("patch", int, 48, "training patch side (px at the slice spacing)", low=8, high=4096)),
+                 Param("patch", int, 48, "training patch side (px at the slice spacing)", low=8, high=4096),
+                 Param("start", str, "cubic-z", "what the network refines: cubic interpolation along z, or 3-D "
+                       "ADMM-TV (its training inputs then 2-D TV z-SR of the degraded in-plane images)",
+                       choices=("cubic-z", "admm-tv"))),
                 tasks=("zsr",), geometry=True))
 
 
@@ -382,14 +416,12 @@ def _tv_start(volume, z_weight: float) -> Callable:
     phase-encode mask alone, with admm-tv's defaults for the measurement's noise (the ``admm-tv`` volume method on
     a subset of the data)."""
     _, s, h, w = volume.op.image_shape
-    std = float(getattr(volume, "std", 0.0))
-    p = get_method("admm-tv").resolve(PARAMETER_TASK["mri3d"], noise_std=std)
+    tv = _admm_tv_defaults("mri3d", volume)
 
     def start(mask):
         op = Cartesian3DMRI(mask, (1, s, h, w))
-        part = stack_fidelity(GaussianFidelity(op, volume.y * op.mask, std), s)
-        base = part.op.A_dagger(part.y)
-        return admm_tv(part, lam=p["lam"], rho=p["rho"], n_iter=p["n_iter"], x0=base, z_weight=z_weight)[:, 0]
+        part = stack_fidelity(GaussianFidelity(op, volume.y * op.mask, volume.std), s)
+        return admm_tv(part, x0=part.op.A_dagger(part.y), z_weight=z_weight, **tv)[:, 0]
 
     return start
 
@@ -398,10 +430,11 @@ def _tv_start(volume, z_weight: float) -> Callable:
 # planes of the volume being reconstructed, its sampled k-space split into input / loss / early-stopping parts;
 # defaults chosen on the CT training patient's two series (benchmarks/tune_selfsup.py --task mri3d,
 # benchmarks/results/tune_zsssl/: 1000 steps over 400 +1.06 dB, 10 unrolls +0.74, rho 0.2 +0.16, seed spread 0.34;
-# both together +1.58 but 15 min per volume, over the rule's 10; docs/results.md section 14.4)
-register(Method("zs-ssl", "classical", _zs_ssl, "3-D MRI: an unrolled network (CNN + exact real data consistency) "
-                "trained on this scan's own k-space, split into input and loss points, with held-out points to "
-                "stop (after ZS-SSL; no prior, no training data)",
+# both together +1.58 but 15 min per volume, over the rule's 10; start=admm-tv over zero-filled +0.50 (mean of two
+# seeds, spread 0.50), 10.6 min per volume, benchmarks/results/tune_zsssl/rule_start.md; docs/results.md section 14.4)
+register(Method("zs-ssl", "classical", _zs_ssl, "3-D MRI: 3-D ADMM-TV refined by an unrolled network (CNN + "
+                "exact real data consistency) trained on this scan's own k-space, split into input and loss "
+                "points, with held-out points to stop (after ZS-SSL; no prior, no training data)",
                 (*_training(4, "(z, y) planes per step", 6, 32, "channels per layer"),
                  Param("unrolls", int, 5, "CNN / data-consistency alternations (shared weights; 10: +0.5 dB and "
                        "2x the time on the training patient)", low=1, high=64),
@@ -409,9 +442,9 @@ register(Method("zs-ssl", "classical", _zs_ssl, "3-D MRI: an unrolled network (C
                        low_open=True, high=0.9),
                  Param("validation", float, 0.2, "share of the sampled points held out to pick the weights",
                        low=0, low_open=True, high=0.5),
-                 Param("start", str, "zero-filled", "what the network refines: the zero-filled image, or 3-D "
-                       "ADMM-TV from the same points (then a fixed bank of splits)",
-                       choices=("zero-filled", "admm-tv")),
+                 Param("start", str, "admm-tv", "what the network refines: 3-D ADMM-TV from the same points (a fixed "
+                       "bank of splits, one ADMM-TV each), or the zero-filled image (random splits every step; "
+                       "-0.5 dB on the training patient)", choices=("zero-filled", "admm-tv")),
                  Param("splits", int, 8, "with start=admm-tv: fixed input / loss splits, one ADMM-TV each", low=1,
                        high=256)),
                 tasks=("mri3d",), geometry=True))

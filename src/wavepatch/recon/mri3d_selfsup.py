@@ -11,6 +11,11 @@ random, every step, into Θ (the network's input and its data-consistency) and �
 on Λ against the measured Λ). A fixed part Γ of Ω is held out of training altogether; its error, with the network
 run on Ω \\ Γ, picks the weights to keep (ZS-SSL's early stopping). The kept network is finally run on all of Ω.
 
+The network starts from the zero-filled image, or from a given reconstruction of the same points (``start``; the
+``zs-ssl`` method's default is 3-D ADMM-TV): it then learns a correction of that reconstruction which predicts
+points the reconstruction did not see. A start must be computed from Θ alone, so with one the splits are a fixed
+bank (ZS-SSL's own scheme) rather than a fresh draw every step.
+
 Real images: the volume is real, so each plane's k-space is Hermitian. The data-consistency step solves the
 real-constrained least squares exactly (:func:`real_dc`), and the splits keep every point together with its
 mirror point (frequency (-z, -y)): a point of Λ whose mirror stayed in Θ would be given away by the real
