@@ -151,5 +151,7 @@ def test_cli_zs_ssl_end_to_end_and_refusals(tmp_path, capsys, mri_path, refused)
                          "or smore, not zs-ssl"),
                         (["--task", "mri"], "applies to --task mri3d only"),
                         (["--volume", "--task", "mri3d", "--slices", "0:4", "--param", "rho=1"],
-                         "rho must be <= 0.9")):
+                         "rho must be <= 0.9"),
+                        (["--volume", "--task", "mri3d", "--slices", "0:4", "--param", "start=zero-filled",
+                          "--param", "splits=3"], "splits applies with start=admm-tv only")):
         refused(["reconstruct", str(mri_path), *argv, "--size", "32", "--method", "zs-ssl", "--no-progress"], words)

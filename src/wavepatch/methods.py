@@ -400,9 +400,15 @@ register(Method("smore", "classical", _smore, "z super-resolution: a CNN trained
                 tasks=("zsr",), geometry=True))
 
 
+_ZS_SSL_SPLITS = 8  # fixed input / loss splits with start=admm-tv (ZS-SSL's bank)
+
+
 def _zs_ssl(fidelity, x0, *, steps: int, batch: int, unrolls: int, depth: int, width: int, lr: float, rho: float,
             validation: float, start: str, splits: int, z_weight: float = 1.0, seed: int = 0, device: str = "cpu",
             progress: bool = False):
+    if start != "admm-tv" and splits != _ZS_SSL_SPLITS:
+        raise ValueError(f"zs-ssl parameter splits applies with start=admm-tv only (start={start} draws a new "
+                         "split every step)")
     volume = fidelity.base  # the mri3d fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
     x, _ = mri3d_selfsup(volume.y, volume.op.mask[:, :, 0], steps=steps, batch=batch, unrolls=unrolls, depth=depth,
                          width=width, lr=lr, rho=rho, validation=validation, seed=seed, device=device,
@@ -445,8 +451,8 @@ register(Method("zs-ssl", "classical", _zs_ssl, "3-D MRI: 3-D ADMM-TV refined by
                  Param("start", str, "admm-tv", "what the network refines: 3-D ADMM-TV from the same points (a fixed "
                        "bank of splits, one ADMM-TV each), or the zero-filled image (random splits every step; "
                        "-0.5 dB on the training patient)", choices=("zero-filled", "admm-tv")),
-                 Param("splits", int, 8, "with start=admm-tv: fixed input / loss splits, one ADMM-TV each", low=1,
-                       high=256)),
+                 Param("splits", int, _ZS_SSL_SPLITS, "with start=admm-tv: fixed input / loss splits, one "
+                       "ADMM-TV each", low=1, high=256)),
                 tasks=("mri3d",), geometry=True))
 
 # Jung et al. 2022: the FBP image translated by a network trained without pairs (patch-wise metric learning);
