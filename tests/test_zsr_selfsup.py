@@ -11,7 +11,7 @@ import torch
 
 from wavepatch.cli import main
 from wavepatch.physics.volume_ops import ThickSliceZ, box_mean_along, cubic_along, cubic_z
-from wavepatch.recon.zsr_selfsup import degrade_rows, sample_pairs, training_images, upsampled_images
+from wavepatch.recon.zsr_selfsup import degrade_rows, sample_pairs, training_images
 from wavepatch.tasks import task_options
 from wavepatch.volume import measure_volume, solve_volume, volume_metrics
 
@@ -46,40 +46,6 @@ def test_training_images_are_resampled_to_the_slice_spacing():
     assert torch.allclose(degraded, degrade_rows(clean, 4))
     with pytest.raises(ValueError, match="too small to train on"):  # 40 px at z_weight 0.1: 4 rows, need 8
         sample_pairs(training_images(thick, 0.1), 4, 48, 5, torch.Generator().manual_seed(0))
-
-
-def test_given_inputs_are_cropped_and_flipped_with_their_targets():
-    """start=admm-tv: the inputs are precomputed whole images; every crop and flip must take the same pixels
-    from the input as from the target (here input = target + its image's index)."""
-    images = [torch.rand(3, 21, 30), torch.rand(2, 18, 25)]
-    calls = []
-
-    def upsample(means):
-        calls.append(means.shape)
-        return cubic_along(means, 4, -2) * 0 + 7.0  # a constant, to see that it is what the inputs hold
-
-    inputs, clean = upsampled_images(images, 4, upsample)
-    assert [c.shape for c in clean] == [(3, 20, 30), (2, 16, 25)] and calls == [(3, 5, 30), (2, 4, 25)]
-    assert all((i == 7.0).all() for i in inputs)
-    shifted = [c + k for k, c in enumerate(clean)]
-    x, y = sample_pairs(clean, 4, 48, 12, torch.Generator().manual_seed(1), shifted)
-    assert x.shape == y.shape == (12, 1, 16, 25)
-    offset = x - y
-    assert torch.allclose(offset, offset.flatten(1)[:, :1, None, None].expand_as(offset))  # same pixels
-    assert set(offset.flatten(1)[:, 0].round().tolist()) == {0.0, 1.0}
-
-
-def test_smore_from_admm_tv_fits_the_data_and_beats_admm_tv(blob_volume):
-    unit = blob_volume().numpy()
-    meas = measure_volume(unit, "zsr", task_options("zsr", factor=4))
-    tv = volume_metrics(solve_volume(meas, "admm-tv").recon, unit)["psnr"]
-    res = solve_volume(meas, "smore", {"steps": 200, "patch": 32, "batch": 8, "depth": 4, "width": 16,
-                                       "start": "admm-tv"}, seed=0)
-    ours = volume_metrics(res.recon, unit)["psnr"]
-    assert ours > tv + 0.5, (ours, tv)
-    recon = torch.from_numpy(res.recon).double()[None, None]
-    assert torch.allclose(meas.task.op.A(recon), meas.y.double(), atol=1e-5)
-    assert res.params["start"] == "admm-tv"
 
 
 def test_smore_beats_cubic_on_an_isotropic_volume_and_fits_the_data(blob_volume):

@@ -29,12 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import torch
-
 from wavepatch.fidelity import GaussianFidelity
 from wavepatch.linalg import cgls
 from wavepatch.physics.phase_retrieval import hio
-from wavepatch.physics.volume_ops import Cartesian3DMRI, ThickSliceZ, cubic_along
+from wavepatch.physics.volume_ops import Cartesian3DMRI
 from wavepatch.prior.ldct import denoise_image
 from wavepatch.recon.admm import admm_tv, pnp_admm
 from wavepatch.recon.fista import fista_tv, l1_wavelet
@@ -330,17 +328,12 @@ register(Method("red", "classical", _red, "regularisation by denoising, accelera
                  _n_iter(50), _DENOISER), variants=_LEARNED_DENOISER))
 
 
-def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, width: int, lr: float, start: str,
+def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, width: int, lr: float,
            z_weight: float = 1.0, seed: int = 0, device: str = "cpu", progress: bool = False):
     volume = fidelity.base  # the zsr fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
     factor, thick = volume.op.factor, volume.y[0, 0]
-    upsample, begin = None, x0  # x0: the cubic-z baseline
-    if start == "admm-tv":
-        tv = _admm_tv_defaults("zsr", volume)
-        upsample = _tv_upsample(factor, z_weight, volume.std, tv)
-        begin = admm_tv(fidelity, x0=x0, z_weight=z_weight, progress=progress, **tv)
-    x = zsr_selfsup(thick, factor, z_weight, start=begin[:, 0], steps=steps, patch=patch, batch=batch, depth=depth,
-                    width=width, lr=lr, seed=seed, upsample=upsample, device=device, progress=progress)
+    x = zsr_selfsup(thick, factor, z_weight, start=x0[:, 0], steps=steps, patch=patch, batch=batch, depth=depth,
+                    width=width, lr=lr, seed=seed, device=device, progress=progress)  # x0: the cubic-z baseline
     return _onto_data(fidelity, x, x0)
 
 
@@ -349,23 +342,6 @@ def _admm_tv_defaults(task: str, volume) -> dict:
     ``admm-tv`` volume method runs."""
     p = get_method("admm-tv").resolve(PARAMETER_TASK[task], noise_std=float(getattr(volume, "std", 0.0)))
     return {k: p[k] for k in ("lam", "rho", "n_iter")}
-
-
-def _tv_upsample(factor: int, z_weight: float, std: float, tv: dict) -> Callable:
-    """Box means (N, h, w) of images whose rows are at the slice spacing -> their 2-D ADMM-TV z-SR (N, h factor,
-    w), each image alone as a volume (h factor, 1, w) under the zsr operator: the smore training inputs for
-    start=admm-tv."""
-    def upsample(means):
-        out = []
-        for img in means.double():
-            thin = img.shape[0] * factor
-            op = ThickSliceZ(factor, (1, thin, 1, img.shape[1]))
-            part = stack_fidelity(GaussianFidelity(op, img[None, None, :, None], std), thin)
-            begin = cubic_along(img, factor, 0)[:, None, None]
-            out.append(admm_tv(part, x0=begin, z_weight=z_weight, **tv)[:, 0, 0])
-        return torch.stack(out)
-
-    return upsample
 
 
 def _onto_data(fidelity, volume, x0):
@@ -393,10 +369,7 @@ register(Method("smore", "classical", _smore, "z super-resolution: a CNN trained
                 "SMORE; no prior, no training data)",
                 (*_training(16, "patches per step", 8, 64,
                             "channels per layer (32: 4.6x faster, -0.24 dB on the training patient)"),
-                 Param("patch", int, 48, "training patch side (px at the slice spacing)", low=8, high=4096),
-                 Param("start", str, "cubic-z", "what the network refines: cubic interpolation along z, or 3-D "
-                       "ADMM-TV (its training inputs then 2-D TV z-SR of the degraded in-plane images)",
-                       choices=("cubic-z", "admm-tv"))),
+                 Param("patch", int, 48, "training patch side (px at the slice spacing)", low=8, high=4096)),
                 tasks=("zsr",), geometry=True))
 
 

@@ -15,19 +15,12 @@ spacing, so the network learns the blur of an F-slice box at the scale it meets 
 same). Needs no training data, no prior and no ground truth: it generalises to any scan by construction, and it
 is as good as what the in-plane anatomy says about the through-plane one (isotropic structure).
 
-The interpolation can be replaced (``upsample``): a reconstruction of the thin samples from their box means
-alone, e.g. total-variation z-SR (the ``smore`` method's ``start=admm-tv``). The training inputs are then that
-reconstruction of each degraded in-plane image, computed once per image, and the network is applied to the same
-reconstruction of the volume (3-D ADMM-TV): it learns what the reconstruction misses, along an axis where the
-truth is known.
-
 Shapes: ``thick`` (S', H, W), volumes (S, 1, H, W) with S = F S', unit intensity scale.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -37,7 +30,6 @@ from tqdm.auto import tqdm
 from wavepatch.physics.volume_ops import box_mean_along, cubic_along
 
 Tensor = torch.Tensor
-Upsample = Callable[[Tensor], Tensor]  # box means (N, h / F, w) -> the thin rows (N, h, w)
 
 
 class ResidualCNN(nn.Module):
@@ -87,62 +79,45 @@ def training_images(thick: Tensor, z_weight: float) -> list[Tensor]:
     return out
 
 
-def upsampled_images(images: list[Tensor], factor: int, upsample: Upsample) -> tuple[list[Tensor], list[Tensor]]:
-    """(degraded, clean) whole training images: each image's rows cut to a multiple of ``factor``, box-averaged
-    and brought back by ``upsample`` (computed once: a reconstruction cannot be run per patch)."""
-    clean = [img[:, :img.shape[1] // factor * factor].contiguous() for img in images]
-    return [upsample(box_mean_along(img, factor, -2)).to(img.dtype) for img in clean], clean
-
-
 def sample_pairs(images: list[Tensor], factor: int, patch: int, batch: int,
-                 generator: torch.Generator, degraded: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """``batch`` random (degraded, clean) patch pairs (batch, 1, p, q) from ``images`` (either orientation),
-    p <= ``patch`` a multiple of ``factor``, q <= ``patch``; random flips along both axes. ``degraded``: the
-    images' degraded versions (:func:`upsampled_images`), cropped alike; None: each crop degraded by
-    :func:`degrade_rows`."""
+    p <= ``patch`` a multiple of ``factor``, q <= ``patch``; random flips along both axes."""
     shapes = [img.shape for img in images]
     p = min(patch, min(s[1] for s in shapes)) // factor * factor
     q = min(patch, min(s[2] for s in shapes))
     if p < 2 * factor:
         raise ValueError(f"the thick slices are too small to train on ({min(s[1] for s in shapes)} rows at the "
                          f"slice spacing; need at least {2 * factor})")
-    crops, inputs = [], []
+    crops = []
     for _ in range(batch):
-        i = int(torch.randint(len(images), (1,), generator=generator))
-        img = images[i]
+        img = images[int(torch.randint(len(images), (1,), generator=generator))]
         k = int(torch.randint(img.shape[0], (1,), generator=generator))
         r = int(torch.randint(img.shape[1] - p + 1, (1,), generator=generator))
         c = int(torch.randint(img.shape[2] - q + 1, (1,), generator=generator))
+        crop = img[k, r:r + p, c:c + q]
         flips = [d for d, f in zip((0, 1), torch.rand(2, generator=generator), strict=True) if f < 0.5]
-        for source, out in ((img, crops), (None if degraded is None else degraded[i], inputs)):
-            if source is not None:
-                crop = source[k, r:r + p, c:c + q]
-                out.append(crop.flip(flips) if flips else crop)
+        crops.append(crop.flip(flips) if flips else crop)
     clean = torch.stack(crops)[:, None]
-    return (degrade_rows(clean, factor) if degraded is None else torch.stack(inputs)[:, None]), clean
+    return degrade_rows(clean, factor), clean
 
 
 def train_zsr_network(thick: Tensor, factor: int, z_weight: float = 1.0, *, steps: int = 1000, patch: int = 48,
                       batch: int = 16, depth: int = 8, width: int = 64, lr: float = 1e-3, seed: int = 0,
-                      upsample: Upsample | None = None, device: str | torch.device = "cpu",
-                      progress: bool = False) -> nn.Module:
+                      device: str | torch.device = "cpu", progress: bool = False) -> nn.Module:
     """Train the network on the thick slices (S', H, W) alone (module docstring): L1 loss, Adam, cosine decay
-    of ``lr`` over ``steps``, on ``device``; the weights and the patches are drawn (on the CPU) from ``seed``.
-    ``upsample``: the inputs are this reconstruction of the degraded images instead of cubic interpolation."""
+    of ``lr`` over ``steps``, on ``device``; the weights and the patches are drawn (on the CPU) from ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = residual_cnn(depth, width).to(device)
-    images, inputs = training_images(thick.detach().float().cpu(), z_weight), None
-    if upsample is not None:
-        inputs, images = upsampled_images(images, factor, upsample)
+    images = training_images(thick.detach().float().cpu(), z_weight)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     bar = tqdm(range(steps), desc="zsr self-supervised training", disable=not progress, leave=False)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        degraded, clean = (t.to(device) for t in sample_pairs(images, factor, patch, batch, generator,
-                                                                             inputs))
+        degraded, clean = (t.to(device) for t in sample_pairs(images, factor, patch, batch, generator))
         loss = (net(degraded) - clean).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -172,8 +147,7 @@ def zsr_selfsup(thick: Tensor, factor: int, z_weight: float = 1.0, *, start: Ten
                 progress: bool = False, **train_kwargs) -> Tensor:  # train_kwargs: train_zsr_network's (device too)
     """z super-resolution of thick slices (S', H, W) by ``factor``: the network trained on them
     (:func:`train_zsr_network`) applied through the plane to ``start`` (S' factor, H, W), the cubic-z
-    interpolation of ``thick`` (computed when None: pass the task's baseline to reuse it), or with an
-    ``upsample`` among ``train_kwargs`` the volume's reconstruction by the same method; (S' factor, H, W),
+    interpolation of ``thick`` (computed when None: pass the task's baseline to reuse it); (S' factor, H, W),
     before any data projection."""
     net = train_zsr_network(thick, factor, z_weight, progress=progress, **train_kwargs)
     start = cubic_along(thick.float(), factor, 0) if start is None else start.float()
