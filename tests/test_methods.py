@@ -66,7 +66,7 @@ def test_bad_parameters_are_refused_naming_the_parameter(name):
                 entry.resolve(task, {p.name: str(below)}, fast=p.applies == "fast")
         if p.choices:
             with pytest.raises(ValueError, match=p.name):
-                entry.resolve("ct-parallel", {p.name: "nope"})
+                entry.resolve(task, {p.name: "nope"})
 
 
 def test_review_cases_and_type_conversion():
