@@ -1,12 +1,14 @@
-"""Choose the self-supervised z-SR method's defaults (``--method smore``) on TRAINING data.
+"""Choose a self-supervised volume method's defaults (``--method smore`` for zsr, ``zs-ssl`` for mri3d) on TRAINING
+data.
 
-z-SR x--factor (noiseless thick slices) of the training patient's two series (data/ct/train: the same patient
-reconstructed twice, different kernels), slices --slices, resized to --size; cubic-z, 3-D ADMM-TV and smore
-with each configuration. A configuration is ``name:key=value,key=value`` of smore parameters; the key
-``spacing=pixel`` trains without resampling to the slice spacing (z_weight 1), ``seed=N`` changes the run's seed.
-Prints one markdown table (PSNR and coronal / sagittal PSNR per series, mean PSNR, seconds).
+The task (zsr x--factor or mri3d x--accel, noiseless) on the training patient's two series (data/ct/train: the same
+patient reconstructed twice, different kernels), slices --slices, resized to --size; the task's baseline, 3-D
+ADMM-TV and --method with each configuration. A configuration is ``name:key=value,key=value`` of the method's
+parameters; the key ``spacing=pixel`` trains without resampling to the slice spacing (z_weight 1), ``seed=N``
+changes the run's seed. Prints one markdown table (PSNR and coronal / sagittal PSNR per series, mean PSNR,
+seconds).
 
-Run: ``python benchmarks/tune_smore.py [--configs default:steps=1000 wide:width=64 ...]``.
+Run: ``python benchmarks/tune_selfsup.py [--task mri3d --method zs-ssl] [--configs long:steps=2000 wide:width=64]``.
 """
 
 from __future__ import annotations

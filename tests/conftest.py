@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,3 +116,19 @@ def refused(tmp_path, capsys):
         assert not out.exists()
 
     return check
+
+
+@pytest.fixture()
+def volume_run(tmp_path, capsys):
+    """``volume_run(argv, name)``: ``wavepatch argv --out tmp/name`` exits 0 and writes recon.nii.gz; returns its
+    metrics.json as a dict."""
+    from wavepatch.cli import main
+
+    def run(argv: list[str], name: str) -> dict:
+        out = tmp_path / name
+        code = main([*argv, "--out", str(out)])
+        assert code == 0, capsys.readouterr().err
+        assert (out / "recon.nii.gz").exists()
+        return json.loads((out / "metrics.json").read_text())
+
+    return run

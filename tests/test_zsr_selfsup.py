@@ -62,13 +62,10 @@ def test_smore_beats_cubic_on_an_isotropic_volume_and_fits_the_data(blob_volume)
     assert (again.recon == res.recon).all()  # the seed fixes the weights and the patches
 
 
-def test_cli_smore_end_to_end_and_refusals(tmp_path, capsys, mri_path, refused):
-    out = tmp_path / "zsr"
-    code = main(["reconstruct", str(mri_path), "--volume", "--task", "zsr", "--factor", "2", "--slices", "0:4",
-                 "--size", "32", "--method", "smore", "--param", "steps=20", "--no-progress", "--out", str(out)])
-    assert code == 0, capsys.readouterr().err
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["method"] == "smore" and m["method_params"]["steps"] == 20 and (out / "recon.nii.gz").exists()
+def test_cli_smore_end_to_end_and_refusals(mri_path, volume_run, refused):
+    m = volume_run(["reconstruct", str(mri_path), "--volume", "--task", "zsr", "--factor", "2", "--slices", "0:4",
+                    "--size", "32", "--method", "smore", "--param", "steps=20", "--no-progress"], "zsr")
+    assert m["method"] == "smore" and m["method_params"]["steps"] == 20
     for argv, words in ((["--volume", "--task", "ct-parallel", "--views", "8"], "applies to --task zsr only"),
                         (["--task", "sr"], "applies to --task zsr only"),
                         (["--volume", "--task", "zsr", "--factor", "2", "--slices", "0:4", "--param", "steps=0"],

@@ -66,7 +66,8 @@ class Param:
     applies: "always", or "fast" / "slow" for a sampler parameter used only with / without ``--fast``.
     denoiser: the value names a denoiser ('wavelet', 'tv', 'learned'), handed to ``run`` as a callable.
     per_noise: {task name: c} for a regularisation weight whose default on that task rises to ``c * std`` when
-    the measurement's Gaussian noise std makes that larger (the task's default was chosen on noiseless data)."""
+    the measurement's Gaussian noise std makes that larger (the task's default was chosen on noiseless data).
+    requires: (other parameter, value): setting this one is refused unless the other has that value."""
 
     name: str
     type: type
@@ -79,6 +80,7 @@ class Param:
     applies: str = "always"
     denoiser: bool = False
     per_noise: dict[str, float] | None = None
+    requires: tuple[str, Any] | None = None
 
     def default_for(self, task: str) -> Any:
         return for_task(self.default, task)
@@ -192,6 +194,11 @@ class Method:
         for selector, table in self.variants.items():
             values.update(table.get(parsed.get(selector, values[selector]), {}))
         values.update(parsed)
+        for key in parsed:
+            need = self.param(key).requires
+            if need is not None and values[need[0]] != need[1]:
+                raise ValueError(f"{self.name} parameter {key} applies with {need[0]}={need[1]} only, not "
+                                 f"{need[0]}={values[need[0]]}")
         return values
 
 
@@ -337,13 +344,6 @@ def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, widt
     return _onto_data(fidelity, x, x0)
 
 
-def _admm_tv_defaults(task: str, volume) -> dict:
-    """admm-tv's lam, rho, n_iter on volume task ``task`` for the noise of ``volume`` (its fidelity), as the
-    ``admm-tv`` volume method runs."""
-    p = get_method("admm-tv").resolve(PARAMETER_TASK[task], noise_std=float(getattr(volume, "std", 0.0)))
-    return {k: p[k] for k in ("lam", "rho", "n_iter")}
-
-
 def _onto_data(fidelity, volume, x0):
     """A self-supervised method's volume (S, H, W) as the solver's slice stack (S, 1, H, W) of x0's dtype, projected
     onto the measurement when it is noiseless."""
@@ -373,15 +373,9 @@ register(Method("smore", "classical", _smore, "z super-resolution: a CNN trained
                 tasks=("zsr",), geometry=True))
 
 
-_ZS_SSL_SPLITS = 8  # fixed input / loss splits with start=admm-tv (ZS-SSL's bank)
-
-
 def _zs_ssl(fidelity, x0, *, steps: int, batch: int, unrolls: int, depth: int, width: int, lr: float, rho: float,
             validation: float, start: str, splits: int, z_weight: float = 1.0, seed: int = 0, device: str = "cpu",
             progress: bool = False):
-    if start != "admm-tv" and splits != _ZS_SSL_SPLITS:
-        raise ValueError(f"zs-ssl parameter splits applies with start=admm-tv only (start={start} draws a new "
-                         "split every step)")
     volume = fidelity.base  # the mri3d fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
     x, _ = mri3d_selfsup(volume.y, volume.op.mask[:, :, 0], steps=steps, batch=batch, unrolls=unrolls, depth=depth,
                          width=width, lr=lr, rho=rho, validation=validation, seed=seed, device=device,
@@ -395,7 +389,7 @@ def _tv_start(volume, z_weight: float) -> Callable:
     phase-encode mask alone, with admm-tv's defaults for the measurement's noise (the ``admm-tv`` volume method on
     a subset of the data)."""
     _, s, h, w = volume.op.image_shape
-    tv = _admm_tv_defaults("mri3d", volume)
+    tv = get_method("admm-tv").resolve(PARAMETER_TASK["mri3d"], noise_std=volume.std)  # as volume.admm_tv_3d
 
     def start(mask):
         op = Cartesian3DMRI(mask, (1, s, h, w))
@@ -424,8 +418,8 @@ register(Method("zs-ssl", "classical", _zs_ssl, "3-D MRI: 3-D ADMM-TV refined by
                  Param("start", str, "admm-tv", "what the network refines: 3-D ADMM-TV from the same points (a fixed "
                        "bank of splits, one ADMM-TV each), or the zero-filled image (random splits every step; "
                        "-0.5 dB on the training patient)", choices=("zero-filled", "admm-tv")),
-                 Param("splits", int, _ZS_SSL_SPLITS, "with start=admm-tv: fixed input / loss splits, one "
-                       "ADMM-TV each", low=1, high=256)),
+                 Param("splits", int, 8, "with start=admm-tv: fixed input / loss splits, one ADMM-TV each",
+                       low=1, high=256, requires=("start", "admm-tv"))),
                 tasks=("mri3d",), geometry=True))
 
 # Jung et al. 2022: the FBP image translated by a network trained without pairs (patch-wise metric learning);

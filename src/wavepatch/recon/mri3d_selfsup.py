@@ -146,16 +146,22 @@ def _as_planes(volume: Tensor) -> Tensor:
 StartFn = Callable[[Tensor], Tensor]  # a phase-encode mask (S, H) bool -> a volume (S, H, W) from those points
 
 
-def train_mri3d_network(y: Tensor, mask: Tensor, *, steps: int = 1000, batch: int = 4, unrolls: int = 5,
+def measured_planes(y: Tensor, mask: Tensor) -> Tensor:
+    """The mri3d k-space y (1, 1, S, H, W) as complex64 plane data (W, S, H) on the CPU, zero off ``mask`` (S, H)
+    bool: simulated noise off the mask is not data."""
+    return readout_planes(y.detach().to(torch.complex64).cpu()) * mask
+
+
+def train_mri3d_network(planes: Tensor, mask: Tensor, *, steps: int = 1000, batch: int = 4, unrolls: int = 5,
                         depth: int = 6, width: int = 32, lr: float = 1e-3, rho: float = 0.4,
                         validation: float = 0.2, check_every: int = 25, seed: int = 0,
                         start: StartFn | None = None, splits: int = 8,
                         device: str | torch.device = "cpu", progress: bool = False) -> tuple[UnrolledNet, dict]:
-    """Train :class:`UnrolledNet` on the scan (module docstring): k-space y (1, 1, S, H, W), phase-encode mask
-    (S, H). Adam with cosine decay of ``lr``; each step ``batch`` random planes, a fresh Θ / Λ split of
-    Ω \\ Γ with a share ``rho`` of the groups in Λ; every ``check_every`` steps the Γ error (the network on
-    Ω \\ Γ, all planes) decides whether to keep the weights. Returns (the kept network, a report: the Γ errors
-    and the step they were best at).
+    """Train :class:`UnrolledNet` on the scan (module docstring): its plane data (:func:`measured_planes`),
+    phase-encode mask (S, H) bool. Adam with cosine decay of ``lr``; each step ``batch`` random planes, a fresh
+    Θ / Λ split of Ω \\ Γ with a share ``rho`` of the groups in Λ; every ``check_every`` steps the Γ error (the
+    network on Ω \\ Γ, all planes) decides whether to keep the weights. Returns (the kept network, a report: the
+    Γ errors and the step they were best at).
 
     ``start``: the network starts from ``start(points)``, a reconstruction from those points alone (e.g. 3-D
     ADMM-TV), instead of the zero-filled image. The start of a split must see Θ only, so the splits are then a
@@ -163,8 +169,6 @@ def train_mri3d_network(y: Tensor, mask: Tensor, *, steps: int = 1000, batch: in
     ``start(Ω \\ Γ)``. With the zero-initialised head the untrained network returns its start (up to the data
     step), so Γ can always fall back to it."""
     generator = torch.Generator().manual_seed(seed)
-    mask = mask.detach().bool().cpu()
-    planes = readout_planes(y.detach().to(torch.complex64).cpu()) * mask  # noise off the mask is not data
     centre = centre_block(mask)
     train_mask, gamma = split_mask(mask, validation, generator, centre)
     with torch.random.fork_rng(devices=[]):
@@ -221,10 +225,10 @@ def mri3d_selfsup(y: Tensor, mask: Tensor, *, start: StartFn | None = None, prog
     """Reconstruct the volume (S, H, W) from mri3d k-space y (1, 1, S, H, W) on ``mask`` (S, H): the network
     trained on this scan (:func:`train_mri3d_network`) run plane by plane on all of Ω, from ``start(Ω)`` if a
     start is given. Returns (volume, report)."""
-    net, report = train_mri3d_network(y, mask, progress=progress, start=start, **train_kwargs)
-    device = next(net.parameters()).device
     mask = mask.detach().bool().cpu()
-    planes = readout_planes(y.detach().to(torch.complex64).cpu()) * mask
+    planes = measured_planes(y, mask)
+    net, report = train_mri3d_network(planes, mask, progress=progress, start=start, **train_kwargs)
+    device = next(net.parameters()).device
     x0 = None if start is None else _as_planes(start(mask))
     with torch.inference_mode():
         out = _run(net, planes, mask, 16, device, x0)
