@@ -137,10 +137,14 @@ def test_zs_ssl_from_admm_tv_is_not_worse_than_admm_tv(blob_volume):
     assert res.params["start"] == "admm-tv"
 
 
-def test_cli_zs_ssl_end_to_end_and_refusals(mri_path, volume_run, refused):
+def test_cli_zs_ssl_end_to_end_and_refusals(mri_path, volume_run, refused, capsys):
     m = volume_run(["reconstruct", str(mri_path), "--volume", "--task", "mri3d", "--accel", "4", "--slices", "0:4",
                     "--size", "32", "--method", "zs-ssl", "--param", "steps=5", "--no-progress"], "mri3d")
     assert m["method"] == "zs-ssl" and m["method_params"]["steps"] == 5
+    t = m["training"]  # the held-out report: the kept weights are the best checked, step 0 being the start
+    assert t["checked_at"][0] == 0 and t["best_step"] in t["checked_at"] and t["steps"] == 5
+    assert t["best_error"] == min(t["validation_error"]) and t["start_error"] == t["validation_error"][0]
+    assert "zs-ssl: held-out k-space error" in capsys.readouterr().out
     for argv, words in ((["--volume", "--task", "zsr", "--factor", "2", "--slices", "0:4"],
                          "or smore, not zs-ssl"),
                         (["--task", "mri"], "applies to --task mri3d only"),

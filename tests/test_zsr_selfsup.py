@@ -58,14 +58,17 @@ def test_smore_beats_cubic_on_an_isotropic_volume_and_fits_the_data(blob_volume)
     recon = torch.from_numpy(res.recon).double()[None, None]
     assert torch.allclose(meas.task.op.A(recon), meas.y.double(), atol=1e-5)  # noiseless: projected exactly
     assert res.params["z_weight"] == 1.0 and res.params["steps"] == 300
+    assert res.training["steps"] == 300 and res.training["l1_last"] < 0.9 * res.training["l1_first"]  # it learned
     again = solve_volume(meas, "smore", params, seed=0)
     assert (again.recon == res.recon).all()  # the seed fixes the weights and the patches
 
 
-def test_cli_smore_end_to_end_and_refusals(mri_path, volume_run, refused):
+def test_cli_smore_end_to_end_and_refusals(mri_path, volume_run, refused, capsys):
     m = volume_run(["reconstruct", str(mri_path), "--volume", "--task", "zsr", "--factor", "2", "--slices", "0:4",
                     "--size", "32", "--method", "smore", "--param", "steps=20", "--no-progress"], "zsr")
     assert m["method"] == "smore" and m["method_params"]["steps"] == 20
+    assert m["training"]["steps"] == 20 and m["training"]["l1_first"] > 0
+    assert "smore: training L1" in capsys.readouterr().out
     for argv, words in ((["--volume", "--task", "ct-parallel", "--views", "8"], "applies to --task zsr only"),
                         (["--task", "sr"], "applies to --task zsr only"),
                         (["--volume", "--task", "zsr", "--factor", "2", "--slices", "0:4", "--param", "steps=0"],

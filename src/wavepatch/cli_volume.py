@@ -116,6 +116,8 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict, auto: bool) -> int:
                "metric_scale": "unit volume, reconstruction clamped to [0, 1], data_range 1"}
     if report is not None:
         metrics["auto"] = report
+    if res.training is not None:
+        metrics["training"] = res.training
     values = np.clip(res.recon, 0, 1)
     stored = np.asarray(denormalize(values, norm), dtype=np.float32)
     with staged_output(out, protect, command="reconstruct --volume") as stage:
@@ -135,7 +137,23 @@ def cmd_volume(args, opts: TaskOptions, overrides: dict, auto: bool) -> int:
           f"{res.peak_memory_mb:.0f} MB ({res.task.baseline_name}: {mb['psnr']:.2f} dB) -> {out}")
     if report is not None:
         print(auto_line(report))
+    if res.training is not None:
+        print(training_line(args.method, res.training))
     return 0
+
+
+def training_line(method: str, report: dict) -> str:
+    """One line on how a method trained on the measurement itself went (its report in metrics.json)."""
+    if "best_step" in report:  # zs-ssl: the held-out k-space points Γ decide which weights are kept
+        line = (f"{method}: held-out k-space error {report['start_error']:.4g} at the start, "
+                f"{report['best_error']:.4g} best (step {report['best_step']} of {report['steps']})")
+        if report["best_step"] == 0:
+            line += "; the training never beat the start, so the result is the start reconstruction"
+        return line
+    line = f"{method}: training L1 {report['l1_first']:.4g} -> {report['l1_last']:.4g} over {report['steps']} steps"
+    if report["l1_last"] > 0.97 * report["l1_first"]:
+        line += "; the network learned little, so the result is close to the baseline"
+    return line
 
 
 def upsample_thick_slices(args, opts: TaskOptions, overrides: dict, auto: bool, thick: np.ndarray, norm: dict,
@@ -169,6 +187,8 @@ def upsample_thick_slices(args, opts: TaskOptions, overrides: dict, auto: bool, 
                "nfe": res.nfe, "peak_memory_mb": res.peak_memory_mb, "seed": args.seed,
                "task_params": res.task.params, "method_params": res.params, "normalisation": norm,
                "note": "no reference volume: the input is the acquisition, so there is no PSNR"}
+    if res.training is not None:
+        metrics["training"] = res.training
     stored = np.asarray(denormalize(np.clip(res.recon, 0, 1), norm), dtype=np.float32)
     protect = [args.input]
     with staged_output(Path(args.out), protect, command="reconstruct --volume --as-measured") as stage:
@@ -181,4 +201,6 @@ def upsample_thick_slices(args, opts: TaskOptions, overrides: dict, auto: bool, 
         save_json(stage / "metrics.json", metrics, protect=protect)
     print(f"zsr / {args.method}: {s} thick slices ({dz:g} mm) -> {s * factor} slices ({thin_mm:g} mm), relative data "
           f"misfit {misfit:.2e}, {res.seconds:.1f} s, peak {res.peak_memory_mb:.0f} MB -> {args.out}")
+    if res.training is not None:
+        print(training_line(args.method, res.training))
     return 0

@@ -138,7 +138,8 @@ class Method:
     uses only the fidelity's residual and scale); network: the bundled image-to-image network a classical method
     runs (``run`` gets it as ``translator``; ``--prior`` replaces it); tasks: the only tasks the method applies to
     (None: all); geometry: ``run`` also gets the volume's ``z_weight`` (in-plane pixel / slice spacing), the
-    run's ``seed`` and ``device`` (volume methods that train on the measurement)."""
+    run's ``seed`` and ``device``, and returns (volume, training report: a JSON-able dict for metrics.json)
+    (volume methods that train on the measurement)."""
 
     name: str
     kind: str
@@ -339,9 +340,10 @@ def _smore(fidelity, x0, *, steps: int, patch: int, batch: int, depth: int, widt
            z_weight: float = 1.0, seed: int = 0, device: str = "cpu", progress: bool = False):
     volume = fidelity.base  # the zsr fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
     factor, thick = volume.op.factor, volume.y[0, 0]
-    x = zsr_selfsup(thick, factor, z_weight, start=x0[:, 0], steps=steps, patch=patch, batch=batch, depth=depth,
-                    width=width, lr=lr, seed=seed, device=device, progress=progress)  # x0: the cubic-z baseline
-    return _onto_data(fidelity, x, x0)
+    x, report = zsr_selfsup(thick, factor, z_weight, start=x0[:, 0], steps=steps, patch=patch, batch=batch,
+                            depth=depth, width=width, lr=lr, seed=seed, device=device,
+                            progress=progress)  # x0: the cubic-z baseline
+    return _onto_data(fidelity, x, x0), report
 
 
 def _onto_data(fidelity, volume, x0):
@@ -377,11 +379,11 @@ def _zs_ssl(fidelity, x0, *, steps: int, batch: int, unrolls: int, depth: int, w
             validation: float, start: str, splits: int, z_weight: float = 1.0, seed: int = 0, device: str = "cpu",
             progress: bool = False):
     volume = fidelity.base  # the mri3d fidelity of the whole volume (wavepatch.volume_tasks.stack_fidelity)
-    x, _ = mri3d_selfsup(volume.y, volume.op.mask[:, :, 0], steps=steps, batch=batch, unrolls=unrolls, depth=depth,
-                         width=width, lr=lr, rho=rho, validation=validation, seed=seed, device=device,
-                         start=_tv_start(volume, z_weight) if start == "admm-tv" else None, splits=splits,
-                         progress=progress)
-    return _onto_data(fidelity, x, x0)
+    x, report = mri3d_selfsup(volume.y, volume.op.mask[:, :, 0], steps=steps, batch=batch, unrolls=unrolls,
+                              depth=depth, width=width, lr=lr, rho=rho, validation=validation, seed=seed,
+                              device=device, start=_tv_start(volume, z_weight) if start == "admm-tv" else None,
+                              splits=splits, progress=progress)
+    return _onto_data(fidelity, x, x0), report
 
 
 def _tv_start(volume, z_weight: float) -> Callable:

@@ -50,7 +50,8 @@ Tensor = torch.Tensor
 @dataclass
 class VolumeResult:
     """recon / baseline: (S, H, W) float32 on the unit scale; seconds: the method's wall time; nfe per slice
-    (learned methods) or None; params: what the method ran with (plus coupling and z_weight)."""
+    (learned methods) or None; params: what the method ran with (plus coupling and z_weight); training: the
+    report of a method trained on the measurement itself (``Method.geometry``), else None."""
 
     task: Task
     recon: np.ndarray
@@ -59,6 +60,7 @@ class VolumeResult:
     nfe: int | None
     params: dict = field(default_factory=dict)
     peak_memory_mb: float = 0.0
+    training: dict | None = None
 
 
 COUPLINGS = ("none", "tv-z", "iscs", "tv-z+iscs", "planes")
@@ -222,7 +224,7 @@ def solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = 
                          "process, not under torchrun")
     if world > 1 and entry.kind != "sampler" and rank != 0:
         return None  # classical methods run on rank 0 alone
-    nfe = None
+    nfe, training = None, None
     t0 = time.perf_counter()
     if entry.kind == "sampler":
         prior = prior or default_prior("mri" if param_task == "mri" or modality == "mri" else param_task,
@@ -268,6 +270,7 @@ def solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = 
         geometry = {"z_weight": z_weight, "seed": seed + 2, "device": device} if entry.geometry else {}
         recon = run_classical(entry, fidelity, baseline, {**params, **geometry}, progress, learned)
         if entry.geometry:
+            recon, training = recon
             params = {**params, "z_weight": z_weight}
         if learned is not None:
             nfe, params = learned.nfe, {**params, "prior": str(prior), "coupling": "none"}
@@ -275,7 +278,7 @@ def solve_volume(meas: VolumeMeasurement, method: str, overrides: dict | None = 
     if not torch.isfinite(recon).all():
         raise ValueError(f"{method} produced non-finite values on the volume; try other --param values")
     return VolumeResult(task, recon[:, 0].float().numpy(), baseline[:, 0].float().numpy(), seconds, nfe,
-                        params, peak_memory_mb())
+                        params, peak_memory_mb(), training)
 
 
 def volume_task_methods(task_name: str) -> list[str]:

@@ -161,7 +161,8 @@ def train_mri3d_network(planes: Tensor, mask: Tensor, *, steps: int = 1000, batc
     phase-encode mask (S, H) bool. Adam with cosine decay of ``lr``; each step ``batch`` random planes, a fresh
     Θ / Λ split of Ω \\ Γ with a share ``rho`` of the groups in Λ; every ``check_every`` steps the Γ error (the
     network on Ω \\ Γ, all planes) decides whether to keep the weights. Returns (the kept network, a report: the
-    Γ errors and the step they were best at).
+    Γ errors at each check, the untrained network's (``start_error``: its start's, up to the data step), the
+    best, and the step it was reached at; ``best_step`` 0 means the training did not beat the start).
 
     ``start``: the network starts from ``start(points)``, a reconstruction from those points alone (e.g. 3-D
     ADMM-TV), instead of the zero-filled image. The start of a split must see Θ only, so the splits are then a
@@ -215,9 +216,11 @@ def train_mri3d_network(planes: Tensor, mask: Tensor, *, steps: int = 1000, batc
             check(step)
             bar.set_postfix(loss=f"{loss.item():.4f}", gamma=f"{history[-1][1]:.4f}")
     net.load_state_dict(best_state)
-    best_step = min(history, key=lambda t: t[1])[0]
-    return net.eval(), {"validation_error": [e for _, e in history], "checked_at": [s for s, _ in history],
-                        "best_step": best_step}
+    best_step, best_error = min(history, key=lambda t: t[1])
+    return net.eval(), {"validation": "relative k-space error on the held-out points Γ, from Ω \\ Γ",
+                        "validation_error": [e for _, e in history], "checked_at": [s for s, _ in history],
+                        "start_error": history[0][1], "best_error": best_error, "best_step": best_step,
+                        "steps": steps}
 
 
 def mri3d_selfsup(y: Tensor, mask: Tensor, *, start: StartFn | None = None, progress: bool = False,

@@ -104,9 +104,12 @@ def sample_pairs(images: list[Tensor], factor: int, patch: int, batch: int,
 
 def train_zsr_network(thick: Tensor, factor: int, z_weight: float = 1.0, *, steps: int = 1000, patch: int = 48,
                       batch: int = 16, depth: int = 8, width: int = 64, lr: float = 1e-3, seed: int = 0,
-                      device: str | torch.device = "cpu", progress: bool = False) -> nn.Module:
+                      device: str | torch.device = "cpu", progress: bool = False) -> tuple[nn.Module, dict]:
     """Train the network on the thick slices (S', H, W) alone (module docstring): L1 loss, Adam, cosine decay
-    of ``lr`` over ``steps``, on ``device``; the weights and the patches are drawn (on the CPU) from ``seed``."""
+    of ``lr`` over ``steps``, on ``device``; the weights and the patches are drawn (on the CPU) from ``seed``.
+    Returns (the network, a report): the training loss of the first and of the last ``min(50, steps)`` steps
+    (unit scale; the untrained network returns its degraded input, so ``l1_first`` is about the input's own
+    error, and ``l1_last`` near it means the network learned little)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -114,6 +117,7 @@ def train_zsr_network(thick: Tensor, factor: int, z_weight: float = 1.0, *, step
     images = training_images(thick.detach().float().cpu(), z_weight)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     bar = tqdm(range(steps), desc="zsr self-supervised training", disable=not progress, leave=False)
+    losses = []
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
@@ -122,9 +126,12 @@ def train_zsr_network(thick: Tensor, factor: int, z_weight: float = 1.0, *, step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        losses.append(loss.item())
         if step % 50 == 0:
-            bar.set_postfix(l1=f"{loss.item():.4f}")
-    return net.eval()
+            bar.set_postfix(l1=f"{losses[-1]:.4f}")
+    n = min(50, steps)
+    return net.eval(), {"objective": "L1 of in-plane degraded patches of the thick slices, unit scale",
+                        "steps": steps, "l1_first": sum(losses[:n]) / n, "l1_last": sum(losses[-n:]) / n}
 
 
 @torch.inference_mode()
@@ -144,11 +151,11 @@ def apply_through_plane(net: nn.Module, volume: Tensor, chunk: int = 16) -> Tens
 
 
 def zsr_selfsup(thick: Tensor, factor: int, z_weight: float = 1.0, *, start: Tensor | None = None,
-                progress: bool = False, **train_kwargs) -> Tensor:  # train_kwargs: train_zsr_network's (device too)
+                progress: bool = False, **train_kwargs) -> tuple[Tensor, dict]:  # train_zsr_network's kwargs
     """z super-resolution of thick slices (S', H, W) by ``factor``: the network trained on them
     (:func:`train_zsr_network`) applied through the plane to ``start`` (S' factor, H, W), the cubic-z
-    interpolation of ``thick`` (computed when None: pass the task's baseline to reuse it); (S' factor, H, W),
-    before any data projection."""
-    net = train_zsr_network(thick, factor, z_weight, progress=progress, **train_kwargs)
+    interpolation of ``thick`` (computed when None: pass the task's baseline to reuse it). Returns
+    ((S' factor, H, W) before any data projection, the training report)."""
+    net, report = train_zsr_network(thick, factor, z_weight, progress=progress, **train_kwargs)
     start = cubic_along(thick.float(), factor, 0) if start is None else start.float()
-    return apply_through_plane(net, start).to(thick.dtype)
+    return apply_through_plane(net, start).to(thick.dtype), report
