@@ -45,7 +45,8 @@ from wavepatch.prior.checkpoint import load_prior
 from wavepatch.prior.model import make_denoiser
 from wavepatch.prior.noisy_data import noise_report, noise_sampler, noisy_training_set
 from wavepatch.prior.noisy_training import clean_scans
-from wavepatch.prior.train import TrainConfig, resolve_device, train
+from wavepatch.prior.train import resolve_device, train
+from wavepatch.prior.train_config import TrainConfig
 from wavepatch.prior.wavelet_denoiser import WaveletDenoiser
 from wavepatch.sampling.posterior import langevin
 from wavepatch.sampling.unconditional import geometric_sigmas

@@ -20,7 +20,8 @@ from wavepatch.cli import main
 from wavepatch.prior.blur import BlurConfig, BlurDiffusion, blur, blur_std, dct2, diffuse, frequencies, gains, idct2
 from wavepatch.prior.noise_level import NoiseLevelClassifier, NoiseLevelConfig, noise_level_loss
 from wavepatch.prior.pyramidal import box_downsample, check_factors
-from wavepatch.prior.train import TrainConfig, draw_batch
+from wavepatch.prior.train import draw_batch
+from wavepatch.prior.train_config import TrainConfig
 from wavepatch.prior.unet import UNetConfig
 from wavepatch.resources import prior_path
 from wavepatch.sampling.blur import blur_sample

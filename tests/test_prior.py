@@ -22,7 +22,8 @@ from wavepatch.prior.patches import (
     stitch_patches,
 )
 from wavepatch.prior.precond import edm_loss_weight, edm_scalings, score_from_denoised
-from wavepatch.prior.train import TrainConfig, draw_batch, train
+from wavepatch.prior.train import draw_batch, train
+from wavepatch.prior.train_config import TrainConfig
 from wavepatch.prior.unet import UNet, UNetConfig
 from wavepatch.sampling.unconditional import karras_sigmas, sample
 

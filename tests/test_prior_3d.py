@@ -23,7 +23,8 @@ from wavepatch.prior.patches import (
     stitch_patches,
 )
 from wavepatch.prior.precond import edm_loss, edm_loss_weight
-from wavepatch.prior.train import TrainConfig, check_resume_config, draw_batch, train
+from wavepatch.prior.train import draw_batch, train
+from wavepatch.prior.train_config import TrainConfig, check_resume_config
 from wavepatch.prior.unet import UNet, UNetConfig
 
 

@@ -19,7 +19,8 @@ from wavepatch.cli import main
 from wavepatch.physics.superres import SuperResolution
 from wavepatch.prior.checkpoint import CheckpointError, load_prior, load_wavelet_prior, save_prior
 from wavepatch.prior.model import PriorConfig, build_prior
-from wavepatch.prior.train import TrainConfig, train
+from wavepatch.prior.train import train
+from wavepatch.prior.train_config import TrainConfig
 from wavepatch.prior.unet import UNetConfig
 from wavepatch.prior.wavelet import (
     WaveletPrior,

@@ -46,7 +46,8 @@ from wavepatch.io.writers import save_dicom_series, save_nifti
 from wavepatch.prior.checkpoint import load_blur_prior, load_prior, load_wavelet_prior, prior_kind
 from wavepatch.prior.model import PATCH_MODES, PRECISIONS, make_denoiser
 from wavepatch.prior.noisy_data import NOISE_KINDS
-from wavepatch.prior.train import TrainConfig, resolve_device, train
+from wavepatch.prior.train import resolve_device, train
+from wavepatch.prior.train_config import TrainConfig
 from wavepatch.report import save_json
 from wavepatch.sampling.unconditional import SAMPLERS, sample
 from wavepatch.sampling.wsgm import wsgm_sample

@@ -31,7 +31,7 @@ from wavepatch.io.atomic import atomic_path, atomic_write_bytes
 from wavepatch.prior.checkpoint import check_state_matches, save_prior
 from wavepatch.prior.ldct import LDCTConfig, LDCTModel
 from wavepatch.prior.ldct_losses import gather, lsgan_d_loss, lsgan_g_loss, patch_metric_loss, sample_locations
-from wavepatch.prior.train import load_optimizer_tensors, optimizer_tensors, read_state_file
+from wavepatch.prior.train_state import load_optimizer_tensors, optimizer_tensors, read_state_file
 
 Tensor = torch.Tensor
 CHECKPOINT = "ldct.safetensors"

@@ -35,15 +35,9 @@ from wavepatch.prior.shape_wavelet import (
     code_stats,
     encode,
 )
-from wavepatch.prior.train import (
-    InMemoryImages,
-    TrainConfig,
-    load_train_state,
-    read_state_file,
-    resolve_device,
-    save_train_state,
-    train,
-)
+from wavepatch.prior.train import InMemoryImages, resolve_device, train
+from wavepatch.prior.train_config import TrainConfig
+from wavepatch.prior.train_state import load_train_state, read_state_file, save_train_state
 from wavepatch.prior.unet import UNet, UNetConfig
 from wavepatch.types import from_known_fields
 
