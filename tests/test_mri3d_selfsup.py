@@ -153,3 +153,15 @@ def test_cli_zs_ssl_end_to_end_and_refusals(mri_path, volume_run, refused, capsy
                         (["--volume", "--task", "mri3d", "--slices", "0:4", "--param", "start=zero-filled",
                           "--param", "splits=3"], "splits applies with start=admm-tv only")):
         refused(["reconstruct", str(mri_path), *argv, "--size", "32", "--method", "zs-ssl", "--no-progress"], words)
+
+
+def test_training_line_says_when_the_training_never_beat_its_start():
+    from wavepatch.cli_volume import training_line
+
+    kept = training_line("zs-ssl", {"start_error": 0.2, "best_error": 0.1, "best_step": 300, "steps": 1000})
+    fallback = training_line("zs-ssl", {"start_error": 0.2, "best_error": 0.2, "best_step": 0, "steps": 1000})
+    assert "step 300 of 1000" in kept and "never beat" not in kept
+    assert "never beat the start" in fallback
+    flat = training_line("smore", {"l1_first": 0.0281, "l1_last": 0.0282, "steps": 1000})
+    assert "learned little" in flat
+    assert "learned little" not in training_line("smore", {"l1_first": 0.028, "l1_last": 0.016, "steps": 1000})

@@ -151,7 +151,7 @@ def training_line(method: str, report: dict) -> str:
             line += "; the training never beat the start, so the result is the start reconstruction"
         return line
     line = f"{method}: training L1 {report['l1_first']:.4g} -> {report['l1_last']:.4g} over {report['steps']} steps"
-    if report["l1_last"] > 0.97 * report["l1_first"]:
+    if report["l1_last"] > 0.97 * report["l1_first"]:  # within 3 %: §14.3's dead-ReLU run had 0.0281 -> 0.0282
         line += "; the network learned little, so the result is close to the baseline"
     return line
 
