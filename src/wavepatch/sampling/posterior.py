@@ -42,36 +42,65 @@ def warm_start(x_init: Tensor, sigma_start: float, generator: torch.Generator | 
     return x_init + sigma_start * noise(x_init, generator)
 
 
-def _denoise_with_grad(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
-    """(D(x), grad_x r(D(x))) with r = sqrt(residual) (the un-squared norm DPS' code differentiates) and the
-    gradient through the network; x is not modified."""
+def _denoise_with_grad(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigma: float,
+                       squared: bool = False) -> tuple[Tensor, Tensor]:
+    """(D(x), grad_x r(D(x))) with r = sqrt(residual) (the un-squared norm DPS' code differentiates; ``squared``:
+    r = residual / 2) and the gradient through the network; x is not modified."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         d = denoise(xg, sigma)
-        r = fidelity.residual(d).sqrt()
+        res = fidelity.residual(d)
+        r = res / 2 if squared else res.sqrt()
         (g,) = torch.autograd.grad(r.sum(), xg)
     return d.detach(), g
 
 
 def dps(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *, zeta: float = 0.1,
-        generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+        step: str = "normalized", c: float = 0.25, generator: torch.Generator | None = None,
+        callback: Callback | None = None) -> Tensor:
     """Diffusion posterior sampling (Chung et al. 2023) on the VE reverse SDE.
 
-    Each level: x0 = D(x, s); ancestral step to s' (DDPM's step as in DPS' code); then the data step
-    x <- x - (zeta / scale) grad_x r(x0(x)) (gradient through the network, r = sqrt(residual)). The last step
-    returns x0 with the data step. NFE = len(sigmas) - 1 (each with a backward)."""
+    Each level: x0 = D(x, s) and g = grad_x residual(x0(x)) / 2 (through the network); the ancestral step to s'
+    (DDPM's step as in DPS' code), then the data step x <- x - lambda g. The last level returns x0 - lambda g.
+    step="normalized" is the paper's size lambda = zeta_t = zeta' / ||A x0 - y||, here zeta / (scale sqrt(residual)):
+    every step moves the image by up to zeta per pixel whatever the residual, so it cannot settle closer than
+    that, and on noisy data it keeps fitting the noise. step="linesearch": lambda minimises
+    residual(x0 - lambda g) / 2 + lambda^2 ||g||^2 / (2 r^2) (:func:`_guidance_step`; r^2 = s^2 c^2 / (s^2 + c^2)
+    as in :func:`pigdm`, noisy data only; zeta unused): the full step while the data are far, shrinking with the
+    misfit and, on noisy data, with s. The direction is DPS' own in both. NFE = len(sigmas) - 1, each with a
+    backward through the network."""
+    if step not in ("normalized", "linesearch"):
+        raise ValueError(f"step must be 'normalized' or 'linesearch', got {step!r}")
     denoise = Counted(denoise)
     pairs = level_pairs(sigmas)
     for i, (s, s_next) in enumerate(pairs):
-        x0, g = _denoise_with_grad(denoise, fidelity, x, s)
-        if s_next == 0:
-            x = x0 - zeta / fidelity.scale * g
+        x0, g = _denoise_with_grad(denoise, fidelity, x, s, squared=step == "linesearch")
+        if step == "linesearch":
+            g = g * _newton_length(fidelity, x0, g)
+            move = _guidance_step(fidelity, x0, -g, estimate_std(s, c)) * g
         else:
-            x = ancestral_step(x, x0, s, s_next, generator) - zeta / fidelity.scale * g
+            move = zeta / fidelity.scale * g
+        x = x0 - move if s_next == 0 else ancestral_step(x, x0, s, s_next, generator) - move
         report(callback, i, len(pairs), s, x, x0, denoise)
         if s_next == 0:
             break
     return x.detach()
+
+
+def _newton_length(fidelity: DataFidelity, x0: Tensor, g: Tensor) -> Tensor:
+    """t (B, 1, ...): the Newton step along -g of the data term residual / 2 at x0, <grad, g> / <g, H g>, with the
+    Hessian-vector product H g from a finite difference of ``fidelity.grad`` (exact for Gaussian noise, whose
+    gradient is linear). It puts the unit of :func:`_guidance_step`'s three-point fit at the right length for a
+    non-quadratic residual (the Poisson deviance overflows a step many times too long); 0 where g is 0."""
+    dims = tuple(range(1, g.ndim))
+    gn = g.double().pow(2).sum(dims, keepdim=True).sqrt()
+    eps = 1e-2 * (g[0].numel() ** 0.5) / gn.clamp_min(1e-300)  # a probe of 0.01 per pixel RMS
+    base = fidelity.grad(x0)
+    hg = (fidelity.grad(x0 + (eps * g).to(g.dtype)) - base).double() / eps
+    num = (base.double() * g.double()).sum(dims, keepdim=True)
+    den = (g.double() * hg).sum(dims, keepdim=True)
+    t = torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(den)).clamp_min(0.0)
+    return t.to(g.dtype)
 
 
 def _guidance_step(fidelity: DataFidelity, d: Tensor, g: Tensor, r: float) -> Tensor:
