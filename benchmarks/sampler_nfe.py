@@ -6,9 +6,10 @@
 
 20-view parallel-beam CT at 256^2 (noiseless, as the CLI). Budgets (``--nfe``, default 20 50 100 200) are turned
 into each sampler's own count: levels for DPS, PiGDM, MCG and DDNM (mcg-gradient: MCG with the paper's gradient
-step); levels x 5 Langevin iterations for the PaDIS loop (patch prior ct_patch256); levels x 3 + 1 for annealed
-Langevin; 2 x levels - 1 for predictor-corrector (the NFE column is what the sampler reports). Whole-image samplers
-use ct_whole256. ADMM-TV at its defaults is the reference line. Choose defaults on a training slice; the test slice
+step; dps-normalized: DPS with the paper's normalised step, its default before docs/results.md section 6.7);
+levels x 5 Langevin iterations for the PaDIS loop (patch prior ct_patch256); levels x 3 + 1 for annealed Langevin;
+2 x levels - 1 for predictor-corrector (the NFE column is what the sampler reports). Whole-image samplers use
+ct_whole256. ADMM-TV at its defaults is the reference line. Choose defaults on a training slice; the test slice
 only reports. Prints a markdown table, writes sampler_nfe.json and sampler_nfe.png; rows already in the JSON are
 skipped (a stopped run continues).
 """
@@ -43,10 +44,12 @@ def overrides(sampler: str, nfe: int) -> dict:
         return {"steps": max(2, (nfe + 1) // 2)}
     if sampler == "mcg-gradient":
         return {"steps": nfe, "guidance": "gradient"}
+    if sampler == "dps-normalized":
+        return {"steps": nfe, "step": "normalized"}
     return {"steps": nfe}
 
 
-SAMPLERS = ["dps", "pigdm", "mcg", "mcg-gradient", "ddnm", "langevin", "pc", "padis"]
+SAMPLERS = ["dps", "dps-normalized", "pigdm", "mcg", "mcg-gradient", "ddnm", "langevin", "pc", "padis"]
 
 
 def main() -> None:
@@ -77,8 +80,8 @@ def main() -> None:
             if (sampler, budget) in done:
                 continue
             ov = overrides(sampler, budget)
-            r = run_reconstruction(img, "ct-parallel", opts, sampler.removesuffix("-gradient"), ov,
-                                   prior=PATCH if sampler == "padis" else WHOLE)
+            method = sampler.removesuffix("-gradient").removesuffix("-normalized")
+            r = run_reconstruction(img, "ct-parallel", opts, method, ov, prior=PATCH if sampler == "padis" else WHOLE)
             data["rows"].append({"sampler": sampler, "budget": budget, "nfe": r.nfe, "overrides": ov,
                                  "psnr": r.metrics["psnr"], "ssim": r.metrics["ssim"], "seconds": r.seconds})
             save()
