@@ -103,13 +103,13 @@ def test_variants_and_fast_mode_defaults():
     assert dps.resolve("phase-retrieval", {"steps": "50"}, fast=True)["steps"] == 50  # the user's value wins
     other = dps.resolve("ct-parallel", fast=True)
     assert (other["steps"], other["sigma_start"]) == (100, 0.1)
-    # DPS' step: the line search on linear tasks, the paper's normalised step on phase retrieval; zeta only with it
-    assert (dps.resolve("ct-parallel")["step"], dps.resolve("phase-retrieval")["step"]) == ("linesearch", "normalized")
+    # DPS' step: the line search by default; zeta only with the paper's normalised step, c only with the search
+    assert dps.resolve("ct-parallel")["step"] == dps.resolve("phase-retrieval")["step"] == "linesearch"
     assert dps.resolve("ct-parallel", {"step": "normalized", "zeta": "0.2"})["zeta"] == 0.2
     with pytest.raises(ValueError, match="zeta applies with step=normalized only"):
         dps.resolve("ct-parallel", {"zeta": "0.2"})
     with pytest.raises(ValueError, match="c applies with step=linesearch only"):
-        dps.resolve("phase-retrieval", {"c": "0.1"})
+        dps.resolve("phase-retrieval", {"step": "normalized", "c": "0.1"})
 
 
 def test_docs_table_is_generated_from_the_registry():

@@ -42,6 +42,21 @@ def test_fidelity_gradient_matches_finite_differences():
         fid.prox(x, 1.0)
 
 
+def test_dps_line_search_length_decreases_the_magnitude_misfit():
+    # DPS' default step on this nonlinear model: the Newton length along the gradient (a finite-difference
+    # Hessian-vector product of the autograd gradient) and the three-point fit at that unit lower the residual
+    from wavepatch.sampling.posterior import _guidance_step, _newton_length
+
+    op = FourierMagnitude((1, 24, 28), oversampling=2.0)
+    x, y = _object(seed=1) + 0.05, op.A(_object(seed=2))
+    fid = make_fidelity(op, y, GaussianNoise(0.0))
+    g = fid.grad(x)
+    t = _newton_length(fid, x, g)
+    assert float(t) > 0 and float(fid.residual(x - t * g)) < float(fid.residual(x))
+    lam = _guidance_step(fid, x, -t * g, 1.0)
+    assert float(fid.residual(x - lam * t * g)) < float(fid.residual(x))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_hio_recovers_a_small_image_from_noiseless_data_up_to_the_ambiguities(seed):
     # an image that fills its support box (a tight support): HIO with its defaults recovers it exactly. With a
