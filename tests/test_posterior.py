@@ -112,10 +112,10 @@ def test_gradient_samplers_move_to_the_posterior_and_fit_the_data(name):
     gen = torch.Generator().manual_seed(1)
     fidelity = GaussianFidelity(op, y)
     if name == "dps":
-        x = P.dps(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), zeta=0.033, generator=gen)
-    elif name == "dps-linesearch":
-        x = P.dps(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), step="linesearch",
-                  generator=gen)
+        x = P.dps(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), step="normalized",
+                  zeta=0.033, generator=gen)
+    elif name == "dps-linesearch":  # the default step
+        x = P.dps(denoise, fidelity, start(20.0, gen), karras_sigmas(100, 0.002, 20.0), generator=gen)
     elif name == "padis":
         x = P.padis(denoise, fidelity, start(20.0, gen), geometric_sigmas(30, 0.002, 20.0), n_inner=5, zeta=0.033,
                     guidance="gradient", eps=0.5, generator=gen)

@@ -56,7 +56,7 @@ def _denoise_with_grad(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sig
 
 
 def dps(denoise: Denoiser, fidelity: DataFidelity, x: Tensor, sigmas: Tensor, *, zeta: float = 0.1,
-        step: str = "normalized", c: float = 0.25, generator: torch.Generator | None = None,
+        step: str = "linesearch", c: float = 0.25, generator: torch.Generator | None = None,
         callback: Callback | None = None) -> Tensor:
     """Diffusion posterior sampling (Chung et al. 2023) on the VE reverse SDE.
 
