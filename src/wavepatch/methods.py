@@ -466,7 +466,8 @@ _GUIDANCE = Param("guidance", str, "pinv", "data step: the paper's normalised gr
 # paper's normalised step on all five bench settings tried, 20-view CT 32.60 / 28.86 against 25.68 / 23.88 dB,
 # deblurring, heavy deblurring, x4 SR and low-dose CT (benchmarks/results/tune_dps, docs/results.md section 6.7);
 # on phase retrieval (training slices A0001_B_025 / _045, 128^2) from noise 37.12 / 37.03 against 25.80 / 25.69 dB
-# and with --fast (patch prior, from HIO) 28.18 / 26.23 against 23.97 / 23.76 (section 16)
+# and with --fast (patch prior, from HIO) 28.18 / 26.23 against 23.97 / 23.76, where sigma_start 0.2 stayed the
+# best with it (0.1 / 0.3 / 0.5: means 25.13 / 26.73 / 26.56 against 27.21; section 16)
 _DPS_STEP = Param("step", str, "linesearch",
                   "DPS' data step size: linesearch (minimises the misfit along DPS' gradient, damped by the "
                   "estimate's uncertainty on noisy data) or normalized (the paper's zeta / ||A x0 - y||)",
