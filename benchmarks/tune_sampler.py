@@ -7,7 +7,8 @@ labels of ``wavepatch bench``'s suites), next to the baseline and ADMM-TV at the
 
 A configuration is ``KEY=VALUE[,KEY=VALUE...]`` of the method's parameters (``-``: the registry defaults). Rows
 are stored in tune_sampler.json as they finish (a stopped run continues; several processes with the same
---out share the work; the file records the method and the prior, and a different run is refused). Prints a
+--out merge their rows, but two that reach the same run at once both make it: give them different --slices or
+--settings; the file records the method and the prior, and a different run is refused). Prints a
 markdown table per setting (PSNR per slice, mean, mean gain over ADMM-TV, seconds) and, last, each
 configuration's mean gain over every setting and slice. Training slices only: the chosen default is reported
 on the test slices elsewhere (docs/results.md).
@@ -33,7 +34,8 @@ SETTINGS = {s.label: s for suite, _ in SUITES.values() for s in suite if s.data 
 
 
 def parse_config(text: str) -> dict:
-    """'KEY=VALUE,KEY=VALUE' -> overrides (numbers as float or int, else strings); '-' -> {}."""
+    """'KEY=VALUE,KEY=VALUE' -> overrides as strings, which the method's registry parses and checks as
+    ``--param`` does; '-' -> {}."""
     out: dict = {}
     for part in filter(None, text.split(",")):
         if part == "-":
@@ -41,14 +43,7 @@ def parse_config(text: str) -> dict:
         key, sep, value = part.partition("=")
         if not sep:
             raise SystemExit(f"configuration {text!r}: expected KEY=VALUE")
-        for kind in (int, float):
-            try:
-                out[key] = kind(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
+        out[key] = value
     return out
 
 
@@ -91,8 +86,6 @@ def main() -> None:
         sync()
         return any(all(r[k] == v for k, v in key.items()) for r in data[table])
 
-    save = sync
-
     for name in args.slices:
         unit, _ = normalize_volume(read_image(TRAIN / name), None)
         img = resize_square(unit[0], 256)
@@ -104,7 +97,7 @@ def main() -> None:
                     r = run_reconstruction(img, setting.task, opts, ref)
                     data["reference"].append({"slice": name, "setting": label, "method": ref,
                                               "psnr": r.metrics["psnr"], "ssim": r.metrics["ssim"]})
-                    save()
+                    sync()
             for config in args.configs:
                 if have("rows", slice=name, setting=label, config=config):
                     continue
@@ -112,7 +105,7 @@ def main() -> None:
                                        prior=prior_path(args.prior))
                 data["rows"].append({"slice": name, "setting": label, "config": config, "nfe": r.nfe,
                                      "psnr": r.metrics["psnr"], "ssim": r.metrics["ssim"], "seconds": r.seconds})
-                save()
+                sync()
                 print(f"{name} {label} {config}: {r.metrics['psnr']:.2f} dB, {r.seconds:.0f} s", flush=True)
     print(tables(data, args.slices, args.settings, args.configs))
 
