@@ -14,4 +14,4 @@ run zsr4_admm-tv $CT --volume --slices 0:28 --task zsr --factor 4 --method admm-
 run zsr4_patch3d $CT --volume --slices 0:28 --task zsr --factor 4 --method padis --fast --prior $P
 # keep the metrics, the time -v reports and one figure; the volumes stay out of the repository
 cp $OUT/ct20_patch3d/planes.png docs/volume/planes_ct20_padis_fast_patch3d_long.png
-rm -rf $OUT/ct20_admm-tv $OUT/ct20_patch3d $OUT/zsr4_admm-tv $OUT/zsr4_patch3d
+rm -rf $OUT/ct20_admm-tv $OUT/ct20_patch3d $OUT/zsr4_admm-tv $OUT/zsr4_patch3d $OUT/.*.wavepatch-lock
