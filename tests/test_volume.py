@@ -150,6 +150,23 @@ def test_cli_volume_two_series_folder(tmp_path, capsys, ct_files):
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["slices"] == 3
 
 
+def test_cli_volume_series_with_mixed_slice_sizes(tmp_path, capsys, ct_files):
+    """One series whose slices differ in size: one line naming the sizes, exit 2, no output folder."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, f in enumerate(ct_files):
+        ds = pydicom.dcmread(f)
+        if i == 1:  # crop one slice to 256 x 256; the header says so, as a real series with a bad slice would
+            ds.PixelData = ds.pixel_array[:256, :256].copy().tobytes()
+            ds.Rows, ds.Columns = 256, 256
+        ds.save_as(folder / f"s{i}.dcm")
+    code = main(["reconstruct", str(folder), "--volume", "--task", "ct-parallel", "--views", "8", "--size", "32",
+                 "--method", "fbp", "--no-progress", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "mixes slice sizes" in err[0] and "256" in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
 def test_slerp_slice_noise_is_standard_per_slice_and_correlated_between_neighbours():
     from wavepatch.sampling.steps import randn_like, slerp_slice_noise
 
