@@ -34,19 +34,19 @@ from wavepatch.tasks import TaskOptions  # noqa: E402
 WHOLE, PATCH = prior_path("ct_whole256"), prior_path("ct_patch256")
 
 
+# the benchmark's variants of a registry method: (method, its overrides)
+VARIANTS = {"mcg-gradient": ("mcg", {"guidance": "gradient"}), "dps-normalized": ("dps", {"step": "normalized"})}
+
+
 def overrides(sampler: str, nfe: int) -> dict:
-    """The sampler's own step parameters for a budget of ``nfe`` network evaluations."""
+    """The sampler's own step parameters for a budget of ``nfe`` network evaluations (a variant's included)."""
     if sampler == "padis":
         return {"steps": max(1, nfe // 5)}
     if sampler == "langevin":
         return {"steps": max(1, (nfe - 1) // 3)}
     if sampler == "pc":
         return {"steps": max(2, (nfe + 1) // 2)}
-    if sampler == "mcg-gradient":
-        return {"steps": nfe, "guidance": "gradient"}
-    if sampler == "dps-normalized":
-        return {"steps": nfe, "step": "normalized"}
-    return {"steps": nfe}
+    return {"steps": nfe, **VARIANTS.get(sampler, (sampler, {}))[1]}
 
 
 SAMPLERS = ["dps", "dps-normalized", "pigdm", "mcg", "mcg-gradient", "ddnm", "langevin", "pc", "padis"]
@@ -80,7 +80,7 @@ def main() -> None:
             if (sampler, budget) in done:
                 continue
             ov = overrides(sampler, budget)
-            method = sampler.removesuffix("-gradient").removesuffix("-normalized")
+            method = VARIANTS.get(sampler, (sampler, {}))[0]
             r = run_reconstruction(img, "ct-parallel", opts, method, ov, prior=PATCH if sampler == "padis" else WHOLE)
             data["rows"].append({"sampler": sampler, "budget": budget, "nfe": r.nfe, "overrides": ov,
                                  "psnr": r.metrics["psnr"], "ssim": r.metrics["ssim"], "seconds": r.seconds})
